@@ -1,0 +1,45 @@
+# OFT+ bimanual ALOHA stack. `make help` lists the targets.
+# Every target runs `setup` first (instant when nothing changed) and sources scripts/env.sh.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+ENV := source scripts/env.sh &&
+# Runs a command in a private network namespace with only loopback (when root), see the script.
+ISOLATED := scripts/isolated.sh
+SETUP_STAMP := .venv/.setup-stamp
+BUILD_STAMP := install/.build-stamp
+# Anything that changes what colcon installs (Python sources are symlinked, so not those).
+BUILD_INPUTS := $(shell find src \( -name package.xml -o -name setup.py -o -name setup.cfg \
+	-o -name CMakeLists.txt -o -name '*.msg' -o -name '*.srv' -o -path '*/resource/*' \
+	-o -path '*/config/*' -o -path '*/launch/*' \) -type f 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: help setup build test bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+setup: $(SETUP_STAMP) ## create/update .venv from requirements.txt (ROS 2 wheels, torch, ...)
+
+$(SETUP_STAMP): requirements.txt scripts/setup.sh scripts/fix_cmake_exports.py
+	bash scripts/setup.sh
+	touch $@
+
+build: $(BUILD_STAMP) ## colcon build the four packages into install/ (only when stale)
+
+$(BUILD_STAMP): $(SETUP_STAMP) $(BUILD_INPUTS)
+	$(ENV) colcon --log-base build/log build --symlink-install \
+		--build-base build --install-base install \
+		--cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$$(command -v python)" \
+		--event-handlers console_direct- summary+
+	touch $@
+
+test: $(BUILD_STAMP) ## run every package's test/ and tests/ with an isolated DDS
+	$(ENV) $(ISOLATED) python -m pytest $(PYTEST_ARGS)
+
+bench: $(BUILD_STAMP) ## run every benchmark, one JSON per benchmark in bench_results/
+	$(ENV) $(ISOLATED) python -m bench
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build install log bench_results

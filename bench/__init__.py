@@ -1,0 +1,1 @@
+"""Benchmarks of the stack: `python -m bench` (or `make bench`) runs them all."""

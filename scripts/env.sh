@@ -1,0 +1,36 @@
+# Environment of the OFT ALOHA workspace; every make target sources this file.
+#   source scripts/env.sh
+# It activates the project's venv (ROS 2 from PyPI wheels, torch, ...), or keeps an already
+# sourced system ROS 2 (ROS_DISTRO set), overlays the colcon workspace in install/, and confines
+# DDS to this machine (loopback + shared memory). Safe to source more than once.
+
+OFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
+export OFT_ROOT
+
+if [ -f "$OFT_ROOT/.venv/bin/activate" ]; then
+    # shellcheck disable=SC1091
+    VIRTUAL_ENV_DISABLE_PROMPT=1 . "$OFT_ROOT/.venv/bin/activate"
+fi
+
+if [ -z "${ROS_DISTRO:-}" ] && [ -n "${VIRTUAL_ENV:-}" ]; then
+    # The wheels lay out a ROS prefix inside the venv itself.
+    export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+    export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+fi
+
+if [ -f "$OFT_ROOT/install/local_setup.bash" ] && [ -n "${BASH_VERSION:-}" ]; then
+    # shellcheck disable=SC1091
+    . "$OFT_ROOT/install/local_setup.bash"
+elif [ -f "$OFT_ROOT/install/local_setup.sh" ]; then
+    # shellcheck disable=SC1091
+    COLCON_CURRENT_PREFIX="$OFT_ROOT/install" . "$OFT_ROOT/install/local_setup.sh"
+fi
+
+# DDS never leaves this machine: discovery on localhost only, and transports restricted to
+# shared memory + UDPv4 on 127.0.0.1 (src/aloha_bringup/config/fastdds_loopback.xml).
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export FASTDDS_DEFAULT_PROFILES_FILE="$OFT_ROOT/src/aloha_bringup/config/fastdds_loopback.xml"
+# Headless off-screen rendering for the MuJoCo cameras.
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-$MUJOCO_GL}"

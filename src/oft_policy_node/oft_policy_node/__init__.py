@@ -1,0 +1,1 @@
+"""OpenVLA-OFT+ model runtime, policy_node and chunk_executor."""

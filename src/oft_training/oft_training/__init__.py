@@ -1,0 +1,1 @@
+"""Demos to training sets, LoRA + FiLM + L1 fine-tuning and evaluation."""

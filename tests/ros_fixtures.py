@@ -1,0 +1,96 @@
+"""Fixtures and helpers shared by every test that talks over real DDS.
+
+Tests start real nodes, in this process (an rclpy Context of their own) or as separate
+processes (`spawn`), and wait on real messages with `spin_until`. Processes a test starts are
+ended by their PID when it finishes, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rclpy_context() -> Iterator[object]:
+    """An initialised rclpy Context private to the test, shut down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+
+
+def spin_until(executor: object, predicate: Callable[[], bool], timeout: float,
+               step: float = 0.02) -> bool:
+    """Spin `executor` until `predicate()` is true or `timeout` seconds pass; return the former."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=step)
+    return predicate()
+
+
+class ProcessGroup:
+    """Processes started by one test, stopped by PID (SIGINT, then SIGTERM, then SIGKILL)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._procs: list[subprocess.Popen] = []
+        self._logs: dict[int, Path] = {}
+
+    def python(self, *args: str, name: str = 'proc', env: dict[str, str] | None = None
+               ) -> subprocess.Popen:
+        """Start `python args...` with this run's isolated DDS environment; output to a log."""
+        log = self._log_dir / f'{name}-{len(self._procs)}.log'
+        with open(log, 'wb') as out:
+            proc = subprocess.Popen([sys.executable, *args], stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                    env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+        self._procs.append(proc)
+        self._logs[proc.pid] = log
+        return proc
+
+    def output(self, proc: subprocess.Popen) -> str:
+        """Everything `proc` printed so far."""
+        return self._logs[proc.pid].read_text(errors='replace')
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> int:
+        """Interrupt `proc` like Ctrl-C and return its exit code (killed if it will not stop)."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        return proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self._procs:
+            self.stop(proc, timeout=5.0)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Start helper processes; all of them are stopped when the test ends."""
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()
