@@ -24,6 +24,7 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'run_graph = aloha_bringup.run_graph:main',
         ],
     },
 )

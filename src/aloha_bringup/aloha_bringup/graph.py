@@ -1,0 +1,140 @@
+"""The bringup graph (config/graph.yaml + config/params.yaml) resolved into concrete nodes.
+
+ROS-free: both `launch/oft_bimanual.launch.py` (launch_ros) and the local runner
+(`aloha_bringup.run_graph`) call `resolve_graph`, so a user with `ros2 launch` and a machine
+without it start exactly the same nodes with the same parameters and remappings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oft_policy_node import robot
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
+_SUBSTITUTION = re.compile(r'\$\((\w+)\)')
+_TRUE = ('true', '1', 'yes', 'on')
+_FALSE = ('false', '0', 'no', 'off', '')
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the resolved graph."""
+
+    name: str
+    package: str
+    executable: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+def config_dir() -> Path:
+    """The config folder: the installed share/aloha_bringup/config when it exists, else source."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory('aloha_bringup')) / 'config'
+        if (installed / 'graph.yaml').exists():
+            return installed
+    except (ImportError, LookupError):
+        pass
+    return CONFIG_DIR
+
+
+def load_graph(directory: Path | None = None) -> dict[str, Any]:
+    return yaml.safe_load(((directory or config_dir()) / 'graph.yaml').read_text())
+
+
+def load_params(directory: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Static parameters by node name (params.yaml, ROS 2 `ros__parameters` layout)."""
+    path = (directory or config_dir()) / 'params.yaml'
+    if not path.exists():
+        return {}
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {node: dict(body.get('ros__parameters', {})) for node, body in raw.items()}
+
+
+def graph_arguments(graph: dict[str, Any] | None = None) -> list[Argument]:
+    graph = graph or load_graph()
+    return [Argument(name, str(spec['default']), spec['description'])
+            for name, spec in graph['arguments'].items()]
+
+
+def parse_bool(name: str, value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f'argument {name}={value!r} must be true or false')
+
+
+def _substitute(value: Any, args: dict[str, str]) -> Any:
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        if match.group(1) not in args:
+            raise ValueError(f'graph.yaml uses $({match.group(1)}), which is not an argument; '
+                             f'arguments: {sorted(args)}')
+        return args[match.group(1)]
+
+    whole = _SUBSTITUTION.fullmatch(value)
+    if whole:
+        text = lookup(whole)
+        # An argument that is the whole value takes its YAML type (true -> bool, 0.04 -> float),
+        # as launch_ros does for parameters; anything else stays text.
+        typed = yaml.safe_load(text) if text else ''
+        return typed if isinstance(typed, (bool, int, float)) else text
+    return _SUBSTITUTION.sub(lookup, value)
+
+
+def _arm_remappings(graph: dict[str, Any], args: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    remaps = []
+    for arm in robot.ARMS:
+        default = robot.arm_namespace(arm)
+        wanted = _substitute(graph.get('arm_namespaces', {}).get(default, default), args)
+        if wanted == default:
+            continue
+        for topic_of in (robot.joint_states_topic, robot.joint_group_topic,
+                         robot.joint_single_topic, robot.joint_positions_topic):
+            topic = topic_of(arm)
+            remaps.append((topic, topic.replace(f'/{default}/', f'/{wanted}/', 1)))
+    return tuple(remaps)
+
+
+def resolve_graph(overrides: dict[str, str] | None = None,
+                  directory: Path | None = None) -> list[NodeSpec]:
+    """The nodes to start for the given launch arguments (defaults from graph.yaml)."""
+    graph = load_graph(directory)
+    known = {a.name: a.default for a in graph_arguments(graph)}
+    unknown = sorted(set(overrides or {}) - set(known))
+    if unknown:
+        raise ValueError(f'unknown launch argument(s) {unknown}; known: {sorted(known)}')
+    args = {**known, **{k: str(v) for k, v in (overrides or {}).items()}}
+    use_sim = parse_bool('use_sim', args['use_sim'])
+    static = load_params(directory)
+    remappings = _arm_remappings(graph, args)
+    nodes = []
+    for entry in graph['nodes']:
+        condition = entry.get('condition')
+        if condition and not parse_bool(condition, args[condition]):
+            continue
+        parameters = {**static.get(entry['name'], {}),
+                      **{k: _substitute(v, args) for k, v in entry.get('parameters', {}).items()},
+                      'use_sim_time': use_sim}
+        nodes.append(NodeSpec(entry['name'], entry['package'], entry['executable'], parameters,
+                              remappings))
+    return nodes

@@ -1,0 +1,114 @@
+"""The bringup graph: one description, resolved identically by the launch file and the runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aloha_bringup import run_graph
+from aloha_bringup.graph import CONFIG_DIR, resolve_graph
+
+LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'oft_bimanual.launch.py'
+
+
+def test_defaults_start_sim_policy_and_executor_on_sim_time():
+    nodes = {n.name: n for n in resolve_graph()}
+    assert list(nodes) == ['aloha_sim', 'policy_node', 'chunk_executor']
+    assert all(n.parameters['use_sim_time'] is True for n in nodes.values())
+    assert nodes['policy_node'].parameters['instruction'] == 'put green pepper into pot'
+    assert nodes['aloha_sim'].parameters['instruction'] == 'put green pepper into pot'
+    assert nodes['chunk_executor'].parameters['backend'] == 'joint_positions'
+    assert all(n.remappings == () for n in nodes.values())
+
+
+def test_real_robot_drops_the_sim_and_adds_recording_and_remaps():
+    nodes = {n.name: n for n in resolve_graph({
+        'use_sim': 'false', 'record': 'true', 'backend': 'interbotix',
+        'left_namespace': 'arm_l', 'task': 'put red pepper into pot'})}
+    assert list(nodes) == ['policy_node', 'chunk_executor', 'demo_recorder']
+    assert nodes['policy_node'].parameters['use_sim_time'] is False
+    assert nodes['chunk_executor'].parameters['backend'] == 'interbotix'
+    remaps = dict(nodes['chunk_executor'].remappings)
+    assert remaps['/follower_left/joint_states'] == '/arm_l/joint_states'
+    assert remaps['/follower_left/commands/joint_group'] == '/arm_l/commands/joint_group'
+    assert not any(source.startswith('/follower_right') for source in remaps)
+
+
+def test_bad_arguments_are_rejected_with_the_choices():
+    with pytest.raises(ValueError, match=r"unknown launch argument\(s\) \['taks'\]"):
+        resolve_graph({'taks': 'x'})
+    with pytest.raises(ValueError, match="use_sim='maybe' must be true or false"):
+        resolve_graph({'use_sim': 'maybe'})
+
+
+def _fake_launch_modules(recorded: list[dict]) -> dict[str, types.ModuleType]:
+    """Minimal stand-ins for `launch`/`launch_ros` (not installable here) that record what the
+    launch file asks for; the real packages are used under `ros2 launch`."""
+    launch = types.ModuleType('launch')
+    actions = types.ModuleType('launch.actions')
+    substitutions = types.ModuleType('launch.substitutions')
+    launch_ros = types.ModuleType('launch_ros')
+    ros_actions = types.ModuleType('launch_ros.actions')
+
+    class DeclareLaunchArgument:
+        def __init__(self, name, default_value, description):
+            self.name, self.default_value = name, default_value
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    launch.LaunchDescription = list
+    actions.DeclareLaunchArgument = DeclareLaunchArgument
+    actions.OpaqueFunction = lambda function: function
+    substitutions.LaunchConfiguration = LaunchConfiguration
+    ros_actions.Node = lambda **kwargs: recorded.append(kwargs) or kwargs
+    return {'launch': launch, 'launch.actions': actions, 'launch.substitutions': substitutions,
+            'launch_ros': launch_ros, 'launch_ros.actions': ros_actions}
+
+
+@pytest.mark.parametrize('overrides', [{}, {'use_sim': 'false', 'backend': 'interbotix',
+                                            'record': 'true', 'right_namespace': 'arm_r'}])
+def test_launch_file_and_runner_resolve_the_same_graph(overrides, monkeypatch, tmp_path):
+    recorded: list[dict] = []
+    for name, module in _fake_launch_modules(recorded).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location('oft_bimanual_launch', LAUNCH_FILE)
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+
+    description = launch_file.generate_launch_description()
+    declared = {a.name: a.default_value for a in description[:-1]}
+    graph_arguments = yaml.safe_load((CONFIG_DIR / 'graph.yaml').read_text())['arguments']
+    assert declared == {name: str(body['default']) for name, body in graph_arguments.items()}
+    description[-1]({**declared, **overrides})  # the OpaqueFunction, with resolved arguments
+
+    runner = resolve_graph(overrides)
+    assert [(n['name'], n['package'], n['executable']) for n in recorded] == \
+        [(n.name, n.package, n.executable) for n in runner]
+    assert [n['parameters'] for n in recorded] == [[n.parameters] for n in runner]
+    assert [n['remappings'] for n in recorded] == [list(n.remappings) for n in runner]
+
+    # The runner's command lines carry exactly those parameters and remappings.
+    monkeypatch.setattr(run_graph, 'executable_path', lambda s: f'/prefix/{s.executable}')
+    for node in runner:
+        command = run_graph.node_command(node, tmp_path)
+        params = yaml.safe_load(Path(command[command.index('--params-file') + 1]).read_text())
+        assert params == {node.name: {'ros__parameters': node.parameters}}
+        remaps = [command[i + 1] for i, word in enumerate(command) if word == '-r'][1:]
+        assert remaps == [f'{a}:={b}' for a, b in node.remappings]
+        assert command[:4] == [f'/prefix/{node.executable}', '--ros-args', '-r',
+                               f'__node:={node.name}']
+
+
+def test_runner_rejects_malformed_arguments():
+    with pytest.raises(SystemExit, match="'task' is not of the form name:=value"):
+        run_graph.parse_launch_arguments(['task'])
