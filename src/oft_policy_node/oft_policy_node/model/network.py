@@ -1,0 +1,154 @@
+"""The OFT+ network: FiLM vision -> projector -> Llama over patches, proprio, prompt, action slots.
+
+Sequence per sample (L = 1 + N*P + 1 + T + K*D tokens):
+
+    [BOS][N*P patch tokens][proprio token][T prompt tokens, left-padded][K*D action slots]
+
+Bidirectional attention, and why. OFT predicts all K*D actions in ONE forward pass (parallel
+decoding). Under the Llama's causal mask, action slot i would only see slots < i, and the last
+slots would carry most of the chunk's information; with bidirectional attention every slot sees
+the whole observation, the prompt and every other slot, so the chunk is decoded jointly (the
+paper's 26x throughput over one token per pass). How, on stock transformers 5: `LlamaModel`
+passes a ready-made 4-D mask through `create_causal_mask` untouched, and SDPA/eager then add it
+as-is (a 4-D mask also turns SDPA's `is_causal` off). `bidirectional_mask` builds that mask,
+(B, 1, 1, L) additive: 0 for real keys, dtype-min for padding keys, identical for every query,
+so nothing is causal. No fork, no monkey-patching, every attention backend that accepts a mask.
+Padding sits inside the prompt segment; position ids count only real tokens, so a padded
+sample sees exactly the positions it would see unpadded.
+
+The action slots are "empty" inputs that differ only by position. With exactly zero inputs and
+bidirectional attention every slot would stay identical through all layers (RMSNorm(0) = 0, so
+q = k = v = 0 and RoPE has nothing to rotate), so the slots carry a learned per-slot position
+embedding (`action_slots`, (K*D, H), 0.02-std init): still no content, just position.
+
+The baseline mode (`decode_autoregressive`) is the original OpenVLA decoding on the same
+weights: causal attention, one discrete token per forward with a KV cache, greedy over the
+`num_action_bins` last ids of the text vocabulary. It exists only to measure what parallel
+decoding buys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from oft_policy_node.model.config import OftConfig
+from oft_policy_node.model.heads import ActionHead, ProprioProjector, VisionProjector
+from oft_policy_node.model.vision import FilmParams, FilmVisionBackbone
+
+
+@dataclass
+class Conditioning:
+    """Everything that depends on the instruction only: computed once, cached per instruction.
+
+    bos (1, 1, H); prompt_embeds (B, T, H) left-padded; prompt_mask (B, T) bool;
+    film: the per-block gammas/betas (None when the config turns FiLM off).
+    """
+
+    bos: torch.Tensor
+    prompt_embeds: torch.Tensor
+    prompt_mask: torch.Tensor
+    film: FilmParams | None
+
+
+def bidirectional_mask(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) bool of real tokens -> (B, 1, 1, L) additive mask; every query sees every key."""
+    mask = torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device)
+    mask = mask.masked_fill(~key_valid, torch.finfo(dtype).min)
+    return mask[:, None, None, :]
+
+
+def build_llm(cfg: OftConfig) -> LlamaForCausalLM:
+    c = cfg.llm
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
+        num_key_value_heads=c.num_heads, max_position_embeddings=c.max_position_embeddings,
+        rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=False, pad_token_id=0,
+        attn_implementation='sdpa'))
+
+
+class OftNetwork(nn.Module):
+    """The trainable network; pure tensors in and out (no tokenizer, no statistics)."""
+
+    def __init__(self, cfg: OftConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.llm.hidden_size
+        self.vision = FilmVisionBackbone(cfg)
+        self.projector = VisionProjector(cfg.vision_dim, h)
+        self.proprio_projector = ProprioProjector(cfg.proprio_dim, h)
+        self.llm = build_llm(cfg)
+        self.action_slots = nn.Parameter(torch.randn(cfg.num_action_slots, h) * 0.02)
+        self.action_head = ActionHead(cfg.action_dim, h, cfg.action_head_blocks)
+
+    def condition(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                  bos_token_id: int) -> Conditioning:
+        """Prompt ids (B, T) left-padded + mask (B, T) -> text embeddings and FiLM parameters.
+
+        FiLM's language vector is the mean input embedding of the prompt's text tokens
+        (template + instruction), never padding, never BOS.
+        """
+        embed = self.llm.get_input_embeddings()
+        prompt_embeds = embed(prompt_ids)  # (B, T, H)
+        bos = embed(torch.tensor([[bos_token_id]], device=prompt_ids.device))  # (1, 1, H)
+        film = None
+        if self.cfg.use_film:
+            w = prompt_mask.to(prompt_embeds.dtype)[..., None]  # (B, T, 1)
+            lang = (prompt_embeds * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, H)
+            film = self.vision.film_params(lang)
+        return Conditioning(bos, prompt_embeds, prompt_mask, film)
+
+    def prefix_embeds(self, images: torch.Tensor, proprio: torch.Tensor,
+                      cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, N, 3, S, S), proprio (B, P) -> prefix (B, L0, H) and its validity (B, L0)."""
+        b = images.shape[0]
+        patches = self.projector(self.vision(images, cond.film))  # (B, N*P, H)
+        prop = self.proprio_projector(proprio.to(patches.dtype))[:, None]  # (B, 1, H)
+        prompt = cond.prompt_embeds.expand(b, -1, -1)
+        seq = torch.cat([cond.bos.expand(b, -1, -1), patches, prop, prompt], dim=1)
+        valid = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device)
+        valid[:, -prompt.shape[1]:] = cond.prompt_mask.expand(b, -1)
+        return seq, valid
+
+    def forward(self, images: torch.Tensor, proprio: torch.Tensor,
+                cond: Conditioning) -> torch.Tensor:
+        """Parallel decoding: (B, N, 3, S, S), (B, P) -> (B, K, D) normalised actions."""
+        prefix, valid = self.prefix_embeds(images, proprio, cond)
+        b, k, d = prefix.shape[0], self.cfg.chunk_size, self.cfg.action_dim
+        slots = self.action_slots.to(prefix.dtype)[None].expand(b, -1, -1)  # (B, K*D, H)
+        seq = torch.cat([prefix, slots], dim=1)  # (B, L, H)
+        valid = torch.cat([valid, valid.new_ones(b, slots.shape[1])], dim=1)  # (B, L)
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # real tokens counted only
+        hidden = self.llm.model(inputs_embeds=seq, position_ids=positions,
+                                attention_mask=bidirectional_mask(valid, seq.dtype),
+                                use_cache=False).last_hidden_state  # (B, L, H)
+        slot_states = hidden[:, -k * d:].reshape(b, k, -1)  # (B, K, D*H)
+        return self.action_head(slot_states)  # (B, K, D)
+
+    @torch.inference_mode()
+    def decode_autoregressive(self, images: torch.Tensor, proprio: torch.Tensor,
+                              cond: Conditioning, text_vocab_size: int) -> torch.Tensor:
+        """Baseline OpenVLA decoding: causal, KV cache, one action token per forward.
+
+        (1, N, 3, S, S), (1, P) -> (1, K, D) normalised actions (bin centres in [-1, 1]).
+        """
+        prefix, valid = self.prefix_embeds(images, proprio, cond)
+        if not bool(valid.all()):
+            raise ValueError('autoregressive baseline decodes unpadded prompts (batch of 1)')
+        bins = self.cfg.num_action_bins
+        first_bin = text_vocab_size - bins
+        out = self.llm(inputs_embeds=prefix, use_cache=True)  # causal by default
+        tokens = []
+        for step in range(self.cfg.num_action_slots):
+            token = out.logits[:, -1, first_bin:text_vocab_size].argmax(-1) + first_bin  # (1,)
+            tokens.append(token)
+            if step + 1 < self.cfg.num_action_slots:
+                out = self.llm(input_ids=token[:, None], past_key_values=out.past_key_values,
+                               use_cache=True)
+        bin_index = (torch.stack(tokens, dim=1) - first_bin).float()  # (1, K*D)
+        values = -1.0 + (bin_index + 0.5) * (2.0 / bins)
+        return values.reshape(1, self.cfg.chunk_size, self.cfg.action_dim)

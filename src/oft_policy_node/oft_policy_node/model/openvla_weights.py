@@ -1,0 +1,149 @@
+"""Load the base OpenVLA checkpoint (`openvla/openvla-7b` layout) onto the OFT+ modules.
+
+The base checkpoint is a directory of safetensors shards whose keys are:
+
+    vision_backbone.featurizer.<timm DINOv2 ViT-L/14 reg4 keys>        -> vision.dino
+    vision_backbone.fused_featurizer.<timm SigLIP SO400M/14 keys>      -> vision.siglip
+    projector.fc1/fc2/fc3.{weight,bias}                                -> projector
+    language_model.model.* / language_model.lm_head.weight             -> llm.model.* / llm.lm_head
+
+timm fuses q, k, v into one `attn.qkv` (3H, H) tensor: it is split in that order. timm's DINOv2
+position embedding covers the patches only (`no_embed_class`), transformers' has one more row
+for CLS: that row is zero, which gives CLS exactly timm's (absent) position term. SigLIP's
+attention-pooling head (`attn_pool.*`) is skipped: OpenVLA never uses it. Tensors are streamed
+shard by shard into the existing parameters, so a 15 GB checkpoint is never held twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from oft_policy_node.model.checkpoint import CheckpointError
+
+DINO_PREFIX = 'vision_backbone.featurizer.'
+SIGLIP_PREFIX = 'vision_backbone.fused_featurizer.'
+SKIPPED = re.compile(r'^vision_backbone\.fused_featurizer\.attn_pool\.')
+# Parameters of our modules that the base checkpoint does not have (never used by OpenVLA).
+NOT_IN_BASE = ('vision.dino.embeddings.mask_token',)
+
+_DINO_BLOCK = {'norm1': 'norm1', 'attn.proj': 'attention.o_proj',
+               'ls1.gamma': 'layer_scale1.lambda1', 'norm2': 'norm2', 'mlp.fc1': 'mlp.fc1',
+               'mlp.fc2': 'mlp.fc2',
+               'ls2.gamma': 'layer_scale2.lambda1'}
+_SIGLIP_BLOCK = {'norm1': 'layer_norm1', 'attn.proj': 'self_attn.out_proj',
+                 'norm2': 'layer_norm2', 'mlp.fc1': 'mlp.fc1', 'mlp.fc2': 'mlp.fc2'}
+_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$')
+
+
+def _vit_targets(key: str, tensor: torch.Tensor, dst: str, block_map: dict[str, str],
+                 attn: str, layers: str,
+                 stem: dict[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """timm ViT key -> (our key, tensor) pairs; qkv yields three."""
+    m = _BLOCK_KEY.match(key)
+    if m:
+        idx, name, kind = m.groups()
+        base = f'{dst}.{layers}.{idx}.'
+        if name == 'attn.qkv':
+            for part, chunk in zip(('q_proj', 'k_proj', 'v_proj'), tensor.chunk(3, dim=0)):
+                yield f'{base}{attn}.{part}.{kind}', chunk
+            return
+        full = f'{name}.{kind}'
+        if full in block_map:  # layer-scale gammas map as whole names
+            yield base + block_map[full], tensor
+        elif name in block_map:
+            yield f'{base}{block_map[name]}.{kind}', tensor
+        return
+    if key in stem:
+        yield f'{dst}.{stem[key]}', tensor
+
+
+def map_key(key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """One base-checkpoint tensor -> the (module key, tensor) pairs it becomes ([] = unknown)."""
+    if key.startswith(DINO_PREFIX):
+        key = key[len(DINO_PREFIX):]
+        if key == 'pos_embed':  # (1, P, H) -> (1, 1 + P, H), zero row for CLS
+            return [('vision.dino.embeddings.position_embeddings',
+                     torch.cat([tensor.new_zeros(1, 1, tensor.shape[-1]), tensor], dim=1))]
+        stem = {'cls_token': 'embeddings.cls_token', 'reg_tokens': 'embeddings.register_tokens',
+                'patch_embed.proj.weight': 'embeddings.patch_embeddings.projection.weight',
+                'patch_embed.proj.bias': 'embeddings.patch_embeddings.projection.bias',
+                'norm.weight': 'layernorm.weight', 'norm.bias': 'layernorm.bias'}
+        return list(_vit_targets(key, tensor, 'vision.dino', _DINO_BLOCK, 'attention',
+                                 'encoder.layer', stem))
+    if key.startswith(SIGLIP_PREFIX):
+        key = key[len(SIGLIP_PREFIX):]
+        if key == 'pos_embed':  # (1, P, H) -> embedding table (P, H)
+            return [('vision.siglip.embeddings.position_embedding.weight', tensor[0])]
+        stem = {'patch_embed.proj.weight': 'embeddings.patch_embedding.weight',
+                'patch_embed.proj.bias': 'embeddings.patch_embedding.bias',
+                'norm.weight': 'post_layernorm.weight', 'norm.bias': 'post_layernorm.bias'}
+        return list(_vit_targets(key, tensor, 'vision.siglip', _SIGLIP_BLOCK, 'self_attn',
+                                 'encoder.layers', stem))
+    if key.startswith('projector.'):
+        return [(key, tensor)]
+    if key.startswith('language_model.'):
+        return [('llm.' + key[len('language_model.'):], tensor)]
+    return []
+
+
+def _resolve(key: str, params: dict[str, torch.Tensor]) -> str | None:
+    """Our key, or its LoRA-wrapped form (`x.q_proj.base_layer.weight`) once peft injected."""
+    if key in params:
+        return key
+    head, _, leaf = key.rpartition('.')
+    wrapped = f'{head}.base_layer.{leaf}'
+    return wrapped if wrapped in params else None
+
+
+def shard_files(directory: Path) -> list[Path]:
+    files = sorted(directory.glob('*.safetensors'))
+    if not files:
+        raise CheckpointError(f'{directory}: no *.safetensors shards of a base OpenVLA '
+                              'checkpoint (expected model-0000x-of-0000y.safetensors)')
+    return files
+
+
+@torch.no_grad()
+def load_openvla_base(network: nn.Module, directory: str | Path) -> list[str]:
+    """Copy the base weights into `network` (an `OftNetwork`, LoRA or not); returns loaded keys.
+
+    Raises CheckpointError naming shard and tensor on unknown keys, wrong shapes or base
+    parameters the checkpoint lacks. FiLM, proprio projector, action slots/head and LoRA keep
+    their fresh initialisation: they are what fine-tuning learns.
+    """
+    directory = Path(directory)
+    targets = dict(network.state_dict(keep_vars=True))
+    loaded: list[str] = []
+    for shard in shard_files(directory):
+        with safe_open(str(shard), framework='pt') as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                if SKIPPED.match(key):
+                    continue
+                pairs = map_key(key, f.get_tensor(key))
+                if not pairs:
+                    raise CheckpointError(f'{shard}: tensor {key!r} is not part of the OpenVLA '
+                                          'base layout (is this an OpenVLA checkpoint?)')
+                for ours, tensor in pairs:
+                    name = _resolve(ours, targets)
+                    if name is None:
+                        raise CheckpointError(f'{shard}: tensor {key!r} maps to {ours!r}, '
+                                              'which this model does not have')
+                    if tuple(targets[name].shape) != tuple(tensor.shape):
+                        raise CheckpointError(
+                            f'{shard}: tensor {key!r} has shape {tuple(tensor.shape)} but '
+                            f'{name} is {tuple(targets[name].shape)} (wrong preset?)')
+                    targets[name].copy_(tensor)
+                    loaded.append(name)
+    base = [k for k in targets if k.startswith(('vision.dino.', 'vision.siglip.', 'projector.',
+                                                'llm.')) and 'lora_' not in k]
+    missing = sorted(set(base) - set(loaded) - set(NOT_IN_BASE))
+    if missing:
+        raise CheckpointError(f'{directory}: base checkpoint lacks {len(missing)} tensors, e.g. '
+                              f'{missing[:5]}')
+    return loaded

@@ -1,0 +1,265 @@
+"""`OftPolicy`: the network + tokenizer + normalisation statistics, with the fixed policy API.
+
+Inference: `predict_action_chunk(images, proprio, instruction) -> (K, D)` in robot units.
+Training: `loss, metrics = policy(batch)` with the batch dict
+
+    batch = {
+        'images':       float tensor (B, N, 3, S, S) in [0, 1], cameras in config.camera_names
+                        order, already augmented (`processing.augment_images` per sample),
+        'proprio':      float tensor (B, P), normalised to [-1, 1] (`NormStats.normalize_proprio`),
+        'actions':      float tensor (B, K, D), normalised to [-1, 1]
+                        (`NormStats.normalize_actions`),
+        'instructions': list of B strings (the raw instruction; the template is added here),
+    }
+
+    loss:    scalar L1 between predicted and target normalised actions (differentiable);
+    metrics: {'l1': float, 'l1_first_action': float (the step that is executed first)}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from oft_policy_node.model import checkpoint
+from oft_policy_node.model.config import OftConfig
+from oft_policy_node.model.lora import apply_lora, parameter_table, set_trainable
+from oft_policy_node.model.network import Conditioning, OftNetwork
+from oft_policy_node.model.normalization import NormStats
+from oft_policy_node.model.processing import inference_images, stack_camera_images
+from oft_policy_node.model.tokenizer import ByteTokenizer, HfTokenizer, load_tokenizer
+
+DECODING_MODES = ('parallel', 'autoregressive')
+_CACHE_SIZE = 32  # instructions whose text embedding + FiLM parameters stay cached
+
+
+class OftPolicy(nn.Module):
+    """OpenVLA-OFT+ policy. Random init from a config; `from_pretrained` for checkpoints."""
+
+    def __init__(self, config: OftConfig, *, tokenizer: Any = None,
+                 stats: NormStats | None = None, instructions: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.config = config
+        self.network = OftNetwork(config)
+        if config.lora_rank:
+            apply_lora(self.network, config)
+        set_trainable(self.network, config)
+        if tokenizer is None and config.tokenizer == 'bytes':
+            tokenizer = ByteTokenizer(config.num_action_bins)
+        self._tokenizer = tokenizer
+        self.stats = stats
+        self.instructions = tuple(instructions)
+        self._conditioning_cache: OrderedDict[str, Conditioning] = OrderedDict()
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            raise RuntimeError("this config uses tokenizer='pretrained': load the policy with "
+                               'OftPolicy.from_pretrained(directory) or pass tokenizer=...')
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.action_slots.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.network.action_slots.dtype
+
+    def parameter_table(self) -> str:
+        return parameter_table(self.network)
+
+    # ---- text -------------------------------------------------------------------------------
+    def prompt(self, instruction: str) -> str:
+        return self.config.instruction_template.format(instruction.strip().lower())
+
+    def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """B instructions -> prompt ids (B, T) left-padded and their mask (B, T) bool."""
+        tok = self.tokenizer
+        ids = [tok.encode(self.prompt(text)) for text in instructions]
+        length = max(len(i) for i in ids)
+        out = torch.full((len(ids), length), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), length), dtype=torch.bool)
+        for row, seq in enumerate(ids):
+            out[row, length - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, length - len(seq):] = True
+        return out.to(self.device), mask.to(self.device)
+
+    def conditioning(self, instruction: str) -> Conditioning:
+        """Text embedding + FiLM gammas/betas of one instruction, cached (LRU)."""
+        cond = self._conditioning_cache.get(instruction)
+        if cond is None:
+            with torch.inference_mode():
+                cond = self.network.condition(*self.tokenize([instruction]),
+                                              self.tokenizer.bos_token_id)
+            self._conditioning_cache[instruction] = cond
+            if len(self._conditioning_cache) > _CACHE_SIZE:
+                self._conditioning_cache.popitem(last=False)
+        self._conditioning_cache.move_to_end(instruction)
+        return cond
+
+    def reset(self) -> None:
+        """Forget cached per-instruction conditioning (weights changed, new episode)."""
+        self._conditioning_cache.clear()
+
+    def train(self, mode: bool = True) -> OftPolicy:
+        self.reset()  # cached conditioning would go stale as soon as the weights move
+        return super().train(mode)
+
+    # ---- inference --------------------------------------------------------------------------
+    def predict_action_chunk(self, images: Mapping[str, np.ndarray], proprio: np.ndarray,
+                             instruction: str, decoding: str = 'parallel') -> np.ndarray:
+        """One chunk: {camera: (H, W, 3) uint8 RGB}, (P,) robot units, text -> (K, D) float32.
+
+        Robot units: arm joints in rad, grippers as normalised opening 0 closed .. 1 open, in
+        the layout of `robot.action_joint_names()`. Bad input raises ValueError naming it.
+        """
+        if self.stats is None:
+            raise RuntimeError('no normalisation statistics: load a checkpoint with '
+                               'OftPolicy.from_pretrained or set policy.stats')
+        if decoding not in DECODING_MODES:
+            raise ValueError(f'decoding={decoding!r}; expected one of {DECODING_MODES}')
+        instruction = _check_instruction(instruction)
+        proprio = _check_proprio(proprio, self.config.proprio_dim)
+        cfg = self.config
+        pixels = inference_images(stack_camera_images(images, cfg.camera_names), cfg.image_size,
+                                  cfg.crop_scale)  # (N, 3, S, S)
+        pixels = pixels[None].to(self.device, self.dtype)  # (1, N, 3, S, S)
+        prop = torch.from_numpy(self.stats.normalize_proprio(proprio))[None].to(self.device,
+                                                                                self.dtype)
+        cond = self.conditioning(instruction)
+        with torch.inference_mode():
+            if decoding == 'parallel':
+                normalized = self.network(pixels, prop, cond)  # (1, K, D)
+            else:
+                normalized = self.network.decode_autoregressive(pixels, prop, cond,
+                                                                self.tokenizer.vocab_size)
+        return self.stats.unnormalize_actions(normalized[0].float().cpu().numpy())
+
+    # ---- training ---------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training step forward: see the module docstring for the batch format."""
+        cfg = self.config
+        missing = [k for k in ('images', 'proprio', 'actions', 'instructions') if k not in batch]
+        if missing:
+            raise ValueError(f'batch lacks {missing}; see oft_policy_node.model.policy')
+        images, proprio, actions = batch['images'], batch['proprio'], batch['actions']
+        b = images.shape[0]
+        expect = {'images': (b, len(cfg.camera_names), 3, cfg.image_size, cfg.image_size),
+                  'proprio': (b, cfg.proprio_dim), 'actions': (b, cfg.chunk_size, cfg.action_dim)}
+        for key, shape in expect.items():
+            if tuple(batch[key].shape) != shape:
+                raise ValueError(f'batch[{key!r}] has shape {tuple(batch[key].shape)}, '
+                                 f'expected {shape}')
+        if len(batch['instructions']) != b:
+            raise ValueError(f"batch['instructions'] has {len(batch['instructions'])} "
+                             f'entries for a batch of {b}')
+        cond = self.network.condition(*self.tokenize(batch['instructions']),
+                                      self.tokenizer.bos_token_id)
+        pred = self.network(images.to(self.device, self.dtype),
+                            proprio.to(self.device, self.dtype), cond)  # (B, K, D)
+        l1 = (pred.float() - actions.to(self.device).float()).abs()  # (B, K, D)
+        loss = l1.mean()
+        return loss, {'l1': loss.item(), 'l1_first_action': l1[:, 0].mean().item()}
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, stats: NormStats | None = None,
+                        instructions: Sequence[str] | None = None) -> Path:
+        """Write the checkpoint directory (layout in `checkpoint`); returns it."""
+        stats = stats if stats is not None else self.stats
+        if stats is None:
+            raise ValueError('save_pretrained needs stats=NormStats(...) (none set on the policy)')
+        instructions = tuple(instructions) if instructions is not None else self.instructions
+        path = checkpoint.write_checkpoint(directory, self.config, self.network.state_dict(),
+                                           stats, instructions)
+        if isinstance(self._tokenizer, HfTokenizer):
+            self._tokenizer.save(path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = 'cpu',
+                        dtype: torch.dtype | None = None, compile: bool = False) -> OftPolicy:
+        """Load a checkpoint directory. dtype default: bfloat16 on CUDA, float32 elsewhere.
+
+        Raises `checkpoint.CheckpointError` (a ValueError) naming the file and tensor.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise checkpoint.CheckpointError(f'{directory}: not a checkpoint directory')
+        config = checkpoint.read_config(directory)
+        stats = checkpoint.read_stats(directory)
+        instructions = checkpoint.read_instructions(directory)
+        weights = checkpoint.read_weights(directory)
+        tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
+        _check_stats(stats, config, directory)
+        policy = cls(config, tokenizer=tokenizer, stats=stats, instructions=instructions)
+        checkpoint.load_state(policy.network, weights, str(directory / checkpoint.WEIGHTS_FILE))
+        device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
+        policy.to(device=device, dtype=dtype).eval()
+        if compile:
+            policy.network.compile()
+        return policy
+
+
+    @classmethod
+    def from_openvla(cls, directory: str | Path, stats: NormStats | None = None,
+                     config: OftConfig | None = None, device: str | torch.device = 'cpu',
+                     dtype: torch.dtype | None = None) -> OftPolicy:
+        """Start fine-tuning from a base OpenVLA checkpoint directory (`openvla/openvla-7b`).
+
+        Built directly on `device` in `dtype` (default: bfloat16 on CUDA, float32 elsewhere) so
+        the 7B model is never materialised twice; base weights from the shards, FiLM / proprio /
+        head / LoRA freshly initialised; tokenizer from the same directory when the config asks.
+        """
+        from oft_policy_node.model.config import get_preset
+        from oft_policy_node.model.openvla_weights import load_openvla_base
+
+        config = config or get_preset('openvla-7b')
+        device = torch.device(device)
+        dtype = dtype or (torch.bfloat16 if device.type == 'cuda' else torch.float32)
+        tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with device:
+                policy = cls(config, tokenizer=tokenizer, stats=stats)
+        finally:
+            torch.set_default_dtype(previous)
+        load_openvla_base(policy.network, directory)
+        return policy
+
+
+def _check_stats(stats: NormStats, config: OftConfig, directory: Path) -> None:
+    if stats.action_min.shape != (config.action_dim,) or \
+            stats.proprio_min.shape != (config.proprio_dim,):
+        raise checkpoint.CheckpointError(
+            f'{directory / "norm_stats.json"}: action stats have {stats.action_min.shape[0]} '
+            f'dims and proprio {stats.proprio_min.shape[0]}; config.json says action_dim='
+            f'{config.action_dim}, proprio_dim={config.proprio_dim}')
+
+
+def _check_instruction(instruction: object) -> str:
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError(f'instruction must be a non-empty string, got {instruction!r}')
+    return instruction
+
+
+def _check_proprio(proprio: object, dim: int) -> np.ndarray:
+    arr = np.asarray(proprio)
+    if arr.shape != (dim,) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f'proprio must be a ({dim},) numeric array, got shape {arr.shape} '
+                         f'dtype {arr.dtype}')
+    bad = [i for i in range(dim) if not math.isfinite(float(arr[i]))]
+    if bad:
+        raise ValueError(f'proprio has non-finite values at dims {bad}: {arr.tolist()}')
+    return arr.astype(np.float32)

@@ -1,0 +1,49 @@
+"""Helpers for tests across the project: a saved, random `tiny` checkpoint in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oft_policy_node import robot
+from oft_policy_node.model.config import OftConfig, get_preset
+from oft_policy_node.model.normalization import NormStats
+from oft_policy_node.model.policy import OftPolicy
+
+DEFAULT_INSTRUCTIONS = ('put green pepper into pot', 'put red pepper into pot',
+                        'put yellow corn into pot')
+
+
+def make_tiny_checkpoint(directory: str | Path,
+                         instructions: Sequence[str] = DEFAULT_INSTRUCTIONS,
+                         seed: int = 0) -> Path:
+    """Save a random-weight `tiny` policy with stats spanning the robot's action limits.
+
+    Deterministic in `seed` and leaves the global torch RNG untouched. Returns the directory.
+    """
+    policy = random_policy('tiny', seed, instructions)
+    return policy.save_pretrained(directory)
+
+
+def random_policy(preset: str, seed: int = 0,
+                  instructions: Sequence[str] = DEFAULT_INSTRUCTIONS) -> OftPolicy:
+    """A random-weight policy of a preset, in eval mode, with stats from the robot's limits."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        policy = OftPolicy(get_preset(preset), instructions=instructions,
+                           stats=NormStats.from_limits(*robot.action_limits()))
+    return policy.eval()
+
+
+def random_observation(config: OftConfig, seed: int = 0, height: int = robot.IMAGE_HEIGHT,
+                       width: int = robot.IMAGE_WIDTH) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Random camera images {camera: (H, W, 3) uint8} and a proprio (P,) inside the limits."""
+    rng = np.random.default_rng(seed)
+    images = {cam: rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+              for cam in config.camera_names}
+    lower, upper = robot.action_limits()
+    proprio = rng.uniform(lower, upper)[:config.proprio_dim].astype(np.float32)
+    return images, proprio

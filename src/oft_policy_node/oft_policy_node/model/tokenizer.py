@@ -1,0 +1,70 @@
+"""Text tokenisation: a deterministic byte tokenizer for the small presets, Llama for real use.
+
+Both expose the same small interface (`PromptTokenizer`): `encode(text) -> ids` without special
+tokens, `bos_token_id`, `pad_token_id` and `vocab_size`, the size of the text vocabulary whose
+last `num_action_bins` ids the baseline autoregressive decoding uses as action tokens (as
+OpenVLA overwrites Llama's 256 least-used tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class PromptTokenizer(Protocol):
+    bos_token_id: int
+    pad_token_id: int
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes -> ids 3..258; 0 pad, 1 BOS, 2 EOS; ids 259..514 are the 256 action bins.
+
+    Needs no file or download and never changes, so tiny checkpoints stay reproducible.
+    """
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    _offset = 3
+
+    def __init__(self, num_action_bins: int = 256) -> None:
+        self.vocab_size = self._offset + 256 + num_action_bins
+
+    def encode(self, text: str) -> list[int]:
+        return [b + self._offset for b in text.encode('utf-8')]
+
+
+class HfTokenizer:
+    """The Llama tokenizer stored in a checkpoint directory (transformers AutoTokenizer)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        from transformers import AutoTokenizer  # heavy; only real checkpoints need it
+
+        try:
+            self._tok = AutoTokenizer.from_pretrained(str(directory))
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(
+                f'{directory}: no usable tokenizer (tokenizer.json / tokenizer.model and '
+                f'tokenizer_config.json); copy them from the base checkpoint: {exc}') from exc
+        self.bos_token_id = self._tok.bos_token_id
+        self.pad_token_id = (self._tok.pad_token_id if self._tok.pad_token_id is not None
+                             else self._tok.unk_token_id or 0)
+        self.vocab_size = self._tok.vocab_size  # 32000 for Llama-2 (without added pad)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok(text, add_special_tokens=False)['input_ids'])
+
+    def save(self, directory: str | Path) -> None:
+        self._tok.save_pretrained(str(directory))
+
+
+def load_tokenizer(kind: str, directory: str | Path | None, num_action_bins: int):
+    """The tokenizer a config asks for; 'pretrained' reads it from `directory`."""
+    if kind == 'bytes':
+        return ByteTokenizer(num_action_bins)
+    if directory is None:
+        raise ValueError("tokenizer='pretrained' needs a checkpoint directory; use "
+                         'OftPolicy.from_pretrained(directory) or pass tokenizer=...')
+    return HfTokenizer(directory)

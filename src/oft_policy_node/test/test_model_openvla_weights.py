@@ -1,0 +1,132 @@
+"""The base OpenVLA checkpoint loader, on a tiny checkpoint written here in OpenVLA's layout:
+timm-named DINOv2 / SigLIP tensors (fused qkv, patch-only position embeddings, layer-scale
+gammas), the fused projector, and the Hugging Face Llama, in two safetensors shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from oft_policy_node.model import CheckpointError, OftPolicy, get_preset
+from oft_policy_node.model.network import build_llm
+from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
+
+CFG = get_preset('tiny')
+DINO, SIG = 'vision_backbone.featurizer.', 'vision_backbone.fused_featurizer.'
+
+
+def timm_vit(prefix: str, hidden: int, layers: int, mlp: int, g: torch.Generator,
+             dino: bool) -> dict[str, torch.Tensor]:
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.1
+    p = CFG.patch_size
+    t = {'patch_embed.proj.weight': r(hidden, 3, p, p), 'patch_embed.proj.bias': r(hidden),
+         'pos_embed': r(1, CFG.patches_per_image, hidden),
+         'norm.weight': 1 + r(hidden), 'norm.bias': r(hidden)}
+    if dino:
+        t.update({'cls_token': r(1, 1, hidden),
+                  'reg_tokens': r(1, CFG.dino.num_registers, hidden)})
+    else:  # SigLIP's attention-pooling head: present in OpenVLA's file, unused
+        t.update({'attn_pool.latent': r(1, 1, hidden), 'attn_pool.q.weight': r(hidden, hidden)})
+    for i in range(layers):
+        b = f'blocks.{i}.'
+        t.update({b + 'norm1.weight': 1 + r(hidden), b + 'norm1.bias': r(hidden),
+                  b + 'attn.qkv.weight': r(3 * hidden, hidden), b + 'attn.qkv.bias': r(3 * hidden),
+                  b + 'attn.proj.weight': r(hidden, hidden), b + 'attn.proj.bias': r(hidden),
+                  b + 'norm2.weight': 1 + r(hidden), b + 'norm2.bias': r(hidden),
+                  b + 'mlp.fc1.weight': r(mlp, hidden), b + 'mlp.fc1.bias': r(mlp),
+                  b + 'mlp.fc2.weight': r(hidden, mlp), b + 'mlp.fc2.bias': r(hidden)})
+        if dino:
+            t.update({b + 'ls1.gamma': 1 + r(hidden), b + 'ls2.gamma': 1 + r(hidden)})
+    return {prefix + k: v for k, v in t.items()}
+
+
+@pytest.fixture(scope='module')
+def base_dir(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    d, s, h = CFG.dino, CFG.siglip, CFG.llm.hidden_size
+    vision = {**timm_vit(DINO, d.hidden_size, d.num_layers, d.intermediate_size, g, True),
+              **timm_vit(SIG, s.hidden_size, s.num_layers, s.intermediate_size, g, False)}
+    f = CFG.vision_dim
+    rest = {'projector.fc1.weight': torch.randn(4 * f, f, generator=g),
+            'projector.fc1.bias': torch.randn(4 * f, generator=g),
+            'projector.fc2.weight': torch.randn(h, 4 * f, generator=g),
+            'projector.fc2.bias': torch.randn(h, generator=g),
+            'projector.fc3.weight': torch.randn(h, h, generator=g),
+            'projector.fc3.bias': torch.randn(h, generator=g)}
+    torch.manual_seed(1)  # the Llama is stored by transformers' own names, as OpenVLA does
+    rest.update({'language_model.' + k: v for k, v in build_llm(CFG).state_dict().items()})
+    out = tmp_path_factory.mktemp('openvla')
+    save_file(vision, str(out / 'model-00001-of-00002.safetensors'))
+    save_file(rest, str(out / 'model-00002-of-00002.safetensors'))
+    return out, {**vision, **rest}
+
+
+def timm_block(x: torch.Tensor, t: dict, b: str, heads: int) -> torch.Tensor:
+    """timm's ViT block with layer scale, written from its definition."""
+    n, length, hidden = x.shape
+    h = F.layer_norm(x, (hidden,), t[b + 'norm1.weight'], t[b + 'norm1.bias'], 1e-6)
+    qkv = F.linear(h, t[b + 'attn.qkv.weight'], t[b + 'attn.qkv.bias'])
+    q, k, v = qkv.reshape(n, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+    a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, hidden)
+    x = x + t[b + 'ls1.gamma'] * F.linear(a, t[b + 'attn.proj.weight'], t[b + 'attn.proj.bias'])
+    h = F.layer_norm(x, (hidden,), t[b + 'norm2.weight'], t[b + 'norm2.bias'], 1e-6)
+    h = F.linear(F.gelu(F.linear(h, t[b + 'mlp.fc1.weight'], t[b + 'mlp.fc1.bias'])),
+                 t[b + 'mlp.fc2.weight'], t[b + 'mlp.fc2.bias'])
+    return x + t[b + 'ls2.gamma'] * h
+
+
+def test_loads_every_base_tensor_onto_the_right_module(base_dir):
+    directory, t = base_dir
+    policy = OftPolicy.from_openvla(directory, config=CFG)
+    sd = policy.network.state_dict()
+    hidden = CFG.dino.hidden_size
+    qkv = t[DINO + 'blocks.1.attn.qkv.weight']
+    assert torch.equal(sd['vision.dino.encoder.layer.1.attention.k_proj.base_layer.weight'],
+                       qkv[hidden:2 * hidden])
+    pos = sd['vision.dino.embeddings.position_embeddings']
+    assert pos[:, 0].eq(0).all() and torch.equal(pos[:, 1:], t[DINO + 'pos_embed'])
+    assert torch.equal(sd['vision.siglip.embeddings.position_embedding.weight'],
+                       t[SIG + 'pos_embed'][0])
+    assert torch.equal(sd['vision.siglip.encoder.layers.0.self_attn.out_proj.base_layer.bias'],
+                       t[SIG + 'blocks.0.attn.proj.bias'])
+    assert torch.equal(sd['projector.fc2.weight'], t['projector.fc2.weight'])
+    assert torch.equal(sd['llm.lm_head.weight'], t['language_model.lm_head.weight'])
+    assert torch.equal(sd['llm.model.layers.1.mlp.down_proj.base_layer.weight'],
+                       t['language_model.model.layers.1.mlp.down_proj.weight'])
+
+
+def test_dinov2_features_equal_timm_computation(base_dir):
+    """Second-to-last block patch tokens equal a timm-style forward of the raw tensors."""
+    directory, t = base_dir
+    policy = OftPolicy.from_openvla(directory, config=CFG)
+    x = torch.rand(2, 3, CFG.image_size, CFG.image_size)
+    xn = normalize_pixels(x, DINO_MEAN, DINO_STD)
+    patches = F.conv2d(xn, t[DINO + 'patch_embed.proj.weight'], t[DINO + 'patch_embed.proj.bias'],
+                       stride=CFG.patch_size).flatten(2).transpose(1, 2) + t[DINO + 'pos_embed']
+    tokens = torch.cat([t[DINO + 'cls_token'].expand(2, -1, -1),
+                        t[DINO + 'reg_tokens'].expand(2, -1, -1), patches], dim=1)
+    for i in range(CFG.dino.num_layers - 1):
+        tokens = timm_block(tokens, t, f'{DINO}blocks.{i}.', CFG.dino.num_heads)
+    expected = tokens[:, 1 + CFG.dino.num_registers:]
+    with torch.no_grad():
+        ours = policy.network.vision.encode_dino(x, None)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_and_misshapen_tensors_are_named(base_dir, tmp_path):
+    directory, t = base_dir
+    bad = {**t, 'vision_backbone.extra.weight': torch.zeros(1)}
+    save_file(bad, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(CheckpointError, match=r'model\.safetensors.*vision_backbone\.extra'):
+        OftPolicy.from_openvla(tmp_path, config=CFG)
+    bad = {**t, 'projector.fc3.weight': torch.zeros(2, 2)}
+    save_file(bad, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(CheckpointError, match=r'projector\.fc3\.weight.*\(2, 2\)'):
+        OftPolicy.from_openvla(tmp_path, config=CFG)
+    bad = {k: v for k, v in t.items() if k != 'projector.fc3.weight'}
+    save_file(bad, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(CheckpointError, match=r'lacks 1 tensors.*projector\.fc3\.weight'):
+        OftPolicy.from_openvla(tmp_path, config=CFG)
