@@ -24,6 +24,8 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'policy_node = oft_policy_node.policy_node:main',
+            'chunk_executor = oft_policy_node.chunk_executor:main',
         ],
     },
 )

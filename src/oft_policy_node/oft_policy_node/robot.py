@@ -137,3 +137,11 @@ def joint_positions_topic(arm: str) -> str:
 ACTION_CHUNK_TOPIC = '/policy/action_chunk'
 INSTRUCTION_TOPIC = '/policy/instruction'
 SET_INSTRUCTION_SERVICE = '/set_instruction'
+
+# The task of the current episode, published (latched) by the simulation and recorded with every
+# demo: std_msgs/String instruction, std_msgs/String JSON episode metadata (scene, seed,
+# instruction, episode index, start time, object start positions) and std_msgs/Bool success.
+TASK_INSTRUCTION_TOPIC = '/task/instruction'
+TASK_EPISODE_TOPIC = '/task/episode'
+TASK_SUCCESS_TOPIC = '/task/success'
+CLOCK_TOPIC = '/clock'

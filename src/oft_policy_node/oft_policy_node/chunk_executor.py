@@ -1,0 +1,168 @@
+"""chunk_executor: plays OFT+ action chunks on the robot at a fixed rate, safely.
+
+Every tick (25 Hz on the node clock: wall time on a robot, /clock with use_sim_time) it takes
+the target for *now* from the time-indexed chunk queue, passes it through the safety filter
+and sends it through the configured backend. See runtime/executor_core.py for the rules
+(first command = measured pose, stalls hold the pose, stop/resume) and runtime/chunk_queue.py
+for latency compensation and the merge rules.
+
+Topics: subscribes robot.ACTION_CHUNK_TOPIC (oft_msgs/ActionChunk) and the arms' joint_states;
+publishes commands (backend), /diagnostics. Services: ~/stop, ~/resume (std_srvs/Trigger).
+
+Run (simulation: add -p use_sim_time:=true; robot: -p backend:=interbotix):
+    ros2 run oft_policy_node chunk_executor --ros-args -p merge_rule:=blend
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+
+from oft_msgs.msg import ActionChunk
+from oft_policy_node import robot
+from oft_policy_node.command_backends import BACKENDS
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, non_negative, one_of, \
+    positive
+from oft_policy_node.node_runner import run_node
+from oft_policy_node.ros_conversions import seconds_to_stamp, stamp_to_seconds
+from oft_policy_node.runtime.chunk_queue import MERGE_RULES, ChunkQueue
+from oft_policy_node.runtime.executor_core import ExecutorCore, ExecutorState
+from oft_policy_node.runtime.safety import SafetyFilter, SafetyLimits
+from oft_policy_node.runtime.sensor_decoding import arm_state_from_joint_state
+from oft_policy_node.runtime.tick_stats import TickStats
+
+PARAMETERS = (
+    ParameterSpec('rate_hz', robot.CONTROL_RATE_HZ,
+                  'Control loop rate (Hz) on the node clock; also sets the per-tick step limit.',
+                  positive),
+    ParameterSpec('backend', 'joint_positions',
+                  'Where commands go: "joint_positions" (sensor_msgs/JointState per arm, the '
+                  'simulation) or "interbotix" (JointGroupCommand + JointSingleCommand for '
+                  'interbotix_xs_sdk).', one_of(*BACKENDS)),
+    ParameterSpec('merge_rule', 'newest',
+                  'How overlapping chunks merge: "newest" (the newest observation wins) or '
+                  '"blend" (weights exp(-blend_decay * age difference)).',
+                  one_of(*MERGE_RULES), read_only=False),
+    ParameterSpec('blend_decay', 5.0,
+                  'Decay (1/s) of the blend weights by observation age; 0 = plain mean.',
+                  non_negative, read_only=False),
+    ParameterSpec('max_chunk_age', 1.0,
+                  'Watchdog (s): a target whose observation is older than this is never used; '
+                  'the executor holds the pose and counts stalls instead.',
+                  positive, read_only=False),
+    ParameterSpec('velocity_scale', 1.0,
+                  'Fraction (0, 1] of the vx300s velocity limits (pi rad/s arm, 4/s gripper '
+                  'opening) allowed per tick.',
+                  lambda v: None if 0.0 < v <= 1.0 else 'must be in (0, 1]'),
+    ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),
+)
+
+
+class ChunkExecutor(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('chunk_executor', **kwargs)
+        params = declare_all(self, PARAMETERS, on_change=self._on_parameter)
+        self._core = ExecutorCore(
+            ChunkQueue(params['merge_rule'], params['blend_decay'], params['max_chunk_age']),
+            SafetyFilter(SafetyLimits.for_robot(params['rate_hz'], params['velocity_scale'])))
+        self._backend = BACKENDS[params['backend']](self)
+        self._stats = TickStats(1.0 / params['rate_hz'])
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
+        for arm in robot.ARMS:
+            self.create_subscription(JointState, robot.joint_states_topic(arm),
+                                     lambda msg, arm=arm: self._on_joint_state(arm, msg),
+                                     qos_profile_sensor_data)
+        self.create_service(Trigger, '~/stop', self._on_stop)
+        self.create_service(Trigger, '~/resume', self._on_resume)
+        self.create_timer(1.0 / params['rate_hz'], self._on_tick)
+        self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
+        self.get_logger().info(f'{params["rate_hz"]} Hz, backend {params["backend"]}, '
+                               f'merge {params["merge_rule"]}; waiting for joint states')
+
+    def _on_parameter(self, name: str, value: Any) -> None:
+        attribute = {'merge_rule': 'merge_rule', 'blend_decay': 'blend_decay',
+                     'max_chunk_age': 'max_age'}.get(name)
+        if attribute:
+            setattr(self._core.queue, attribute, value)
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joint_state(self, arm: str, msg: JointState) -> None:
+        try:
+            self._core.set_measured_arm(arm, arm_state_from_joint_state(msg.name, msg.position))
+        except ValueError as error:
+            self.get_logger().error(f'{robot.joint_states_topic(arm)}: {error}',
+                                    throttle_duration_sec=2.0)
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        reason = self._core.receive_chunk(stamp_to_seconds(msg.header.stamp), msg.period,
+                                          msg.joint_names, msg.num_steps, msg.actions,
+                                          msg.inference_latency)
+        if reason is not None:
+            self.get_logger().error(f'chunk {msg.chunk_id} rejected: {reason}',
+                                    throttle_duration_sec=2.0)
+
+    def _on_tick(self) -> None:
+        self._stats.record(time.monotonic())
+        now = self._now()
+        result = self._core.tick(now)
+        if result.command is not None:
+            self._backend.send(result.command, seconds_to_stamp(now))
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response
+                 ) -> Trigger.Response:
+        self._core.stop()
+        self.get_logger().warning('stopped: holding the pose, ignoring chunks until ~/resume')
+        return _succeeded(response, 'stopped: holding the last commanded pose')
+
+    def _on_resume(self, request: Trigger.Request, response: Trigger.Response
+                   ) -> Trigger.Response:
+        self._core.resume()
+        self.get_logger().info('resumed')
+        return _succeeded(response, 'resumed: following new chunks')
+
+    def _publish_diagnostics(self) -> None:
+        core = self._core
+        level = {ExecutorState.RUNNING: DiagnosticStatus.OK,
+                 ExecutorState.WAITING_FOR_POSE: DiagnosticStatus.WARN,
+                 ExecutorState.STOPPED: DiagnosticStatus.WARN}[core.state]
+        values = {**self._stats.summary(), 'ticks': core.ticks, 'fresh_ticks': core.fresh_ticks,
+                  'stalls': core.stalls, 'clamped_commands': core.safety.clamped_commands,
+                  'accepted_chunks': core.accepted_chunks,
+                  'rejected_chunks': core.rejected_chunks, 'ignored_chunks': core.ignored_chunks,
+                  'inference_latency_s': core.inference_latency, 'queued_chunks': len(core.queue),
+                  'last_rejection': core.last_rejection}
+        status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(),
+                                  hardware_id='aloha', message=core.state.value,
+                                  values=[KeyValue(key=k, value=_format(v))
+                                          for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+
+def _succeeded(response: Trigger.Response, message: str) -> Trigger.Response:
+    response.success, response.message = True, message
+    return response
+
+
+def _format(value: object) -> str:
+    return f'{value:.6g}' if isinstance(value, float | np.floating) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node('chunk_executor', __doc__, PARAMETERS, ChunkExecutor,
+                    argv)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

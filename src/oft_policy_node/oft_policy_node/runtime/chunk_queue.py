@@ -1,0 +1,96 @@
+"""Time-indexed action chunks: which target applies *now*, and how overlapping chunks merge.
+
+Row i of a chunk stamped t0 (the observation time) is the target for t0 + i * period. At a tick
+at time `now` the queue answers the row nearest to now, so the rows that went stale while the
+policy was thinking are skipped (latency compensation), and the robot keeps moving on the
+previous chunk until the next one lands. When several chunks cover `now` they are merged:
+
+* `newest`: the chunk with the newest observation stamp wins;
+* `blend`: a weighted mean, chunk j weighted exp(-blend_decay * (t_newest - t_j)) (ACT's
+  temporal ensembling, weights by observation age; blend_decay = 0 is a plain mean, a large
+  value approaches `newest`).
+
+A target is only used while its observation is at most `max_age` old (the watchdog): a policy
+that stopped publishing cannot drive the robot open loop for longer than that.
+
+ROS-free: times are float seconds on the node clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MERGE_RULES = ('newest', 'blend')
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """K targets predicted from the observation taken at `stamp` (s), one every `period` s."""
+
+    stamp: float
+    period: float
+    actions: np.ndarray  # (K, D) float64, robot units
+
+    @property
+    def num_steps(self) -> int:
+        return self.actions.shape[0]
+
+    def row_at(self, now: float) -> int | None:
+        """Index of the row whose target time is nearest to `now`, or None if outside."""
+        index = round((now - self.stamp) / self.period)
+        return index if 0 <= index < self.num_steps else None
+
+    def end_time(self) -> float:
+        """The last time this chunk can answer (half a period after its last row)."""
+        return self.stamp + (self.num_steps - 0.5) * self.period
+
+
+class ChunkQueue:
+    """Holds the chunks that may still answer a tick and merges them by the configured rule."""
+
+    def __init__(self, merge_rule: str = 'newest', blend_decay: float = 0.0,
+                 max_age: float = 1.0, max_chunks: int = 8) -> None:
+        if merge_rule not in MERGE_RULES:
+            raise ValueError(f'merge_rule {merge_rule!r} is unknown; use one of {MERGE_RULES}')
+        if not (math.isfinite(blend_decay) and blend_decay >= 0.0):
+            raise ValueError(f'blend_decay {blend_decay!r} must be a finite number >= 0 (1/s)')
+        if not (math.isfinite(max_age) and max_age > 0.0):
+            raise ValueError(f'max_age {max_age!r} must be a finite number of seconds > 0')
+        if max_chunks < 1:
+            raise ValueError(f'max_chunks {max_chunks!r} must be >= 1')
+        self.merge_rule = merge_rule
+        self.blend_decay = blend_decay
+        self.max_age = max_age
+        self._max_chunks = max_chunks
+        self._chunks: list[Chunk] = []  # sorted by stamp, oldest first
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def push(self, chunk: Chunk) -> None:
+        """Add a validated chunk (see SafetyFilter.validate_chunk); keeps the newest few."""
+        self._chunks.append(chunk)
+        self._chunks.sort(key=lambda c: c.stamp)
+        del self._chunks[:-self._max_chunks]
+
+    def clear(self) -> None:
+        self._chunks.clear()
+
+    def target(self, now: float) -> np.ndarray | None:
+        """The merged target for time `now`, (D,), or None when no fresh chunk covers it."""
+        # Chunks past their end, or older than the watchdog allows, can never answer again.
+        self._chunks = [c for c in self._chunks
+                        if c.end_time() > now and now - c.stamp <= self.max_age]
+        rows = [(c.stamp, c.actions[i]) for c in self._chunks
+                if (i := c.row_at(now)) is not None]
+        if not rows:
+            return None
+        if self.merge_rule == 'newest':
+            return rows[-1][1].copy()
+        newest = rows[-1][0]
+        weights = np.array([math.exp(-self.blend_decay * (newest - stamp)) for stamp, _ in rows])
+        stacked = np.stack([row for _, row in rows])  # (N, D)
+        return weights @ stacked / weights.sum()

@@ -1,0 +1,65 @@
+"""The time-indexed chunk queue: nearest row for now, stale rows skipped, merge rules, expiry
+and the watchdog, with exact expected values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from oft_policy_node.runtime.chunk_queue import Chunk, ChunkQueue
+
+
+def chunk(stamp: float, base: float, k: int = 25, d: int = 2) -> Chunk:
+    """Row i = base + i in every column: the row index can be read off the target."""
+    return Chunk(stamp, 0.04, np.full((k, d), base) + np.arange(k)[:, None])
+
+
+def test_row_for_now_skips_the_stale_prefix():
+    queue = ChunkQueue()
+    queue.push(chunk(10.0, 0.0))
+    assert queue.target(10.0)[0] == 0.0
+    assert queue.target(10.2)[0] == 5.0  # 5 periods after the observation
+    assert queue.target(10.219)[0] == 5.0  # nearest row
+    assert queue.target(10.221)[0] == 6.0
+    assert queue.target(9.9) is None  # before the observation
+    assert queue.target(10.96)[0] == 24.0
+    assert queue.target(10.99) is None  # past the last row: expired and dropped
+    assert len(queue) == 0
+
+
+def test_newest_wins():
+    queue = ChunkQueue('newest')
+    queue.push(chunk(10.0, 0.0))
+    queue.push(chunk(10.12, 100.0))
+    queue.push(chunk(10.04, 50.0))  # arrives late: older observation, does not win
+    assert queue.target(10.2)[0] == 102.0
+
+
+def test_blend_weights_by_observation_age():
+    queue = ChunkQueue('blend', blend_decay=5.0)
+    queue.push(chunk(10.0, 0.0))
+    queue.push(chunk(10.12, 100.0))
+    weight_old = math.exp(-5.0 * 0.12)
+    expected = (weight_old * 5.0 + 1.0 * 102.0) / (weight_old + 1.0)
+    assert queue.target(10.2)[0] == pytest.approx(expected, abs=1e-12)
+    # With decay 0 the blend is the plain mean.
+    queue.blend_decay = 0.0
+    assert queue.target(10.2)[0] == pytest.approx((5.0 + 102.0) / 2)
+
+
+def test_watchdog_refuses_old_observations():
+    queue = ChunkQueue(max_age=0.3)
+    queue.push(chunk(10.0, 0.0))
+    assert queue.target(10.28)[0] == 7.0
+    assert queue.target(10.32) is None
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="merge_rule 'mean'"):
+        ChunkQueue('mean')
+    with pytest.raises(ValueError, match='blend_decay -1'):
+        ChunkQueue(blend_decay=-1.0)
+    with pytest.raises(ValueError, match='max_age 0'):
+        ChunkQueue(max_age=0.0)
