@@ -15,7 +15,11 @@ BUILD_INPUTS := $(shell find src \( -name package.xml -o -name setup.py -o -name
 	-o -path '*/config/*' -o -path '*/launch/*' \) -type f 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup build test bench clean
+.PHONY: help setup build test bench demo demos clean
+TASK ?= put green pepper into pot
+SCENE ?= put_x_into_pot
+DURATION ?= 20
+N ?= 50
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -40,6 +44,14 @@ test: $(BUILD_STAMP) ## run every package's test/ and tests/ with an isolated DD
 
 bench: $(BUILD_STAMP) ## run every benchmark, one JSON per benchmark in bench_results/
 	$(ENV) $(ISOLATED) python -m bench
+
+demo: $(BUILD_STAMP) ## sim + policy_node + chunk_executor; TASK=".." SCENE=.. DURATION=20 -> runs/<time>/
+	$(ENV) $(ISOLATED) python -m aloha_bringup.demo --task "$(TASK)" --scene $(SCENE) \
+		--duration $(DURATION)
+
+demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into demos/SCENE/
+	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
+		-o demos/$(SCENE)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build install log bench_results

@@ -25,6 +25,10 @@ setup(
     entry_points={
         'console_scripts': [
             'run_graph = aloha_bringup.run_graph:main',
+            'aloha_sim = aloha_bringup.aloha_sim_node:main',
+            'scripted_demo = aloha_bringup.scripted_demo_node:main',
+            'record_bag = aloha_bringup.recorder_node:main',
+            'record_demos = aloha_bringup.record_demos:main',
         ],
     },
 )

@@ -197,7 +197,15 @@ class PolicyNode(Node):
         self._latency = max(self._now() - observation.stamp, 0) * 1e-9
         msg = action_chunk_msg(ns_to_stamp(observation.stamp), actions, chunk_id, instruction,
                                self._period, self._latency)
-        self._chunks.publish(msg)
+        try:
+            self._chunks.publish(msg)
+        except Exception:
+            # Ctrl-C shuts the context down before destroy_node() stops this thread; a chunk
+            # finished in between has nowhere to go. Any other publish failure is a real error.
+            if self.context.ok():
+                raise
+            self._stopping.set()
+            return
         with self._lock:
             self._counts['chunks'] += 1
 

@@ -59,7 +59,9 @@ def stack_camera_images(images: Mapping[str, np.ndarray],
                              f'{type(img).__name__} {getattr(img, "dtype", "")}')
         if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
             raise ValueError(f'image {cam!r} must be HxWx3 RGB, got shape {img.shape}')
-        tensors.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
+        # Frames decoded from ROS messages are read-only views; torch needs writable memory.
+        array = np.ascontiguousarray(img) if img.flags.writeable else img.copy()
+        tensors.append(torch.from_numpy(array).permute(2, 0, 1))
     sizes = {tuple(t.shape) for t in tensors}
     if len(sizes) > 1:  # resize each to a common size first so they can be stacked
         return torch.cat([resize(t[None].float() / 255.0, tensors[0].shape[1:]) for t in tensors])

@@ -1,0 +1,227 @@
+"""aloha_sim: the MuJoCo ALOHA behind the real robot's ROS 2 interface.
+
+Publishes the three cameras (sensor_msgs/Image rgb8 on the realsense topics), per-arm
+joint_states in the Interbotix layout, /clock (every node runs on sim time), and the task:
+latched instruction + episode metadata, and success. Consumes joint_positions commands
+(sensor_msgs/JointState: 6 arm joints + `gripper` motor angle). `~/reset` (std_srvs/Trigger)
+starts a new episode with the `seed` and `instruction` parameters.
+
+Physics runs on its own thread, never faster than real time; subscriptions and the service are
+served by the executor on the main thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from oft_policy_node import robot
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from aloha_bringup.sim.aloha_sim import AlohaSim, Episode, command_from_named
+from aloha_bringup.sim.pacing import RealTimePacer, StreamSchedule, steps_until
+from aloha_bringup.sim.scenes import SCENES, get_scene
+
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+# Cameras and joint states like the drivers: reliable, a short queue.
+SENSOR_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def stamp(seconds: float) -> Time:
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def episode_json(episode: Episode, start_time: float) -> str:
+    return json.dumps({'scene': episode.scene, 'seed': episode.seed,
+                       'instruction': episode.instruction, 'episode': episode.index,
+                       'start_time': start_time,
+                       'objects': {k: list(v) for k, v in episode.layout.positions.items()}})
+
+
+class AlohaSimNode(Node):
+    def __init__(self) -> None:
+        super().__init__('aloha_sim')
+        p = self._declare
+        self.scene_name = p('scene', 'put_x_into_pot', f'scene: one of {list(SCENES)}',
+                            read_only=True)
+        self.scene = get_scene(self.scene_name)
+        p('instruction', '', 'instruction of the next reset; empty = the scene default '
+          f'({self.scene.default_instruction!r}); one of {list(self.scene.instructions())}')
+        p('seed', 0, 'seed of the next reset (object placements)')
+        height = p('image_height', robot.IMAGE_HEIGHT, 'camera image height (px)', True)
+        width = p('image_width', robot.IMAGE_WIDTH, 'camera image width (px)', True)
+        rates = {'camera': p('camera_rate_hz', 30.0, 'camera frames per sim second', True),
+                 'joints': p('joint_state_rate_hz', 50.0, 'joint_states per sim second', True),
+                 'clock': p('clock_rate_hz', 100.0, '/clock messages per sim second', True),
+                 'success': p('success_rate_hz', 10.0, 'success messages per sim second',
+                              True)}
+        self.pacer = RealTimePacer(p('max_real_time_factor', 1.0,
+                                     'upper bound of sim time / wall time, in (0, 1]', True))
+        self.schedule = StreamSchedule(rates)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.sim = AlohaSim(self.scene, height, width)
+        self.lock = threading.Lock()  # guards self.sim between physics thread and callbacks
+        self.clock_offset = 0.0  # sim seconds of earlier episodes: /clock never goes back
+        self.rejected_commands = 0
+
+        self.clock_pub = self.create_publisher(Clock, robot.CLOCK_TOPIC, 10)
+        self.image_pubs = {cam: self.create_publisher(Image, robot.camera_topic(cam), SENSOR_QOS)
+                           for cam in robot.CAMERAS}
+        self.joint_pubs = {arm: self.create_publisher(JointState, robot.joint_states_topic(arm),
+                                                      SENSOR_QOS) for arm in robot.ARMS}
+        self.success_pub = self.create_publisher(Bool, robot.TASK_SUCCESS_TOPIC, 10)
+        self.instruction_pub = self.create_publisher(String, robot.TASK_INSTRUCTION_TOPIC, LATCHED)
+        self.episode_pub = self.create_publisher(String, robot.TASK_EPISODE_TOPIC, LATCHED)
+        for arm in robot.ARMS:
+            self.create_subscription(JointState, robot.joint_positions_topic(arm),
+                                     lambda msg, arm=arm: self._on_command(arm, msg), 10)
+        self.create_service(Trigger, '~/reset', self._on_reset)
+        self._reset()
+        self._running = True
+        self.thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
+        self.thread.start()
+
+    def _declare(self, name: str, default, description: str, read_only: bool = False):
+        return self.declare_parameter(name, default, ParameterDescriptor(
+            description=description, read_only=read_only)).value
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            try:
+                if param.name == 'instruction' and param.value:
+                    self.scene.check_instruction(param.value)
+                if param.name == 'seed' and not 0 <= param.value < 2**32:
+                    raise ValueError(f'seed must be in [0, 2**32), got {param.value}')
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _reset(self) -> Episode:
+        """New episode from the parameters; the clock continues where it was."""
+        seed = self.get_parameter('seed').value
+        instruction = self.get_parameter('instruction').value or None
+        with self.lock:
+            self.clock_offset += self.sim.time
+            episode = self.sim.reset(seed, instruction)
+            start = self.clock_offset
+            self.schedule.restart(start)
+        # Episode first: recorders open a new bag on it, then the instruction follows.
+        self.episode_pub.publish(String(data=episode_json(episode, start)))
+        self.instruction_pub.publish(String(data=episode.instruction))
+        self.get_logger().info(f'episode {episode.index}: scene {episode.scene}, seed {seed}, '
+                               f'instruction {episode.instruction!r}')
+        return episode
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        try:
+            episode = self._reset()
+        except ValueError as err:  # parameters are checked on set; this is the last guard
+            response.success, response.message = False, str(err)
+            return response
+        response.success = True
+        response.message = episode_json(episode, self.clock_offset)
+        return response
+
+    def _on_command(self, arm: str, msg: JointState) -> None:
+        try:
+            command = command_from_named(list(msg.name), list(msg.position))
+            with self.lock:
+                self.sim.set_command(arm, command)
+        except ValueError as err:
+            self.rejected_commands += 1
+            self.get_logger().warn(f'rejected command for arm {arm} '
+                                   f'(#{self.rejected_commands}, holding the last one): {err}',
+                                   throttle_duration_sec=1.0)
+
+    def _physics_loop(self) -> None:
+        try:
+            while self._running:
+                with self.lock:
+                    now = self.clock_offset + self.sim.time
+                    for stream in self.schedule.pop_due(now):
+                        self._publish(stream, now)
+                    self.sim.step(steps_until(now, self.schedule.next_time(),
+                                              self.sim.timestep))
+                    now = self.clock_offset + self.sim.time
+                self.pacer.pace(now)
+        except Exception as err:
+            if not self.context.ok():  # Ctrl-C shut the context down mid-publish: just stop
+                return
+            self.get_logger().fatal(f'physics thread stopped: {err!r}')
+            raise
+        finally:
+            self.sim.close()  # the GL context belongs to this thread
+
+    def _publish(self, stream: str, now: float) -> None:
+        t = stamp(now)
+        if stream == 'clock':
+            self.clock_pub.publish(Clock(clock=t))
+        elif stream == 'joints':
+            for arm in robot.ARMS:
+                state = self.sim.joint_state(arm)
+                msg = JointState(name=list(robot.INTERBOTIX_JOINT_STATE_ORDER),
+                                 position=state.position.tolist(),
+                                 velocity=state.velocity.tolist(), effort=state.effort.tolist())
+                msg.header.stamp = t
+                self.joint_pubs[arm].publish(msg)
+        elif stream == 'camera':
+            for cam in robot.CAMERAS:
+                pixels = self.sim.render(cam)  # (H, W, 3) uint8
+                msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding='rgb8',
+                            is_bigendian=0, step=pixels.shape[1] * 3,
+                            data=np.ascontiguousarray(pixels).tobytes())
+                msg.header.stamp, msg.header.frame_id = t, f'{cam}_color_optical_frame'
+                self.image_pubs[cam].publish(msg)
+        elif stream == 'success':
+            self.success_pub.publish(Bool(data=self.sim.success()))
+
+    def stop(self) -> None:
+        self._running = False
+        self.thread.join(timeout=5.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog='aloha_sim', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='Parameters (--ros-args -p name:=value): scene, instruction, seed, image_height, '
+               'image_width, camera_rate_hz, joint_state_rate_hz, clock_rate_hz, '
+               'success_rate_hz, max_real_time_factor. Example:\n  aloha_sim --ros-args '
+               '-p scene:=put_x_into_pot -p instruction:="put red pepper into pot" -p seed:=3')
+    parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = AlohaSimNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as err:  # bad parameter value: say which and how to fix it
+        print(f'aloha_sim: {err}', file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

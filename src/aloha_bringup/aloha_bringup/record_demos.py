@@ -1,0 +1,148 @@
+"""record_demos: record N scripted episodes of a scene, one rosbag2 MCAP bag per episode.
+
+Starts aloha_sim (unless --external-sim), then per episode: resets the sim with the episode's
+seed and instruction, records the demo topic set (3 cameras, both joint_states, both command
+topics, /task/instruction, /task/episode metadata, /task/success) from the moment the new
+episode begins, drives it with the scripted demonstrator and closes the bag. Bags are named
+<scene>_<seed>; a summary goes to <output>/summary.json.
+
+    record_demos --scene put_x_into_pot -n 50 --output demos/pot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import rclpy
+from oft_policy_node import robot
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import String
+from tqdm import tqdm
+
+from aloha_bringup.recorder_node import subscribe_raw
+from aloha_bringup.recording import DEMO_TOPICS, STAMPED_TYPES, BagWriter, header_stamp_ns
+from aloha_bringup.scripted_demo_node import DemoRunner, add_episode_arguments, instruction_for
+
+
+class EpisodeRecorder:
+    """Writes the demo topics of one episode at a time. A bag opens with the episode's
+    /task/episode message; stamped messages from before the episode start are dropped."""
+
+    def __init__(self) -> None:
+        self.writer: BagWriter | None = None
+        self._path: Path | None = None
+        self._seed: int | None = None
+        self._start_ns = 0
+
+    def arm(self, path: Path, seed: int) -> None:
+        """Open `path` when the episode with `seed` begins."""
+        self._path, self._seed = path, seed
+
+    def sink(self, topic: str, time_ns: int, cdr: bytes) -> None:
+        if self.writer is None and topic == robot.TASK_EPISODE_TOPIC and self._path:
+            info = json.loads(deserialize_message(cdr, String).data)
+            if info['seed'] == self._seed:
+                self.writer = BagWriter(self._path)
+                self._start_ns = round(info['start_time'] * 1e9)
+                self._path = None
+        if self.writer is None:
+            return
+        if DEMO_TOPICS[topic] in STAMPED_TYPES and header_stamp_ns(cdr) < self._start_ns:
+            return
+        self.writer.write(topic, time_ns, cdr)
+
+    def close(self) -> dict[str, int]:
+        counts = self.writer.close() if self.writer else {}
+        self.writer = None
+        return counts
+
+
+def start_sim(scene: str, height: int, width: int, camera_rate: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, '-m', 'aloha_bringup.aloha_sim_node', '--ros-args',
+         '-p', f'scene:={scene}', '-p', f'image_height:={height}',
+         '-p', f'image_width:={width}', '-p', f'camera_rate_hz:={camera_rate}',
+         '--log-level', 'warn'], env=os.environ.copy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(prog='record_demos', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_episode_arguments(parser)
+    parser.add_argument('-o', '--output', type=Path, default=Path('demos'),
+                        help='folder for the bags (default: %(default)s)')
+    parser.add_argument('--external-sim', action='store_true',
+                        help='use an aloha_sim that is already running instead of starting one')
+    parser.add_argument('--image-height', type=int, default=robot.IMAGE_HEIGHT)
+    parser.add_argument('--image-width', type=int, default=robot.IMAGE_WIDTH)
+    parser.add_argument('--camera-rate', type=float, default=robot.CONTROL_RATE_HZ,
+                        help='camera frames per sim second (default: %(default)s)')
+    parser.add_argument('--keep-failed', action='store_true',
+                        help='keep the bags of unsuccessful episodes (default: delete them)')
+    args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    if args.episodes < 1:
+        parser.error(f'--episodes must be >= 1, got {args.episodes}')
+    args.output.mkdir(parents=True, exist_ok=True)
+    sim = None if args.external_sim else start_sim(args.scene, args.image_height,
+                                                   args.image_width, args.camera_rate)
+    rclpy.init(args=argv)
+    node = Node('record_demos', parameter_overrides=[Parameter('use_sim_time', value=True)])
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    recorder = EpisodeRecorder()
+    subscribe_raw(node, recorder.sink)
+    summary = []
+    status = 0
+    try:
+        runner = DemoRunner(node, executor, args.scene)
+        runner.wait_for_sim(timeout=120.0)
+        for k in tqdm(range(args.episodes), desc=f'recording {args.scene}', unit='ep'):
+            seed = args.seed + k
+            path = args.output / f'{args.scene}_{seed:04d}'
+            if path.exists():
+                raise FileExistsError(f'{path} exists; remove it or pick another --seed')
+            recorder.arm(path, seed)
+            result = runner.run_episode(seed, instruction_for(args.scene, k, args.instruction))
+            counts = recorder.close()
+            if not result.success and not args.keep_failed:
+                subprocess.run(['rm', '-rf', str(path)], check=True)
+            summary.append({'bag': path.name, 'seed': seed, 'instruction': result.instruction,
+                            'success': result.success, 'kept': result.success or
+                            args.keep_failed, 'messages': counts})
+            tqdm.write(f'{path.name}: {"success" if result.success else "FAILED"}, '
+                       f'{sum(counts.values())} messages')
+    except (TimeoutError, ValueError, RuntimeError, FileExistsError) as err:
+        print(f'record_demos: {err}', file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        recorder.close()  # a bag interrupted mid-episode is still closed and readable
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        if sim is not None:
+            sim.send_signal(signal.SIGINT)
+            try:
+                sim.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+    (args.output / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    kept = sum(s['kept'] for s in summary)
+    print(f'record_demos: {sum(s["success"] for s in summary)}/{len(summary)} successful, '
+          f'{kept} bags in {args.output}')
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

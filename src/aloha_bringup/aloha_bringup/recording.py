@@ -1,0 +1,72 @@
+"""Demo recording to rosbag2 (MCAP) with `rosbags`: the topic set and a writer that takes the
+serialised (CDR) messages as they came off DDS, so nothing is re-encoded or lost in conversion.
+
+ROS-free: the recorder node and `record_demos` feed it raw messages.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from oft_policy_node import robot
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+# The demo topic set: what a training episode needs, and what record_demos.launch.py records.
+# Latched topics are recorded with transient-local durability (their last value at start).
+DEMO_TOPICS: dict[str, str] = {
+    **{robot.camera_topic(cam): 'sensor_msgs/msg/Image' for cam in robot.CAMERAS},
+    **{robot.joint_states_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
+    **{robot.joint_positions_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
+    robot.TASK_INSTRUCTION_TOPIC: 'std_msgs/msg/String',
+    robot.TASK_EPISODE_TOPIC: 'std_msgs/msg/String',
+    robot.TASK_SUCCESS_TOPIC: 'std_msgs/msg/Bool',
+}
+LATCHED_TOPICS = (robot.TASK_INSTRUCTION_TOPIC, robot.TASK_EPISODE_TOPIC)
+STAMPED_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/JointState')
+# rosbag2 metadata version 9 is what Jazzy/Kilted's `ros2 bag` write; Humble reads it too
+# when written as MCAP (its mcap plugin reads the schema from the file).
+BAG_VERSION = 9
+
+
+def header_stamp_ns(cdr: bytes) -> int:
+    """The header stamp (ns) of a serialised message that starts with std_msgs/Header: after
+    the 4-byte CDR encapsulation, int32 sec and uint32 nanosec."""
+    little = cdr[1] == 1  # encapsulation kind: CDR_LE = 0x0001
+    sec, nanosec = struct.unpack_from('<iI' if little else '>iI', cdr, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+class BagWriter:
+    """One rosbag2 MCAP bag of `topics` (name -> ROS 2 type); write raw CDR, close once."""
+
+    def __init__(self, path: str | Path, topics: dict[str, str] = DEMO_TOPICS) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f'bag {self.path} already exists; choose a new path or '
+                                  'remove it')
+        typestore = get_typestore(Stores.ROS2_KILTED)
+        unknown = [t for t in topics.values() if t not in typestore.fielddefs]
+        if unknown:
+            raise ValueError(f'message types {unknown} are not in the ROS 2 type store')
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._connections = {topic: self._writer.add_connection(topic, msgtype,
+                                                                typestore=typestore)
+                             for topic, msgtype in topics.items()}
+        self.counts = dict.fromkeys(topics, 0)
+        self.closed = False
+
+    def write(self, topic: str, timestamp_ns: int, cdr: bytes) -> None:
+        if self.closed:
+            raise RuntimeError(f'bag {self.path} is closed')
+        self._writer.write(self._connections[topic], timestamp_ns, cdr)
+        self.counts[topic] += 1
+
+    def close(self) -> dict[str, int]:
+        """Flush and write metadata.yaml (what makes the bag readable); idempotent."""
+        if not self.closed:
+            self.closed = True
+            self._writer.close()
+        return dict(self.counts)
