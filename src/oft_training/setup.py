@@ -24,6 +24,9 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'convert = oft_training.convert:main',
+            'train = oft_training.train:main',
+            'evaluate = oft_training.evaluate:main',
         ],
     },
 )

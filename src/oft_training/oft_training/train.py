@@ -1,0 +1,79 @@
+"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written by `convert`.
+
+    train --data datasets/pot --out runs/pot --preset small --steps 20000
+    train --data datasets/pot --out runs/pot --preset small --steps 20000 --resume
+    # one machine, 8 GPUs (or CPU processes with gloo):
+    torchrun --nproc-per-node 8 -m oft_training.train --preset openvla-7b \
+        --base /models/openvla-7b --data datasets/pot --out runs/pot --batch-size 64
+    # two machines, 8 GPUs each: run on both, with node-rank 0 and 1
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d \
+        --rdzv-endpoint HOST0:29500 -m oft_training.train ...same options...
+
+Writes <out>/checkpoints/step_N (policy + optimizer, scheduler, step and RNG states: --resume
+continues exactly where it stopped, Ctrl-C saves first), <out>/metrics.jsonl, TensorBoard logs
+in <out>/tensorboard and the final checkpoint <out>/final, which policy_node loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from oft_policy_node.model.config import PRESETS
+
+from oft_training.training.loop import TrainConfig, run
+
+DEFAULTS = TrainConfig(data='', out='')
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    p = argparse.ArgumentParser(prog='train', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data', required=True, help='training set folder (from convert)')
+    p.add_argument('--out', required=True, help='run folder: checkpoints, logs, final')
+    p.add_argument('--preset', default=DEFAULTS.preset, choices=sorted(PRESETS),
+                   help='model preset (default: %(default)s)')
+    p.add_argument('--base', help='base OpenVLA checkpoint folder (safetensors shards + '
+                   'tokenizer), needed for openvla-7b; small presets start from random weights')
+    p.add_argument('--steps', type=int, default=DEFAULTS.steps, help='optimizer steps')
+    p.add_argument('--batch-size', type=int, default=DEFAULTS.batch_size,
+                   help='global batch (all processes x accumulation), default %(default)s')
+    p.add_argument('--grad-accumulation', type=int, default=DEFAULTS.grad_accumulation,
+                   help='micro-batches per step and process (default %(default)s)')
+    p.add_argument('--lr', type=float, default=DEFAULTS.lr, help='AdamW learning rate')
+    p.add_argument('--lr-decay-step', type=int,
+                   help='step at which the learning rate drops x0.1 (default: 80%% of --steps)')
+    p.add_argument('--weight-decay', type=float, default=DEFAULTS.weight_decay)
+    p.add_argument('--val-fraction', type=float, default=DEFAULTS.val_fraction,
+                   help='share of episodes held out for validation (seeded split)')
+    p.add_argument('--val-every', type=int, default=DEFAULTS.val_every)
+    p.add_argument('--val-samples', type=int, default=DEFAULTS.val_samples)
+    p.add_argument('--save-every', type=int, default=DEFAULTS.save_every)
+    p.add_argument('--keep-checkpoints', type=int, default=DEFAULTS.keep_checkpoints)
+    p.add_argument('--seed', type=int, default=DEFAULTS.seed)
+    p.add_argument('--workers', type=int, default=DEFAULTS.workers,
+                   help='DataLoader worker processes per training process')
+    p.add_argument('--device', default=DEFAULTS.device, help='auto, cpu, cuda')
+    p.add_argument('--resume', action='store_true',
+                   help='continue from the newest checkpoint in --out')
+    args = p.parse_args(argv)
+    try:
+        return TrainConfig(**{k: v for k, v in vars(args).items()})
+    except ValueError as exc:
+        p.error(str(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        run(cfg)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+        print(f'train: error: {exc}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The fine-tuning loop: L1 on normalised action chunks, AdamW with a x0.1 step decay.
+
+One optimizer step = one global batch of `batch_size` samples, spread over the processes and
+`grad_accumulation` micro-batches; the gradient is the mean over the whole global batch, so the
+update does not depend on how the batch is split. bf16 autocast on CUDA, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from oft_policy_node.model.config import get_preset
+from oft_policy_node.model.openvla_weights import load_openvla_base
+from oft_policy_node.model.policy import OftPolicy
+from oft_policy_node.model.tokenizer import load_tokenizer
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from oft_training.data.training_set import TrainingSet
+from oft_training.training import state
+from oft_training.training.batches import SampleDataset, StepBatches, collate, split_episodes
+from oft_training.training.distributed import World, close_world, init_world
+
+METRICS_FILE = 'metrics.jsonl'
+FINAL_DIR = 'final'
+# Settings that must not change when a run resumes (they change the result of every step).
+FROZEN_ON_RESUME = ('data', 'preset', 'base', 'batch_size', 'lr', 'lr_decay_step',
+                    'weight_decay', 'val_fraction', 'seed')
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every `train` option; validated on construction."""
+
+    data: str
+    out: str
+    preset: str = 'tiny'
+    base: str | None = None  # base OpenVLA checkpoint folder (openvla-7b), else random init
+    steps: int = 1000
+    batch_size: int = 8  # global: over all processes and accumulation micro-batches
+    grad_accumulation: int = 1
+    lr: float = 5e-4
+    lr_decay_step: int | None = None  # step of the x0.1 decay; None: 80 % of `steps`
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1
+    val_every: int = 100
+    val_samples: int = 64
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 0
+    workers: int = 0
+    device: str = 'auto'
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)  # unknown preset: "did you mean" error
+        for name in ('steps', 'batch_size', 'grad_accumulation', 'val_every', 'val_samples',
+                     'save_every'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name}={getattr(self, name)} must be >= 1')
+        if self.lr <= 0:
+            raise ValueError(f'lr={self.lr} must be > 0')
+        if self.workers < 0 or self.keep_checkpoints < 1:
+            raise ValueError('workers must be >= 0 and keep_checkpoints >= 1')
+
+    @property
+    def decay_step(self) -> int:
+        return self.lr_decay_step if self.lr_decay_step is not None else int(0.8 * self.steps)
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag; the loop finishes the step, saves, and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_policy(config_name: str, base: str | None, data: TrainingSet) -> OftPolicy:
+    config = get_preset(config_name)
+    tokenizer = load_tokenizer(config.tokenizer, base, config.num_action_bins)
+    policy = OftPolicy(config, tokenizer=tokenizer, stats=data.stats,
+                       instructions=data.instructions)
+    if base is not None:
+        load_openvla_base(policy.network, base)
+    return policy
+
+
+def check_data(data: TrainingSet, policy: OftPolicy) -> None:
+    cfg = policy.config
+    if data.chunk_size != cfg.chunk_size:
+        raise ValueError(f'{data.root} was converted for K={data.chunk_size} but preset '
+                         f'{cfg.name!r} has K={cfg.chunk_size}; re-run convert --preset '
+                         f'{cfg.name}')
+    missing = [c for c in cfg.camera_names if c not in data.cameras]
+    if missing:
+        raise ValueError(f'{data.root} lacks cameras {missing} that preset {cfg.name!r} uses')
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Train; returns the final checkpoint folder (what policy_node loads)."""
+    world = init_world(cfg.device)
+    try:
+        return _run(cfg, world)
+    finally:
+        close_world(world)
+
+
+def _run(cfg: TrainConfig, world: World) -> Path:
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    full = TrainingSet(Path(cfg.data))
+    train_names, val_names = split_episodes([e['name'] for e in full.episodes],
+                                            cfg.val_fraction, cfg.seed)
+    train_set = TrainingSet(full.root, train_names)
+    val_set = TrainingSet(full.root, val_names)
+    policy = build_policy(cfg.preset, cfg.base, full)
+    check_data(full, policy)
+    policy.to(world.device)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.decay_step], gamma=0.1)
+
+    start_step = 0
+    resume_from = state.latest(out) if cfg.resume else None
+    if resume_from is not None:
+        saved = state.load(resume_from, policy)
+        _check_resume(saved['config'], cfg, resume_from)
+        optimizer.load_state_dict(saved['optimizer'])
+        scheduler.load_state_dict(saved['scheduler'])
+        state.set_rng_state(saved['rng'])
+        start_step = saved['step']
+    elif cfg.resume and world.is_main:
+        print(f'train: nothing to resume in {out / "checkpoints"}; starting at step 0')
+    elif not cfg.resume and state.latest(out) is not None:
+        raise FileExistsError(f'{out} already holds checkpoints; pass --resume to continue '
+                              'that run or choose another --out')
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(out / METRICS_FILE, start_step)
+        print(policy.parameter_table())
+        print(f'train: {len(train_set)} samples from {len(train_names)} episodes, validation '
+              f'{len(val_set)} samples from {len(val_names)} episodes {val_names}')
+
+    model = policy
+    if world.distributed:
+        # find_unused_parameters: some trainable tensors get no gradient (e.g. LoRA on the ViT
+        # block after the one whose features the model uses); DDP must not wait for them.
+        model = DistributedDataParallel(
+            policy, device_ids=[world.device.index] if world.device.type == 'cuda' else None,
+            find_unused_parameters=True)
+    sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start_step, cfg.steps,
+                          world.rank, world.size, cfg.grad_accumulation)
+    dataset = SampleDataset(train_set, policy.config, full.stats)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.workers, persistent_workers=False)
+    autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if world.device.type == 'cuda'
+                else contextlib.nullcontext())
+    trainer_settings = {'config': dataclasses.asdict(cfg),
+                        'split': {'train': train_names, 'val': val_names}}
+    logger = _Logger(out, world, start_step, cfg.steps)
+    step = start_step
+    micro_batches = iter(loader)
+    policy.train()
+    with StopRequest() as stop:
+        while step < cfg.steps:
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for i in range(cfg.grad_accumulation):
+                batch = next(micro_batches)
+                last = i == cfg.grad_accumulation - 1
+                sync = (model.no_sync() if world.distributed and not last
+                        else contextlib.nullcontext())
+                with sync, autocast:
+                    loss, _ = model(batch)
+                    (loss / cfg.grad_accumulation).backward()
+                loss_sum += loss.item() / cfg.grad_accumulation
+            lr = optimizer.param_groups[0]['lr']  # the rate this step was taken with
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            metrics = {'step': step, 'loss': world.mean(loss_sum), 'lr': lr,
+                       'step_s': time.perf_counter() - started}  # data + forward + update
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                metrics['val_l1'] = _validate(policy, val_set, full, cfg, world, autocast)
+            logger.log(metrics)
+            stopping = world.any(stop.requested)
+            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
+                if world.is_main:
+                    state.save(out, step, policy, {
+                        **trainer_settings, 'optimizer': optimizer.state_dict(),
+                        'scheduler': scheduler.state_dict()}, cfg.keep_checkpoints)
+                world.barrier()
+            if stopping:
+                logger.close()
+                if world.is_main:
+                    print(f'train: interrupted; saved step {step}. Continue with --resume.')
+                raise KeyboardInterrupt
+    logger.close()
+    final = out / FINAL_DIR
+    if world.is_main:
+        policy.save_pretrained(final)
+        print(f'train: final checkpoint {final} (load with OftPolicy.from_pretrained)')
+    world.barrier()
+    return final
+
+
+def _check_resume(saved: dict, cfg: TrainConfig, folder: Path) -> None:
+    now = dataclasses.asdict(cfg)
+    changed = {k: (saved.get(k), now[k]) for k in FROZEN_ON_RESUME if saved.get(k) != now[k]}
+    if changed:
+        raise ValueError(f'cannot resume from {folder}: settings changed since it was saved '
+                         f'(saved, now): {changed}')
+
+
+@torch.no_grad()
+def _validate(policy: OftPolicy, val_set: TrainingSet, full: TrainingSet, cfg: TrainConfig,
+              world: World, autocast: contextlib.AbstractContextManager) -> float | None:
+    """Mean L1 (normalised actions) over up to `val_samples` evenly spaced held-out samples,
+    with the inference view of the images; None without validation episodes."""
+    if len(val_set) == 0:
+        return None
+    count = min(cfg.val_samples, len(val_set))
+    indices = [round(i * (len(val_set) - 1) / max(count - 1, 1)) for i in range(count)]
+    dataset = SampleDataset(val_set, policy.config, full.stats)
+    mine = indices[world.rank::world.size]
+    total = 0.0
+    policy.eval()
+    micro = max(cfg.batch_size // (world.size * cfg.grad_accumulation), 1)
+    for start in range(0, len(mine), micro):
+        batch = collate([dataset[(i, None)] for i in mine[start:start + micro]])
+        with autocast:
+            loss, _ = policy(batch)
+        total += loss.item() * len(batch['instructions'])
+    policy.train()
+    return world.sum(total) / count
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint a run resumes from (they will be redone)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)['step'] <= step]
+    path.write_text(''.join(line + '\n' for line in kept))
+
+
+class _Logger:
+    """metrics.jsonl + TensorBoard + a tqdm bar, on the main process only."""
+
+    def __init__(self, out: Path, world: World, start: int, total: int) -> None:
+        self.main = world.is_main
+        if not self.main:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.jsonl = (out / METRICS_FILE).open('a')
+        self.tb = SummaryWriter(str(out / 'tensorboard'), purge_step=start + 1)
+        self.bar = tqdm(total=total, initial=start, desc='train', unit='step',
+                        file=sys.stderr)
+
+    def log(self, metrics: dict) -> None:
+        if not self.main:
+            return
+        self.jsonl.write(json.dumps(metrics) + '\n')
+        self.jsonl.flush()
+        for key, value in metrics.items():
+            if key != 'step' and value is not None:
+                self.tb.add_scalar(f'{"val" if key.startswith("val") else "train"}/{key}',
+                                   value, metrics['step'])
+        self.bar.set_postfix(loss=f'{metrics["loss"]:.4f}', lr=f'{metrics["lr"]:.1e}')
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.main:
+            self.bar.close()
+            self.tb.close()
+            self.jsonl.close()

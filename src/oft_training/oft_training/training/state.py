@@ -1,0 +1,81 @@
+"""Training checkpoints: the policy (loadable by policy_node) + everything needed to resume.
+
+    <out>/checkpoints/step_0000300/policy/           OftPolicy.save_pretrained (weights, config,
+                                                     stats, instructions)
+    <out>/checkpoints/step_0000300/trainer_state.pt  step, optimizer, scheduler, RNG states,
+                                                     the run settings and the episode split
+    <out>/checkpoints/latest                         name of the newest complete checkpoint
+
+A checkpoint is written to a temporary folder and renamed into place, and `latest` is updated
+last, so a run killed while saving resumes from the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from oft_policy_node.model import checkpoint
+from oft_policy_node.model.policy import OftPolicy
+
+TRAINER_STATE = 'trainer_state.pt'
+POLICY_DIR = 'policy'
+LATEST = 'latest'
+
+
+def rng_state() -> dict:
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(),
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save(out: Path, step: int, policy: OftPolicy, trainer_state: dict, keep: int) -> Path:
+    """Write checkpoint `step` (policy + trainer_state) and keep only the newest `keep`."""
+    root = Path(out) / 'checkpoints'
+    final = root / f'step_{step:07d}'
+    tmp = root / f'.step_{step:07d}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp / POLICY_DIR)
+    torch.save({**trainer_state, 'step': step, 'rng': rng_state()}, tmp / TRAINER_STATE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    latest_tmp = root / (LATEST + '.tmp')
+    latest_tmp.write_text(final.name + '\n')
+    os.replace(latest_tmp, root / LATEST)
+    for old in sorted(root.glob('step_*'))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    return final
+
+
+def latest(out: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    pointer = Path(out) / 'checkpoints' / LATEST
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text().strip()
+    if not (folder / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f'{pointer} names {folder}, which has no {TRAINER_STATE}; '
+                                'delete the pointer to resume from an older checkpoint')
+    return folder
+
+
+def load(folder: Path, policy: OftPolicy) -> dict:
+    """Load weights into `policy` (exactly, every tensor) and return the trainer state."""
+    weights_dir = folder / POLICY_DIR
+    checkpoint.load_state(policy.network, checkpoint.read_weights(weights_dir),
+                          str(weights_dir / checkpoint.WEIGHTS_FILE))
+    return torch.load(folder / TRAINER_STATE, map_location='cpu', weights_only=False)

@@ -1,0 +1,126 @@
+"""train with the tiny preset: the loss falls; an interrupted (Ctrl-C) and resumed run
+reproduces the uninterrupted run exactly; two gloo processes make the same update as one; the
+final checkpoint loads with OftPolicy.from_pretrained; bad settings are refused."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from oft_policy_node.model import OftPolicy
+from oft_policy_node.model.checkpoint import read_weights
+
+from oft_training.train import main as train
+from oft_training.training.loop import FINAL_DIR, METRICS_FILE
+
+from .conftest import INSTRUCTIONS
+
+
+def args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ['--data', str(data), '--out', str(out), '--preset', 'tiny', '--batch-size', '4',
+            '--val-every', '4', '--seed', '3', *extra]
+
+
+def metrics(out: Path) -> list[dict]:
+    """Logged metrics per step, without the wall-clock step time."""
+    lines = (out / METRICS_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != 'step_s'} for line in lines]
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return read_weights(out / FINAL_DIR)
+
+
+def test_loss_falls_and_checkpoint_loads(training_set, tmp_path):
+    out = tmp_path / 'run'
+    assert train(args(training_set, out, '--steps', '24', '--lr-decay-step', '100',
+                      '--val-every', '8')) == 0
+    losses = [m['loss'] for m in metrics(out)]
+    assert len(losses) == 24
+    assert np.mean(losses[-8:]) < 0.75 * np.mean(losses[:3]), losses
+    val = [m['val_l1'] for m in metrics(out) if 'val_l1' in m]
+    assert len(val) == 3 and val[-1] < val[0], val
+    assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+
+    policy = OftPolicy.from_pretrained(out / FINAL_DIR, device='cpu')
+    assert set(policy.instructions) == set(INSTRUCTIONS)
+    data_stats = json.loads((training_set / 'index.json').read_text())['stats']
+    np.testing.assert_allclose(policy.stats.action_min, data_stats['action_min'], rtol=1e-6)
+    rng = np.random.default_rng(0)
+    images = {cam: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+              for cam in policy.config.camera_names}
+    chunk = policy.predict_action_chunk(images, np.zeros(14), INSTRUCTIONS[0])
+    assert chunk.shape == (25, 14)
+    assert np.all(chunk >= policy.stats.action_min - 1e-5)
+    assert np.all(chunk <= policy.stats.action_max + 1e-5)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_exactly(training_set, tmp_path, spawn):
+    settings = ('--steps', '8', '--lr-decay-step', '5', '--save-every', '100')
+    reference = tmp_path / 'reference'
+    assert train(args(training_set, reference, *settings)) == 0
+
+    interrupted = tmp_path / 'interrupted'
+    proc = spawn.python('-m', 'oft_training.train', *args(training_set, interrupted, *settings),
+                        name='train')
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (interrupted / METRICS_FILE).is_file() and len(metrics(interrupted)) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: finish the step, save, exit 130
+    assert proc.wait(timeout=60) == 130, spawn.output(proc)
+    stopped_at = len(metrics(interrupted))
+    assert 2 <= stopped_at < 8, spawn.output(proc)
+    assert not (interrupted / FINAL_DIR).exists()
+
+    assert train(args(training_set, interrupted, *settings, '--resume')) == 0
+    assert metrics(interrupted) == metrics(reference)  # every loss, lr and val_l1, bit for bit
+    resumed, uninterrupted = weights(interrupted), weights(reference)
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(training_set, tmp_path):
+    one = tmp_path / 'one'
+    assert train(args(training_set, one, '--steps', '2', '--grad-accumulation', '2')) == 0
+    two = tmp_path / 'two'
+    run = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+         '-m', 'oft_training.train', *args(training_set, two, '--steps', '2', '--device', 'cpu')],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # Same global batch of 4 in micro-batches of 2: one process accumulates two, two processes
+    # all-reduce one each. Only the summation order differs.
+    for a, b in zip(metrics(one), metrics(two), strict=True):
+        assert a['loss'] == pytest.approx(b['loss'], abs=1e-6)
+    w1, w2 = weights(one), weights(two)
+    moved = [k for k in w1 if not torch.equal(w1[k], read_weights(
+        one / 'checkpoints' / 'step_0000002' / 'policy')[k])]
+    assert not moved  # the final checkpoint is the last step's weights
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], atol=2e-6, rtol=1e-5, msg=key)
+
+
+def test_bad_settings(training_set, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert train(args(training_set, out, '--steps', '1')) == 0
+    assert train(args(training_set, out, '--steps', '2')) == 2
+    assert 'pass --resume' in capsys.readouterr().err
+    assert train(args(training_set, out, '--steps', '2', '--resume', '--lr', '1e-3')) == 2
+    assert "'lr': (0.0005, 0.001)" in capsys.readouterr().err
+    assert train(args(tmp_path / 'nothing', tmp_path / 'x', '--steps', '1')) == 2
+    assert 'index.json not found' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(args(training_set, out, '--batch-size', '0'))
+    assert train(args(training_set, tmp_path / 'y', '--batch-size', '3',
+                      '--grad-accumulation', '2')) == 2
+    assert 'must be a multiple of processes' in capsys.readouterr().err
