@@ -15,11 +15,15 @@ BUILD_INPUTS := $(shell find src \( -name package.xml -o -name setup.py -o -name
 	-o -path '*/config/*' -o -path '*/launch/*' \) -type f 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup build test bench demo demos clean
+.PHONY: help setup build test bench demo demos eval-sim clean
 TASK ?= put green pepper into pot
 SCENE ?= put_x_into_pot
 DURATION ?= 20
 N ?= 50
+EPISODES ?= 10
+SEED ?= 0
+MAX_SECONDS ?= 20
+CHECKPOINT ?=
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -52,6 +56,11 @@ demo: $(BUILD_STAMP) ## sim + policy_node + chunk_executor; TASK=".." SCENE=.. D
 demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into demos/SCENE/
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
+
+eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCENE=.. EPISODES=10 -> runs/<time>/eval.json
+	$(ENV) $(ISOLATED) python -m aloha_bringup.eval_sim \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --scene $(SCENE) \
+		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build install log bench_results

@@ -29,6 +29,7 @@ setup(
             'scripted_demo = aloha_bringup.scripted_demo_node:main',
             'record_bag = aloha_bringup.recorder_node:main',
             'record_demos = aloha_bringup.record_demos:main',
+            'eval_sim = aloha_bringup.eval_sim:main',
         ],
     },
 )

@@ -2,9 +2,11 @@
 
 Publishes the three cameras (sensor_msgs/Image rgb8 on the realsense topics), per-arm
 joint_states in the Interbotix layout, /clock (every node runs on sim time), and the task:
-latched instruction + episode metadata, and success. Consumes joint_positions commands
-(sensor_msgs/JointState: 6 arm joints + `gripper` motor angle). `~/reset` (std_srvs/Trigger)
-starts a new episode with the `seed` and `instruction` parameters.
+latched instruction + episode metadata, success, and the ground-truth state (grasp points and
+object positions, JSON) that closed-loop evaluation measures language following with.
+Consumes joint_positions commands (sensor_msgs/JointState: 6 arm joints + `gripper` motor
+angle). `~/reset` (std_srvs/Trigger) starts a new episode with the `seed` and `instruction`
+parameters.
 
 Physics runs on its own thread, never faster than real time; subscriptions and the service are
 served by the executor on the main thread.
@@ -69,7 +71,9 @@ class AlohaSimNode(Node):
                  'joints': p('joint_state_rate_hz', 50.0, 'joint_states per sim second', True),
                  'clock': p('clock_rate_hz', 100.0, '/clock messages per sim second', True),
                  'success': p('success_rate_hz', 10.0, 'success messages per sim second',
-                              True)}
+                              True),
+                 'state': p('state_rate_hz', 25.0, 'ground-truth /task/state messages (grasp '
+                            'points, object positions) per sim second', True)}
         self.pacer = RealTimePacer(p('max_real_time_factor', 1.0,
                                      'upper bound of sim time / wall time, in (0, 1]', True))
         self.schedule = StreamSchedule(rates)
@@ -87,6 +91,7 @@ class AlohaSimNode(Node):
         self.success_pub = self.create_publisher(Bool, robot.TASK_SUCCESS_TOPIC, 10)
         self.instruction_pub = self.create_publisher(String, robot.TASK_INSTRUCTION_TOPIC, LATCHED)
         self.episode_pub = self.create_publisher(String, robot.TASK_EPISODE_TOPIC, LATCHED)
+        self.state_pub = self.create_publisher(String, robot.TASK_STATE_TOPIC, 10)
         for arm in robot.ARMS:
             self.create_subscription(JointState, robot.joint_positions_topic(arm),
                                      lambda msg, arm=arm: self._on_command(arm, msg), 10)
@@ -190,6 +195,8 @@ class AlohaSimNode(Node):
                 self.image_pubs[cam].publish(msg)
         elif stream == 'success':
             self.success_pub.publish(Bool(data=self.sim.success()))
+        elif stream == 'state':
+            self.state_pub.publish(String(data=json.dumps({'t': now, **self.sim.state()})))
 
     def stop(self) -> None:
         self._running = False
@@ -202,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         prog='aloha_sim', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='Parameters (--ros-args -p name:=value): scene, instruction, seed, image_height, '
                'image_width, camera_rate_hz, joint_state_rate_hz, clock_rate_hz, '
-               'success_rate_hz, max_real_time_factor. Example:\n  aloha_sim --ros-args '
-               '-p scene:=put_x_into_pot -p instruction:="put red pepper into pot" -p seed:=3')
+               'success_rate_hz, state_rate_hz, max_real_time_factor. Example:\n'
+               '  aloha_sim --ros-args -p scene:=put_x_into_pot '
+               '-p instruction:="put red pepper into pot" -p seed:=3')
     parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     rclpy.init(args=argv)
     node = None

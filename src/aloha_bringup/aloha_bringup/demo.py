@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aloha_bringup.demo_report import CameraVideo, JointSeries, latency_stats, summary_lines, \
-    write_report
+from aloha_bringup.demo_report import CameraVideo, ExecutorCounters, JointSeries, latency_stats, \
+    summary_lines, write_report
 from aloha_bringup.graph import resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from oft_policy_node import robot
@@ -79,7 +79,7 @@ class DemoMonitor:
         self.window_end: float | None = None  # sim time the measurement stopped
         self.wall_start = self.wall_end = 0.0
         self.commands_in_window = 0
-        self.executor_counters: list[tuple[float, dict[str, str]]] = []
+        self.executor_counters = ExecutorCounters()
         self.success = False
         self._measured = np.full(robot.ACTION_DIM, np.nan)
         self._commanded = np.full(robot.ACTION_DIM, np.nan)
@@ -137,9 +137,8 @@ class DemoMonitor:
 
     def _on_diagnostics(self, msg: object) -> None:
         for status in msg.status:
-            if status.name.endswith('chunk_executor'):
-                self.executor_counters.append(
-                    (self.now(), {kv.key: kv.value for kv in status.values}))
+            self.executor_counters.add(self.now(), status.name,
+                                       {kv.key: kv.value for kv in status.values})
 
     def _on_success(self, msg: object) -> None:
         if self.recording():
@@ -151,12 +150,7 @@ class DemoMonitor:
         Reports before the first chunk are excluded on purpose: the executor holds the pose
         (and counts stalls) while the model loads, which is not part of the measured run.
         """
-        def first_after(t: float) -> int | None:
-            later = [values for stamp, values in self.executor_counters if stamp >= t]
-            return int(later[0][key]) if later else None
-
-        first, last = first_after(start), first_after(end)
-        return 0 if first is None or last is None else last - first
+        return self.executor_counters.change(key, start, end)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,28 @@ class JointSeries:
         plt.close(fig)
 
 
+class ExecutorCounters:
+    """The chunk executor's counters (stalls, clamped_commands, ...) as /diagnostics reports
+    them, with the sim time each report arrived."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[float, dict[str, str]]] = []
+
+    def add(self, t: float, status_name: str, values: dict[str, str]) -> None:
+        """One DiagnosticStatus; statuses of other nodes (the policy's) are ignored."""
+        if status_name.endswith('chunk_executor'):
+            self.reports.append((t, values))
+
+    def first_at_or_after(self, key: str, t: float) -> int | None:
+        later = [values for stamp, values in self.reports if stamp >= t]
+        return int(later[0][key]) if later else None
+
+    def change(self, key: str, start: float, end: float) -> int:
+        """Change of a counter between its first reports at/after `start` and `end`."""
+        first, last = self.first_at_or_after(key, start), self.first_at_or_after(key, end)
+        return 0 if first is None or last is None else last - first
+
+
 class CameraVideo:
     """Writes the three camera views side by side to an mp4, one frame per 1/VIDEO_FPS sim-s."""
 

@@ -51,7 +51,9 @@ class EpisodeRecorder:
         if self.writer is None and topic == robot.TASK_EPISODE_TOPIC and self._path:
             info = json.loads(deserialize_message(cdr, String).data)
             if info['seed'] == self._seed:
-                self.writer = BagWriter(self._path)
+                self.writer = BagWriter(self._path, metadata={
+                    'instruction': info['instruction'], 'scene': info['scene'],
+                    'seed': str(info['seed'])})
                 self._start_ns = round(info['start_time'] * 1e9)
                 self._path = None
         if self.writer is None:

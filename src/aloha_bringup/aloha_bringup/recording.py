@@ -41,7 +41,10 @@ def header_stamp_ns(cdr: bytes) -> int:
 class BagWriter:
     """One rosbag2 MCAP bag of `topics` (name -> ROS 2 type); write raw CDR, close once."""
 
-    def __init__(self, path: str | Path, topics: dict[str, str] = DEMO_TOPICS) -> None:
+    def __init__(self, path: str | Path, topics: dict[str, str] = DEMO_TOPICS,
+                 metadata: dict[str, str] | None = None) -> None:
+        """`metadata` goes into metadata.yaml's custom_data (`ros2 bag info` shows it); the
+        training converter reads the episode's `instruction` from there."""
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f'bag {self.path} already exists; choose a new path or '
@@ -51,6 +54,8 @@ class BagWriter:
         if unknown:
             raise ValueError(f'message types {unknown} are not in the ROS 2 type store')
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        for key, value in (metadata or {}).items():
+            self._writer.set_custom_data(key, str(value))
         self._writer.open()
         self._connections = {topic: self._writer.add_connection(topic, msgtype,
                                                                 typestore=typestore)

@@ -86,17 +86,23 @@ class GraphProcesses:
     def exited(self) -> dict[str, int]:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
 
+    def stop(self, name: str) -> int:
+        """Stop one node (SIGINT, then SIGTERM, then SIGKILL) and forget it; its exit code."""
+        proc = self.procs.pop(name)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                print(f'[run_graph] {name} ignored {sig.name}', flush=True)
+        print(f'[run_graph] {name} exited with {proc.wait()}', flush=True)
+        return proc.returncode
+
     def stop_all(self) -> None:
-        for name, proc in reversed(list(self.procs.items())):
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-                if proc.poll() is not None:
-                    break
-                proc.send_signal(sig)
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    print(f'[run_graph] {name} ignored {sig.name}', flush=True)
-            print(f'[run_graph] {name} exited with {proc.wait()}', flush=True)
+        for name in reversed(list(self.procs)):
+            self.stop(name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,4 +144,7 @@ SET_INSTRUCTION_SERVICE = '/set_instruction'
 TASK_INSTRUCTION_TOPIC = '/task/instruction'
 TASK_EPISODE_TOPIC = '/task/episode'
 TASK_SUCCESS_TOPIC = '/task/success'
+# Ground truth of the simulation for evaluation, std_msgs/String JSON at a fixed sim-time rate:
+# {"t": s, "grasp": {arm: [x, y, z]}, "objects": {body: [x, y, z]}} (world frame, m).
+TASK_STATE_TOPIC = '/task/state'
 CLOCK_TOPIC = '/clock'

@@ -1,4 +1,4 @@
-"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written by `convert`.
+r"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written by `convert`.
 
     train --data datasets/pot --out runs/pot --preset small --steps 20000
     train --data datasets/pot --out runs/pot --preset small --steps 20000 --resume

@@ -201,6 +201,17 @@ class AlohaSim:
         """World position of a body (the objects' ground truth, for scripted demos), (3,)."""
         return self.data.body(name).xpos.copy()
 
+    def grasp_position(self, arm: str) -> np.ndarray:
+        """World position of an arm's grasp site (between the fingertips), (3,)."""
+        return self.data.site(f'{MJ_ARM_PREFIX[arm]}/grasp').xpos.copy()
+
+    def state(self) -> dict[str, dict[str, list[float]]]:
+        """Ground truth for evaluation: grasp points per arm and the episode's objects, where
+        they are now (objects move when pushed or carried)."""
+        objects = self.episode.layout.positions if self.episode else {}
+        return {'grasp': {arm: self.grasp_position(arm).tolist() for arm in robot.ARMS},
+                'objects': {name: self.body_position(name).tolist() for name in objects}}
+
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()

@@ -128,10 +128,10 @@ def _convert_open_bag(reader: Reader, store: object, name: str, writer: Training
     camera_stamps: dict[str, list[int]] = defaultdict(list)
     instructions: list[str] = []
     connections = [c for c in reader.connections
-                   if c.topic in wanted or c.topic == robot.INSTRUCTION_TOPIC]
+                   if c.topic in wanted or c.topic in topics.INSTRUCTION_TOPICS]
     for connection, receive_ns, raw in reader.messages(connections):
         msg = store.deserialize_cdr(raw, connection.msgtype)
-        if connection.topic == robot.INSTRUCTION_TOPIC:
+        if connection.topic in topics.INSTRUCTION_TOPICS:
             instructions.append(msg.data)
             continue
         stamp = _stamp(msg, receive_ns, options.time_source, name, connection.topic)
@@ -241,7 +241,8 @@ def _instruction(name: str, reader: Reader, on_topic: list[str], options: BagOpt
     instruction = from_meta or from_topic
     if not instruction:
         raise EpisodeError(f'{name}: no instruction in the bag metadata (custom_data '
-                           f'"instruction") nor on {robot.INSTRUCTION_TOPIC}; pass --instruction')
+                           f'"instruction") nor on {" or ".join(topics.INSTRUCTION_TOPICS)}; '
+                           'pass --instruction')
     return instruction, warnings
 
 

@@ -35,6 +35,9 @@ INTERBOTIX_MSG_DEFINITIONS = {
 # Leader gripper joint angles (rad) of the ROS 2 ALOHA (aloha/constants.py, ALOHA 2 leaders).
 LEADER_GRIPPER_CLOSED, LEADER_GRIPPER_OPEN = -0.0552, 0.8298
 JOINTS_PER_ARM = len(robot.ARM_JOINTS) + 1
+# Where an episode's instruction may be recorded: the task's (simulation, recorder, teleop
+# episode metadata) and the policy's active instruction (a policy-driven run).
+INSTRUCTION_TOPICS = (robot.TASK_INSTRUCTION_TOPIC, robot.INSTRUCTION_TOPIC)
 
 
 class ChannelError(ValueError):

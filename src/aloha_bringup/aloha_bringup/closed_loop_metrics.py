@@ -1,0 +1,139 @@
+"""What closed-loop evaluation measures, without ROS: which object a gripper approached first
+(language following), and the per-instruction / overall summaries of episode records.
+
+Language following is the paper's measure for "put X into pot": the policy follows the
+instruction when the first object a gripper goes for is the instructed one, whether or not it
+then finishes the task. "Goes for" = the grasp point (between the fingertips) of either gripper
+comes within `approach_distance` of an object's centre, with both taken from the simulation's
+ground truth (/task/state). Chance is 1 / number of candidate objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from aloha_bringup.demo_report import latency_stats
+from aloha_bringup.sim.scenes import POT_ITEMS, PutXIntoPot, Scene, body_name
+
+# A vegetable is 3.6-7.6 cm long and the fingers open 6 cm: a grasp point within 5 cm of an
+# item's centre is touching it or about to close on it.
+DEFAULT_APPROACH_DISTANCE = 0.05  # m
+
+
+@dataclass(frozen=True)
+class StateSample:
+    """One /task/state message: sim time (s), grasp point per arm and object centres, (3,)."""
+
+    t: float
+    grasp: Mapping[str, Sequence[float]]
+    objects: Mapping[str, Sequence[float]]
+
+
+@dataclass(frozen=True)
+class Approach:
+    """The first time a gripper came within the approach distance of a candidate object."""
+
+    t: float  # s, sim time
+    arm: str
+    object: str
+    distance: float  # m
+
+
+@dataclass(frozen=True)
+class LanguageTask:
+    """The candidate objects of an instruction and the one it names."""
+
+    candidates: tuple[str, ...]
+    target: str
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.candidates)
+
+
+def language_task(scene: Scene, instruction: str) -> LanguageTask | None:
+    """The objects the instruction chooses between, or None for a scene with one instruction
+    (transfer_cube, insertion): there language following is not defined."""
+    if not isinstance(scene, PutXIntoPot):
+        return None
+    return LanguageTask(tuple(body_name(item) for item in POT_ITEMS),
+                        body_name(scene.target_item(instruction)))
+
+
+def first_approach(samples: Iterable[StateSample], candidates: Sequence[str],
+                   approach_distance: float = DEFAULT_APPROACH_DISTANCE) -> Approach | None:
+    """The earliest sample in which a grasp point is within `approach_distance` of a candidate
+    (the closest pair when several are within it at once); None when none ever is.
+
+    Samples must be in time order. Raises ValueError when a candidate is missing from a sample
+    or the distance is not positive, since either would silently turn into "not followed".
+    """
+    if not approach_distance > 0:
+        raise ValueError(f'approach_distance must be > 0 m, got {approach_distance}')
+    for sample in samples:
+        missing = [name for name in candidates if name not in sample.objects]
+        if missing:
+            raise ValueError(f'state at t={sample.t} has no position for {missing}; objects: '
+                             f'{sorted(sample.objects)}')
+        best: Approach | None = None
+        for arm, grasp in sample.grasp.items():
+            for name in candidates:
+                distance = float(np.linalg.norm(np.subtract(grasp, sample.objects[name])))
+                if distance <= approach_distance and (best is None or distance < best.distance):
+                    best = Approach(sample.t, arm, name, round(distance, 4))
+        if best is not None:
+            return best
+    return None
+
+
+def followed_language(task: LanguageTask | None, approach: Approach | None) -> bool | None:
+    """True when the first approached object is the instructed one; None when undefined."""
+    if task is None:
+        return None
+    return approach is not None and approach.object == task.target
+
+
+def approach_record(approach: Approach | None) -> dict | None:
+    return None if approach is None else asdict(approach)
+
+
+def _rate(count: int, total: int) -> float | None:
+    return round(count / total, 4) if total else None
+
+
+def summarize(episodes: Sequence[Mapping]) -> dict:
+    """Counts and rates over episode records (the dicts eval_sim writes per episode).
+
+    Rates are counts / episodes. Language following counts every episode in the denominator:
+    one in which no object was approached did not follow the instruction. Episodes of a scene
+    without language choice (followed_language None) give None rates.
+    """
+    total = len(episodes)
+    successes = sum(bool(e['success']) for e in episodes)
+    defined = [e for e in episodes if e['followed_language'] is not None]
+    approached = sum(e['first_approach'] is not None for e in defined)
+    followed = sum(bool(e['followed_language']) for e in defined)
+    latencies = [v for e in episodes for v in e['inference_latencies_s']]
+    return {
+        'episodes': total,
+        'successes': successes,
+        'success_rate': _rate(successes, total),
+        'approached': approached if defined else None,
+        'followed_language': followed if defined else None,
+        'language_following_rate': _rate(followed, len(defined)) if defined else None,
+        'stalled_ticks': sum(e['stalled_ticks'] for e in episodes),
+        'clamped_ticks': sum(e['clamped_ticks'] for e in episodes),
+        'chunks': sum(e['chunks'] for e in episodes),
+        'inference_latency_s': latency_stats(latencies),
+        'sim_seconds': round(sum(e['sim_seconds'] for e in episodes), 3),
+        'wall_seconds': round(sum(e['wall_seconds'] for e in episodes), 3),
+    }
+
+
+def summarize_by_instruction(episodes: Sequence[Mapping], instructions: Sequence[str]
+                             ) -> dict[str, dict]:
+    return {instruction: summarize([e for e in episodes if e['instruction'] == instruction])
+            for instruction in instructions}
