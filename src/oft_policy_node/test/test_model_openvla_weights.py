@@ -1,20 +1,36 @@
 """The base OpenVLA checkpoint loader, on a tiny checkpoint written here in OpenVLA's layout:
 timm-named DINOv2 / SigLIP tensors (fused qkv, patch-only position embeddings, layer-scale
-gammas), the fused projector, and the Hugging Face Llama, in two safetensors shards."""
+gammas), the fused projector, and the Hugging Face Llama, in two safetensors shards; and
+fine-tuned checkpoints that hold the base weights by reference to such a directory."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from oft_policy_node.model import CheckpointError, OftPolicy, get_preset
+from oft_policy_node import robot
+from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_preset
 from oft_policy_node.model.network import build_llm
+from oft_policy_node.model.openvla_weights import REFERENCE_FILE
 from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
+from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, one_torch_thread,
+                                           random_observation)
 
 CFG = get_preset('tiny')
 DINO, SIG = 'vision_backbone.featurizer.', 'vision_backbone.fused_featurizer.'
+GREEN = DEFAULT_INSTRUCTIONS[0]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with one_torch_thread():
+        yield
 
 
 def timm_vit(prefix: str, hidden: int, layers: int, mlp: int, g: torch.Generator,
@@ -130,3 +146,96 @@ def test_unknown_and_misshapen_tensors_are_named(base_dir, tmp_path):
     save_file(bad, str(tmp_path / 'model.safetensors'))
     with pytest.raises(CheckpointError, match=r'lacks 1 tensors.*projector\.fc3\.weight'):
         OftPolicy.from_openvla(tmp_path, config=CFG)
+
+
+def fine_tuned(base: object) -> OftPolicy:
+    """A policy started from `base` whose trainable tensors moved away from their init."""
+    policy = OftPolicy.from_openvla(base, config=CFG,
+                                    stats=NormStats.from_limits(*robot.action_limits()))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in policy.network.parameters():
+            if param.requires_grad:  # LoRA B starts at zero: move it, or LoRA is not tested
+                param.add_(torch.randn(param.shape, generator=g) * 0.05)
+    return policy.eval()
+
+
+def test_reference_checkpoint_holds_fine_tuned_tensors_only_and_round_trips(base_dir, tmp_path):
+    directory, _ = base_dir
+    policy = fine_tuned(directory)
+    observation = random_observation(CFG, seed=2)
+    expected = policy.predict_action_chunk(*observation, GREEN)
+    out = policy.save_pretrained(tmp_path / 'ckpt', base_weights='reference')  # from_openvla's
+    saved = load_file(str(out / 'model.safetensors'))
+    trainable = {n for n, p in policy.network.named_parameters() if p.requires_grad}
+    assert trainable <= set(saved)  # LoRA, FiLM, projectors, action slots and head
+    assert 'projector.fc1.weight' in saved  # in the base too, but trained fully
+    for frozen in ('llm.lm_head.weight', 'llm.model.embed_tokens.weight',
+                   'llm.model.layers.0.self_attn.q_proj.base_layer.weight',
+                   'vision.dino.embeddings.cls_token', 'vision.siglip.post_layernorm.bias'):
+        assert frozen not in saved
+    assert json.loads((out / REFERENCE_FILE).read_text())['path'] == str(directory.resolve())
+    loaded = OftPolicy.from_pretrained(out)
+    np.testing.assert_array_equal(loaded.predict_action_chunk(*observation, GREEN), expected)
+    assert loaded.base_checkpoint == directory.resolve()
+    full = policy.save_pretrained(tmp_path / 'full')
+    assert not (full / REFERENCE_FILE).exists()
+    assert (out / 'model.safetensors').stat().st_size < (full / 'model.safetensors').stat().st_size
+    policy.save_pretrained(out)  # a full save over a reference one drops the reference
+    assert not (out / REFERENCE_FILE).exists()
+    np.testing.assert_array_equal(
+        OftPolicy.from_pretrained(out).predict_action_chunk(*observation, GREEN), expected)
+
+
+def test_moved_or_replaced_base_is_named(base_dir, tmp_path):
+    base = shutil.copytree(base_dir[0], tmp_path / 'base')
+    out = fine_tuned(base).save_pretrained(tmp_path / 'ckpt', base_weights='reference',
+                                           base_checkpoint=base)
+    moved = base.rename(tmp_path / 'moved')
+    with pytest.raises(CheckpointError, match=rf'{REFERENCE_FILE}: the base checkpoint '
+                                              rf'{base} is missing'):
+        OftPolicy.from_pretrained(out)
+    reference = json.loads((out / REFERENCE_FILE).read_text())
+    (out / REFERENCE_FILE).write_text(json.dumps({**reference, 'path': str(moved)}))
+    OftPolicy.from_pretrained(out)  # the fix the message gives works
+    shard = moved / 'model-00002-of-00002.safetensors'
+    tensors = load_file(str(shard))
+    del tensors['projector.fc3.bias']
+    save_file(tensors, str(shard))
+    with pytest.raises(CheckpointError, match=rf'{moved} has shards .* saved against'):
+        OftPolicy.from_pretrained(out)
+
+
+def test_reference_checkpoint_missing_a_fine_tuned_tensor_is_named(base_dir, tmp_path):
+    out = fine_tuned(base_dir[0]).save_pretrained(tmp_path / 'ckpt', base_weights='reference')
+    weights = load_file(str(out / 'model.safetensors'))
+    del weights['action_head.fc2.weight']
+    save_file(weights, str(out / 'model.safetensors'))
+    with pytest.raises(CheckpointError, match=r'model\.safetensors: missing tensors '
+                                              r'action_head\.fc2\.weight'):
+        OftPolicy.from_pretrained(out)
+
+
+def test_reference_to_a_different_base_is_refused_at_save(base_dir, tmp_path):
+    directory, t = base_dir
+    other = tmp_path / 'other'
+    other.mkdir()
+    save_file({**t, 'language_model.model.norm.weight': t['language_model.model.norm.weight']
+               + 1}, str(other / 'model.safetensors'))
+    with pytest.raises(CheckpointError, match=r"'language_model\.model\.norm\.weight' differs"):
+        fine_tuned(directory).save_pretrained(tmp_path / 'ckpt', base_weights='reference',
+                                              base_checkpoint=other)
+
+
+@pytest.mark.parametrize('config, kwargs, message', [
+    (CFG.replace(lora_rank=0), {'base_weights': 'reference', 'base_checkpoint': '/base'},
+     'lora_rank=0'),
+    (CFG, {'base_weights': 'reference'}, 'needs base_checkpoint='),
+    (CFG, {'base_checkpoint': '/base'}, "only used with base_weights='reference'"),
+    (CFG, {'base_weights': 'shared'}, "base_weights='shared'"),
+])
+def test_bad_base_weight_options_are_refused(tmp_path, config, kwargs, message):
+    policy = OftPolicy(config, stats=NormStats.from_limits(*robot.action_limits()))
+    with pytest.raises(ValueError, match=message):
+        policy.save_pretrained(tmp_path / 'ckpt', **kwargs)
+    assert not (tmp_path / 'ckpt').exists()

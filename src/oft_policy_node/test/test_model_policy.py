@@ -11,18 +11,15 @@ from oft_policy_node.model import NormStats, OftPolicy, get_preset
 from oft_policy_node.model.processing import (DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD,
                                               normalize_pixels)
 from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, make_tiny_checkpoint,
-                                           random_observation)
+                                           one_torch_thread, random_observation)
 
 GREEN, RED = DEFAULT_INSTRUCTIONS[:2]
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models run ~10x faster on one thread than on two shared, busy cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope='module')

@@ -7,12 +7,16 @@ Layout (all written by `OftPolicy.save_pretrained`):
     norm_stats.json     NormStats (action/proprio min/max)
     instructions.json   the instructions seen in training, a JSON list of strings
     tokenizer files     only for tokenizer='pretrained' (the Llama tokenizer)
+    base_checkpoint.json
+                        only when saved with base_weights='reference': model.safetensors then
+                        holds the fine-tuned tensors only, and the frozen base weights are read
+                        from the OpenVLA directory named here (`openvla_weights`)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -86,14 +90,16 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
-               partial: bool = False) -> None:
+               only: Collection[str] | None = None) -> None:
     """Copy `state` into `module`, checking names and shapes first so nothing half-loads.
 
-    partial=True accepts missing tensors (an overlay on already-loaded base weights).
+    only: the tensors `state` must hold when it is an overlay on already-loaded base weights
+    (default: every tensor of the module).
     """
     expected = module.state_dict()
-    unexpected = sorted(set(state) - set(expected))
-    missing = [] if partial else sorted(set(expected) - set(state))
+    required = set(expected) if only is None else set(only)
+    unexpected = sorted(set(state) - required)
+    missing = sorted(required - set(state))
     wrong = [f'{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}'
              for k in state if k in expected and state[k].shape != expected[k].shape]
     problems = []
@@ -106,7 +112,7 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     if problems:
         raise CheckpointError(f'{source}: ' + '; '.join(problems)
                               + ' (was it saved with a different preset or LoRA rank?)')
-    module.load_state_dict(dict(state), strict=not partial)
+    module.load_state_dict(dict(state), strict=only is None)
 
 
 def _few(items: list[str], n: int = 5) -> str:

@@ -37,6 +37,7 @@ from oft_policy_node.model.processing import inference_images, stack_camera_imag
 from oft_policy_node.model.tokenizer import ByteTokenizer, HfTokenizer, load_tokenizer
 
 DECODING_MODES = ('parallel', 'autoregressive')
+BASE_WEIGHTS_MODES = ('full', 'reference')
 _CACHE_SIZE = 32  # instructions whose text embedding + FiLM parameters stay cached
 
 
@@ -53,9 +54,14 @@ class OftPolicy(nn.Module):
         set_trainable(self.network, config)
         if tokenizer is None and config.tokenizer == 'bytes':
             tokenizer = ByteTokenizer(config.num_action_bins)
+        if tokenizer is not None:
+            _check_tokenizer(tokenizer, config)
         self._tokenizer = tokenizer
         self.stats = stats
         self.instructions = tuple(instructions)
+        # The OpenVLA directory the frozen base weights came from (from_openvla, or a checkpoint
+        # saved with base_weights='reference'); the default for save_pretrained's reference.
+        self.base_checkpoint: Path | None = None
         self._conditioning_cache: OrderedDict[str, Conditioning] = OrderedDict()
 
     # ---- properties -------------------------------------------------------------------------
@@ -172,25 +178,66 @@ class OftPolicy(nn.Module):
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, stats: NormStats | None = None,
-                        instructions: Sequence[str] | None = None) -> Path:
-        """Write the checkpoint directory (layout in `checkpoint`); returns it."""
+                        instructions: Sequence[str] | None = None, *,
+                        base_weights: str = 'full',
+                        base_checkpoint: str | Path | None = None) -> Path:
+        """Write the checkpoint directory (layout in `checkpoint`); returns it.
+
+        base_weights='full' (default) writes every tensor. 'reference' (LoRA configs only)
+        writes just the fine-tuned tensors (`openvla_weights.fine_tuned_keys`) plus a reference
+        to the base OpenVLA directory `base_checkpoint` (default: the one this policy's base
+        weights were loaded from); `from_pretrained` then reads the base from there first.
+        Saving checks that the base's norms and biases equal this model's, so a reference to
+        the wrong base is refused here rather than discovered at load time.
+        """
+        from oft_policy_node.model import openvla_weights
+
         stats = stats if stats is not None else self.stats
         if stats is None:
             raise ValueError('save_pretrained needs stats=NormStats(...) (none set on the policy)')
+        if base_weights not in BASE_WEIGHTS_MODES:
+            raise ValueError(f'base_weights={base_weights!r}; expected one of '
+                             f'{BASE_WEIGHTS_MODES}')
         instructions = tuple(instructions) if instructions is not None else self.instructions
-        path = checkpoint.write_checkpoint(directory, self.config, self.network.state_dict(),
-                                           stats, instructions)
+        state = self.network.state_dict()
+        if base_weights == 'reference':
+            base = self._reference_base(base_checkpoint)
+            openvla_weights.check_base_matches(self.network, base)
+            state = {k: state[k] for k in openvla_weights.fine_tuned_keys(state)}
+        elif base_checkpoint is not None:
+            raise ValueError(f'base_checkpoint={str(base_checkpoint)!r} is only used with '
+                             "base_weights='reference'")
+        path = checkpoint.write_checkpoint(directory, self.config, state, stats, instructions)
+        if base_weights == 'reference':
+            openvla_weights.write_reference(path, base)
+        else:  # a stale reference would make from_pretrained treat the full file as an overlay
+            (path / openvla_weights.REFERENCE_FILE).unlink(missing_ok=True)
         if isinstance(self._tokenizer, HfTokenizer):
             self._tokenizer.save(path)
         return path
+
+    def _reference_base(self, base_checkpoint: str | Path | None) -> Path:
+        if not self.config.lora_rank:
+            raise ValueError(f"base_weights='reference' needs a LoRA config; {self.config.name!r}"
+                             ' has lora_rank=0, so every weight trains: save it in full')
+        base = base_checkpoint if base_checkpoint is not None else self.base_checkpoint
+        if base is None:
+            raise ValueError("base_weights='reference' needs base_checkpoint=<the OpenVLA "
+                             'directory the base weights were loaded from>')
+        return Path(base)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = 'cpu',
                         dtype: torch.dtype | None = None, compile: bool = False) -> OftPolicy:
         """Load a checkpoint directory. dtype default: bfloat16 on CUDA, float32 elsewhere.
 
+        A checkpoint saved with base_weights='reference' first loads the base OpenVLA weights
+        from the directory its base_checkpoint.json names, then its own tensors on top.
         Raises `checkpoint.CheckpointError` (a ValueError) naming the file and tensor.
         """
+        from oft_policy_node.model.openvla_weights import (fine_tuned_keys, load_openvla_base,
+                                                           read_reference)
+
         directory = Path(directory)
         if not directory.is_dir():
             raise checkpoint.CheckpointError(f'{directory}: not a checkpoint directory')
@@ -198,18 +245,23 @@ class OftPolicy(nn.Module):
         stats = checkpoint.read_stats(directory)
         instructions = checkpoint.read_instructions(directory)
         weights = checkpoint.read_weights(directory)
+        base = read_reference(directory)
         tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
         _check_stats(stats, config, directory)
-        policy = cls(config, tokenizer=tokenizer, stats=stats, instructions=instructions)
-        checkpoint.load_state(policy.network, weights, str(directory / checkpoint.WEIGHTS_FILE))
-        device = torch.device(device)
-        if dtype is None:
-            dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
-        policy.to(device=device, dtype=dtype).eval()
+        policy = cls._build(config, tokenizer, stats, device, dtype)
+        policy.instructions = instructions
+        source = str(directory / checkpoint.WEIGHTS_FILE)
+        if base is None:
+            checkpoint.load_state(policy.network, weights, source)
+        else:
+            load_openvla_base(policy.network, base)
+            checkpoint.load_state(policy.network, weights, source,
+                                  only=fine_tuned_keys(policy.network.state_dict()))
+            policy.base_checkpoint = base
+        policy.eval()
         if compile:
             policy.network.compile()
         return policy
-
 
     @classmethod
     def from_openvla(cls, directory: str | Path, stats: NormStats | None = None,
@@ -217,17 +269,27 @@ class OftPolicy(nn.Module):
                      dtype: torch.dtype | None = None) -> OftPolicy:
         """Start fine-tuning from a base OpenVLA checkpoint directory (`openvla/openvla-7b`).
 
-        Built directly on `device` in `dtype` (default: bfloat16 on CUDA, float32 elsewhere) so
-        the 7B model is never materialised twice; base weights from the shards, FiLM / proprio /
-        head / LoRA freshly initialised; tokenizer from the same directory when the config asks.
+        Built directly on `device` in `dtype` (`_build`); base weights from the shards, FiLM /
+        proprio / head / LoRA freshly initialised; tokenizer from the same directory when the
+        config asks. Remembers `directory` as the default for base_weights='reference'.
         """
         from oft_policy_node.model.config import get_preset
         from oft_policy_node.model.openvla_weights import load_openvla_base
 
         config = config or get_preset('openvla-7b')
+        tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
+        policy = cls._build(config, tokenizer, stats, device, dtype)
+        load_openvla_base(policy.network, directory)
+        policy.base_checkpoint = Path(directory)
+        return policy
+
+    @classmethod
+    def _build(cls, config: OftConfig, tokenizer: Any, stats: NormStats | None,
+               device: str | torch.device, dtype: torch.dtype | None) -> OftPolicy:
+        """A policy built directly on `device` in `dtype` (default: bfloat16 on CUDA, float32
+        elsewhere), so a 7B model is never materialised twice before its weights are loaded."""
         device = torch.device(device)
         dtype = dtype or (torch.bfloat16 if device.type == 'cuda' else torch.float32)
-        tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -235,8 +297,22 @@ class OftPolicy(nn.Module):
                 policy = cls(config, tokenizer=tokenizer, stats=stats)
         finally:
             torch.set_default_dtype(previous)
-        load_openvla_base(policy.network, directory)
-        return policy
+        return policy.to(device)  # any tensor a module created on an explicit device
+
+
+def _check_tokenizer(tokenizer: Any, config: OftConfig) -> None:
+    """Every id the prompt can hold must index the Llama's embedding table."""
+    rows = config.llm.vocab_size
+    ids = {'bos_token_id': tokenizer.bos_token_id, 'pad_token_id': tokenizer.pad_token_id,
+           'vocab_size - 1': tokenizer.vocab_size - 1}
+    too_big = {name: value for name, value in ids.items() if not 0 <= value < rows}
+    if too_big:
+        raise ValueError(f'tokenizer ids {too_big} do not fit the Llama embedding table of '
+                         f'config.llm.vocab_size={rows}: use the tokenizer the model was built '
+                         'for, or a config whose llm.vocab_size covers it')
+    if tokenizer.vocab_size < config.num_action_bins:
+        raise ValueError(f'tokenizer vocab_size={tokenizer.vocab_size} is smaller than '
+                         f'config.num_action_bins={config.num_action_bins}')
 
 
 def _check_stats(stats: NormStats, config: OftConfig, directory: Path) -> None:

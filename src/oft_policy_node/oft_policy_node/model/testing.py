@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,14 @@ def random_observation(config: OftConfig, seed: int = 0, height: int = robot.IMA
     lower, upper = robot.action_limits()
     proprio = rng.uniform(lower, upper)[:config.proprio_dim].astype(np.float32)
     return images, proprio
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run ~10x faster on one thread than on two shared, busy cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

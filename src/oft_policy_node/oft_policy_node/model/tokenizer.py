@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from oft_policy_node.model.checkpoint import CheckpointError
+
 
 class PromptTokenizer(Protocol):
     bos_token_id: int
@@ -37,17 +39,32 @@ class ByteTokenizer:
 
 
 class HfTokenizer:
-    """The Llama tokenizer stored in a checkpoint directory (transformers AutoTokenizer)."""
+    """The Llama tokenizer stored in a checkpoint directory (transformers AutoTokenizer).
+
+    `encode` leaves BOS out: the network puts BOS's embedding first in the sequence itself,
+    ahead of the image patches, as OpenVLA's prompt `<s>In: What action...` has it.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         from transformers import AutoTokenizer  # heavy; only real checkpoints need it
 
+        directory = Path(directory)
+        # Without these files AutoTokenizer does not fail: it builds an empty Llama tokenizer
+        # (3 ids) or one without special tokens, which would only break much later.
+        missing = [name for name in ('tokenizer_config.json', 'tokenizer.json')
+                   if not (directory / name).is_file()]
+        if 'tokenizer.json' in missing and (directory / 'tokenizer.model').is_file():
+            missing.remove('tokenizer.json')  # SentencePiece file (needs `sentencepiece`)
+        if missing:
+            raise CheckpointError(f'{directory}: no tokenizer, missing {missing}; copy the '
+                                  'tokenizer files from the base OpenVLA checkpoint')
         try:
             self._tok = AutoTokenizer.from_pretrained(str(directory))
         except (OSError, ValueError) as exc:
-            raise FileNotFoundError(
-                f'{directory}: no usable tokenizer (tokenizer.json / tokenizer.model and '
-                f'tokenizer_config.json); copy them from the base checkpoint: {exc}') from exc
+            raise CheckpointError(f'{directory}: unusable tokenizer files: {exc}') from exc
+        if self._tok.bos_token_id is None:
+            raise CheckpointError(f'{directory / "tokenizer_config.json"}: the tokenizer has no '
+                                  'BOS token; copy the file from the base OpenVLA checkpoint')
         self.bos_token_id = self._tok.bos_token_id
         self.pad_token_id = (self._tok.pad_token_id if self._tok.pad_token_id is not None
                              else self._tok.unk_token_id or 0)
