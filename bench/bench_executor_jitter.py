@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from bench.executor_harness import PERIOD, Driver, start_cpu_load, start_executor, stop
+from bench.executor_harness import PERIOD, Driver, start_cpu_load, start_executor
+from oft_policy_node.child_process import stop_process
 
 DURATION_S = 60.0
 
@@ -39,7 +40,7 @@ def run() -> dict:
             proc.kill()  # our own busy loops: nothing to shut down cleanly
             proc.wait()
         driver.close()
-        stop(executor)
+        stop_process(executor)
     intervals_ms = np.diff(driver.arrivals) * 1e3
     jitter_ms = np.abs(intervals_ms - PERIOD * 1e3)
     return {

@@ -14,8 +14,9 @@ from __future__ import annotations
 import threading
 import time
 
-from bench.executor_harness import PERIOD, POSE, Driver, start_executor, stop
+from bench.executor_harness import PERIOD, POSE, Driver, start_executor
 from oft_policy_node import robot
+from oft_policy_node.child_process import stop_process
 
 LATENCY_S = 0.321
 DURATION_S = 20.0
@@ -78,5 +79,5 @@ def run() -> dict:
         result['synchronous_baseline'] = synchronous_baseline(driver)
     finally:
         driver.close()
-        stop(executor)
+        stop_process(executor)
     return result

@@ -8,7 +8,6 @@ ended by their PID when it finishes, whatever its outcome.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from oft_policy_node.child_process import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,15 +72,7 @@ class ProcessGroup:
 
     def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> int:
         """Interrupt `proc` like Ctrl-C and return its exit code (killed if it will not stop)."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if proc.poll() is not None:
-                break
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                continue
-        return proc.wait()
+        return stop_process(proc, timeout)
 
     def stop_all(self) -> None:
         for proc in self._procs:

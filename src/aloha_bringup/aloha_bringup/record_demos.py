@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import rclpy
 from oft_policy_node import robot
+from oft_policy_node.child_process import stop_process
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             result = runner.run_episode(seed, instruction_for(args.scene, k, args.instruction))
             counts = recorder.close()
             if not result.success and not args.keep_failed:
-                subprocess.run(['rm', '-rf', str(path)], check=True)
+                shutil.rmtree(path)
             summary.append({'bag': path.name, 'seed': seed, 'instruction': result.instruction,
                             'success': result.success, 'kept': result.success or
                             args.keep_failed, 'messages': counts})
@@ -134,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
         if sim is not None:
-            sim.send_signal(signal.SIGINT)
-            try:
-                sim.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
+            stop_process(sim)
     (args.output / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     kept = sum(s['kept'] for s in summary)
     print(f'record_demos: {sum(s["success"] for s in summary)}/{len(summary)} successful, '

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from aloha_bringup.graph import NodeSpec, graph_arguments, resolve_graph
+from oft_policy_node.child_process import stop_process
 
 STOP_TIMEOUT_S = 10.0
 
@@ -88,17 +89,10 @@ class GraphProcesses:
 
     def stop(self, name: str) -> int:
         """Stop one node (SIGINT, then SIGTERM, then SIGKILL) and forget it; its exit code."""
-        proc = self.procs.pop(name)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if proc.poll() is not None:
-                break
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                print(f'[run_graph] {name} ignored {sig.name}', flush=True)
-        print(f'[run_graph] {name} exited with {proc.wait()}', flush=True)
-        return proc.returncode
+        code = stop_process(self.procs.pop(name), STOP_TIMEOUT_S, lambda sig: print(
+            f'[run_graph] {name} ignored {sig.name}', flush=True))
+        print(f'[run_graph] {name} exited with {code}', flush=True)
+        return code
 
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):
