@@ -14,19 +14,17 @@ served by the executor on the main thread.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from oft_policy_node import robot
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, one_of, positive
+from oft_policy_node.node_runner import run_node
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -55,29 +53,48 @@ def episode_json(episode: Episode, start_time: float) -> str:
                        'objects': {k: list(v) for k, v in episode.layout.positions.items()}})
 
 
+def _seed_in_range(value: int) -> str | None:
+    return None if 0 <= value < 2**32 else 'must be in [0, 2**32)'
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0.0 < value <= 1.0 else 'must be in (0, 1]'
+
+
+SCENE_PARAMETER = ParameterSpec('scene', 'put_x_into_pot', f'Scene, one of {list(SCENES)}.',
+                                one_of(*SCENES))
+# Declared once the scene is known: `instruction` is checked against that scene's instructions.
+EPISODE_PARAMETERS = (
+    ParameterSpec('instruction', '', "Instruction of the next reset; empty = the scene's "
+                  "default; otherwise one of the scene's instructions.", read_only=False),
+    ParameterSpec('seed', 0, 'Seed of the next reset (object placements), in [0, 2**32).',
+                  _seed_in_range, read_only=False),
+    ParameterSpec('image_height', robot.IMAGE_HEIGHT, 'Camera image height (px).', positive),
+    ParameterSpec('image_width', robot.IMAGE_WIDTH, 'Camera image width (px).', positive),
+    ParameterSpec('camera_rate_hz', 30.0, 'Camera frames per sim second.', positive),
+    ParameterSpec('joint_state_rate_hz', 50.0, 'joint_states per sim second.', positive),
+    ParameterSpec('clock_rate_hz', 100.0, '/clock messages per sim second.', positive),
+    ParameterSpec('success_rate_hz', 10.0, '/task/success messages per sim second.', positive),
+    ParameterSpec('state_rate_hz', 25.0, 'Ground-truth /task/state messages (grasp points, '
+                  'object positions) per sim second.', positive),
+    ParameterSpec('max_real_time_factor', 1.0, 'Upper bound of sim time / wall time, in (0, 1].',
+                  _fraction),
+)
+
+
 class AlohaSimNode(Node):
     def __init__(self) -> None:
         super().__init__('aloha_sim')
-        p = self._declare
-        self.scene_name = p('scene', 'put_x_into_pot', f'scene: one of {list(SCENES)}',
-                            read_only=True)
-        self.scene = get_scene(self.scene_name)
-        p('instruction', '', 'instruction of the next reset; empty = the scene default '
-          f'({self.scene.default_instruction!r}); one of {list(self.scene.instructions())}')
-        p('seed', 0, 'seed of the next reset (object placements)')
-        height = p('image_height', robot.IMAGE_HEIGHT, 'camera image height (px)', True)
-        width = p('image_width', robot.IMAGE_WIDTH, 'camera image width (px)', True)
-        rates = {'camera': p('camera_rate_hz', 30.0, 'camera frames per sim second', True),
-                 'joints': p('joint_state_rate_hz', 50.0, 'joint_states per sim second', True),
-                 'clock': p('clock_rate_hz', 100.0, '/clock messages per sim second', True),
-                 'success': p('success_rate_hz', 10.0, 'success messages per sim second',
-                              True),
-                 'state': p('state_rate_hz', 25.0, 'ground-truth /task/state messages (grasp '
-                            'points, object positions) per sim second', True)}
-        self.pacer = RealTimePacer(p('max_real_time_factor', 1.0,
-                                     'upper bound of sim time / wall time, in (0, 1]', True))
+        self.scene = get_scene(declare_all(self, (SCENE_PARAMETER,))['scene'])
+        p = declare_all(self, [replace(spec, check=self._instruction_problem)
+                               if spec.name == 'instruction' else spec
+                               for spec in EPISODE_PARAMETERS])
+        height, width = p['image_height'], p['image_width']
+        rates = {'camera': p['camera_rate_hz'], 'joints': p['joint_state_rate_hz'],
+                 'clock': p['clock_rate_hz'], 'success': p['success_rate_hz'],
+                 'state': p['state_rate_hz']}
+        self.pacer = RealTimePacer(p['max_real_time_factor'])
         self.schedule = StreamSchedule(rates)
-        self.add_on_set_parameters_callback(self._check_parameters)
         self.sim = AlohaSim(self.scene, height, width)
         self.lock = threading.Lock()  # guards self.sim between physics thread and callbacks
         self.clock_offset = 0.0  # sim seconds of earlier episodes: /clock never goes back
@@ -101,20 +118,14 @@ class AlohaSimNode(Node):
         self.thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self.thread.start()
 
-    def _declare(self, name: str, default, description: str, read_only: bool = False):
-        return self.declare_parameter(name, default, ParameterDescriptor(
-            description=description, read_only=read_only)).value
-
-    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for param in params:
-            try:
-                if param.name == 'instruction' and param.value:
-                    self.scene.check_instruction(param.value)
-                if param.name == 'seed' and not 0 <= param.value < 2**32:
-                    raise ValueError(f'seed must be in [0, 2**32), got {param.value}')
-            except ValueError as err:
-                return SetParametersResult(successful=False, reason=str(err))
-        return SetParametersResult(successful=True)
+    def _instruction_problem(self, instruction: str) -> str | None:
+        if not instruction:
+            return None
+        try:
+            self.scene.check_instruction(instruction)
+        except ValueError as error:
+            return f'is not valid: {error}'
+        return None
 
     def _reset(self) -> Episode:
         """New episode from the parameters; the clock continues where it was."""
@@ -198,37 +209,17 @@ class AlohaSimNode(Node):
         elif stream == 'state':
             self.state_pub.publish(String(data=json.dumps({'t': now, **self.sim.state()})))
 
-    def stop(self) -> None:
+    def destroy_node(self) -> None:
         self._running = False
         self.thread.join(timeout=5.0)
+        super().destroy_node()
+
+
+PARAMETERS = (SCENE_PARAMETER, *EPISODE_PARAMETERS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog='aloha_sim', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Parameters (--ros-args -p name:=value): scene, instruction, seed, image_height, '
-               'image_width, camera_rate_hz, joint_state_rate_hz, clock_rate_hz, '
-               'success_rate_hz, state_rate_hz, max_real_time_factor. Example:\n'
-               '  aloha_sim --ros-args -p scene:=put_x_into_pot '
-               '-p instruction:="put red pepper into pot" -p seed:=3')
-    parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = AlohaSimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as err:  # bad parameter value: say which and how to fix it
-        print(f'aloha_sim: {err}', file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node('aloha_sim', __doc__, PARAMETERS, AlohaSimNode, argv)
 
 
 if __name__ == '__main__':
