@@ -144,14 +144,6 @@ class DemoMonitor:
         if self.recording():
             self.success = self.success or bool(msg.data)
 
-    def counter_change(self, key: str, start: float, end: float) -> int:
-        """Change of an executor counter between its first reports at/after `start` and `end`.
-
-        Reports before the first chunk are excluded on purpose: the executor holds the pose
-        (and counts stalls) while the model loads, which is not part of the measured run.
-        """
-        return self.executor_counters.change(key, start, end)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='demo', description=__doc__,
@@ -258,8 +250,10 @@ def _build_report(monitor: DemoMonitor, args: argparse.Namespace, checkpoint: Pa
         'ticks': monitor.commands_in_window,
         'control_rate_hz': round(monitor.commands_in_window / sim_seconds, 2)
         if sim_seconds else 0.0,
-        'stalled_ticks': monitor.counter_change('stalls', start, end),
-        'clamped_ticks': monitor.counter_change('clamped_commands', start, end),
+        # From the first chunk on: while the model loads, the executor holds the pose and
+        # counts stalls, which is not part of the measured run.
+        'stalled_ticks': monitor.executor_counters.change('stalls', start, end),
+        'clamped_ticks': monitor.executor_counters.change('clamped_commands', start, end),
         'chunks': len(monitor.latencies),
         'inference_latency_s': latency_stats(monitor.latencies),
         'success': monitor.success,
