@@ -36,36 +36,65 @@ from aloha_bringup.scripted_demo_node import DemoRunner, add_episode_arguments, 
 
 class EpisodeRecorder:
     """Writes the demo topics of one episode at a time. A bag opens with the episode's
-    /task/episode message; stamped messages from before the episode start are dropped."""
+    /task/episode message; stamped messages from before the episode start are dropped.
+
+    The sim publishes /task/episode and then /task/instruction, but the executor may hand them
+    over in the other order, so the newest instruction is held back and written when the bag
+    opens if it is the episode's; each bag gets the instruction exactly once."""
 
     def __init__(self) -> None:
         self.writer: BagWriter | None = None
         self._path: Path | None = None
         self._seed: int | None = None
         self._start_ns = 0
+        self._held_instruction: tuple[int, bytes] | None = None
+        self._instruction_written = False
 
     def arm(self, path: Path, seed: int) -> None:
         """Open `path` when the episode with `seed` begins."""
         self._path, self._seed = path, seed
 
     def sink(self, topic: str, time_ns: int, cdr: bytes) -> None:
+        if topic == robot.TASK_INSTRUCTION_TOPIC:
+            if self.writer is None:
+                self._held_instruction = (time_ns, cdr)
+                return
+            if self._instruction_written:
+                return
+            self._instruction_written = True
         if self.writer is None and topic == robot.TASK_EPISODE_TOPIC and self._path:
             info = json.loads(deserialize_message(cdr, String).data)
             if info['seed'] == self._seed:
-                self.writer = BagWriter(self._path, metadata={
-                    'instruction': info['instruction'], 'scene': info['scene'],
-                    'seed': str(info['seed'])})
-                self._start_ns = round(info['start_time'] * 1e9)
-                self._path = None
+                self._open(info)
+                self.writer.write(topic, time_ns, cdr)
+                self._write_held_instruction(info['instruction'])
+                return
         if self.writer is None:
             return
         if DEMO_TOPICS[topic] in STAMPED_TYPES and header_stamp_ns(cdr) < self._start_ns:
             return
         self.writer.write(topic, time_ns, cdr)
 
+    def _open(self, info: dict) -> None:
+        self.writer = BagWriter(self._path, metadata={
+            'instruction': info['instruction'], 'scene': info['scene'],
+            'seed': str(info['seed'])})
+        self._start_ns = round(info['start_time'] * 1e9)
+        self._path = None
+        self._instruction_written = False
+
+    def _write_held_instruction(self, instruction: str) -> None:
+        if self._held_instruction is None:
+            return
+        time_ns, cdr = self._held_instruction
+        if deserialize_message(cdr, String).data == instruction:
+            self.writer.write(robot.TASK_INSTRUCTION_TOPIC, time_ns, cdr)
+            self._instruction_written = True
+
     def close(self) -> dict[str, int]:
         counts = self.writer.close() if self.writer else {}
         self.writer = None
+        self._held_instruction = None
         return counts
 
 

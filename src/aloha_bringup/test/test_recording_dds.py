@@ -10,18 +10,10 @@ import time
 
 import pytest
 from oft_policy_node import robot
-from rosbags.rosbag2 import Reader
 
 from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, header_stamp_ns
+from tests.bag_reading import bag_messages
 from tests.ros_fixtures import spin_until
-
-
-def bag_messages(path) -> dict[str, list[bytes]]:
-    with Reader(path) as reader:
-        out = {c.topic: [] for c in reader.connections}
-        for connection, _, data in reader.messages():
-            out[connection.topic].append(data)
-    return out
 
 
 def make_message(topic: str, seq: int):
@@ -122,8 +114,13 @@ def test_record_demos_writes_one_bag_per_episode(spawn, tmp_path):
     assert [s['success'] for s in summary] == [True]
     got = bag_messages(out / 'transfer_cube_0003')
     counts = {topic: len(msgs) for topic, msgs in got.items()}
-    # 8 s of commands at 25 Hz, then 0.5 s of holding: the sim publishes over ~8.5 s.
-    assert counts[robot.joint_positions_topic('left')] == 200
+    # 8 s of commands at 25 Hz, then 0.5 s of holding: the sim publishes over ~8.5 s. The
+    # demonstrator sends only the newest due row, so when /clock arrives in bursts on a loaded
+    # CPU a row can be skipped; what it did send is recorded in order, none twice.
+    commands = got[robot.joint_positions_topic('left')]
+    assert 190 <= len(commands) <= 200
+    stamps = [header_stamp_ns(cdr) for cdr in commands]
+    assert stamps == sorted(set(stamps))
     assert counts[robot.TASK_EPISODE_TOPIC] == counts[robot.TASK_INSTRUCTION_TOPIC] == 1
     for cam in robot.CAMERAS:
         assert counts[robot.camera_topic(cam)] == pytest.approx(10 * 8.5, abs=2)
