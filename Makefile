@@ -15,7 +15,7 @@ BUILD_INPUTS := $(shell find src \( -name package.xml -o -name setup.py -o -name
 	-o -path '*/config/*' -o -path '*/launch/*' \) -type f 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup build test bench demo demos eval-sim clean
+.PHONY: help setup build test bench demo demos train-sim eval-sim clean
 TASK ?= put green pepper into pot
 SCENE ?= put_x_into_pot
 DURATION ?= 20
@@ -24,6 +24,12 @@ EPISODES ?= 10
 SEED ?= 0
 MAX_SECONDS ?= 20
 CHECKPOINT ?=
+STEPS ?= 800
+FILM ?= 1
+INSTALL ?=
+# eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
+IMAGE_HEIGHT ?= 120
+IMAGE_WIDTH ?= 160
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -57,10 +63,15 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
 
+train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=800 FILM=1 INSTALL=checkpoints/SCENE
+	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
+		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL))
+
 eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCENE=.. EPISODES=10 -> runs/<time>/eval.json
 	$(ENV) $(ISOLATED) python -m aloha_bringup.eval_sim \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --scene $(SCENE) \
-		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS)
+		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS) \
+		--image-height $(IMAGE_HEIGHT) --image-width $(IMAGE_WIDTH)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build install log bench_results

@@ -1,5 +1,6 @@
-"""The data path end to end: a scripted demo recorded through the real graph (aloha_sim over
-DDS -> rosbag2 MCAP) converts into a training set, trains, and loads as a policy."""
+"""The data path end to end, as `make train-sim` runs it: scripted demos recorded through the
+real graph (aloha_sim over DDS -> rosbag2 MCAP), converted into a training set, trained,
+evaluated open loop and installed as a checkpoint that loads as a policy."""
 
 from __future__ import annotations
 
@@ -13,36 +14,36 @@ import pytest
 from tests.ros_fixtures import REPO_ROOT
 
 
-def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 @pytest.mark.slow
-def test_recorded_demo_trains_a_loadable_policy(tmp_path):
+def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path):
     from oft_policy_node.model import OftPolicy
 
-    _run('aloha_bringup.record_demos', '--scene', 'put_x_into_pot', '-n', '1', '--seed', '1',
-         '--image-height', '120', '--image-width', '160', '-o', str(tmp_path / 'demos'))
-    (recorded,) = json.loads((tmp_path / 'demos' / 'summary.json').read_text())
-    assert recorded['success'] and recorded['seed'] == 1
-    _run('oft_training.convert', '--bags', str(tmp_path / 'demos'), '--out',
-         str(tmp_path / 'data'), '--preset', 'tiny', '--strict')
-    index = json.loads((tmp_path / 'data' / 'index.json').read_text())
-    (episode,) = index['episodes']
-    # The bag's metadata carries the instruction the demonstrator was given.
-    assert episode['instruction'] == recorded['instruction']
-    assert episode['name'] == recorded['bag']
-    # A 25 Hz grid over the ~9 s scripted episode.
-    assert 200 < episode['length'] < 300
+    out, installed = tmp_path / 'run', tmp_path / 'checkpoints' / 'put_x_into_pot'
+    result = subprocess.run(
+        [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
+         '--episodes', '2', '--demo-seed', '1', '--preset', 'tiny', '--steps', '3',
+         '--batch-size', '2', '--val-every', '3', '--out', str(out), '--install',
+         str(installed)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / 'train_sim.json').read_text())
+    assert list(summary['stages']) == ['record', 'convert', 'train', 'evaluate']
+    assert all(stage['exit'] == 0 for stage in summary['stages'].values())
 
-    _run('oft_training.train', '--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'run'),
-         '--preset', 'tiny', '--steps', '3', '--batch-size', '2', '--val-fraction', '0')
-    policy = OftPolicy.from_pretrained(tmp_path / 'run' / 'final', device='cpu')
-    assert policy.instructions == (recorded['instruction'],)
+    recorded = json.loads((out / 'demos' / 'summary.json').read_text())
+    assert [r['seed'] for r in recorded] == [1, 2] and all(r['success'] for r in recorded)
+    index = json.loads((out / 'dataset' / 'index.json').read_text())
+    # The bags' metadata carries the instruction the demonstrator was given.
+    assert {e['name']: e['instruction'] for e in index['episodes']} == \
+        {r['bag']: r['instruction'] for r in recorded}
+    # A 25 Hz grid over the ~9 s scripted episodes.
+    assert all(200 < e['length'] < 300 for e in index['episodes'])
+    # One of the two episodes is held out, and evaluate scored exactly that one.
+    evaluation = json.loads((out / 'evaluate' / 'eval.json').read_text())
+    assert len(evaluation['episodes']) == 1
+
+    policy = OftPolicy.from_pretrained(installed, device='cpu')
+    assert set(policy.instructions) == {r['instruction'] for r in recorded}
     images = {cam: np.zeros((120, 160, 3), np.uint8) for cam in policy.config.camera_names}
     chunk = policy.predict_action_chunk(images, np.zeros(14, np.float32),
-                                        recorded['instruction'])
+                                        recorded[0]['instruction'])
     assert chunk.shape == (25, 14) and np.isfinite(chunk).all()

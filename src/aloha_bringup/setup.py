@@ -30,6 +30,7 @@ setup(
             'record_bag = aloha_bringup.recorder_node:main',
             'record_demos = aloha_bringup.record_demos:main',
             'eval_sim = aloha_bringup.eval_sim:main',
+            'train_sim = aloha_bringup.train_sim:main',
         ],
     },
 )

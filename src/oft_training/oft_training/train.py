@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument('--out', required=True, help='run folder: checkpoints, logs, final')
     p.add_argument('--preset', default=DEFAULTS.preset, choices=sorted(PRESETS),
                    help='model preset (default: %(default)s)')
+    p.add_argument('--no-film', action='store_true',
+                   help='ablation: train the preset without FiLM, so the instruction reaches '
+                        'the policy only through the LLM prompt (as OpenVLA-OFT without "+")')
     p.add_argument('--base', help='base OpenVLA checkpoint folder (safetensors shards + '
                    'tokenizer), needed for openvla-7b; small presets start from random weights')
     p.add_argument('--steps', type=int, default=DEFAULTS.steps, help='optimizer steps')

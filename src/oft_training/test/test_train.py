@@ -124,3 +124,19 @@ def test_bad_settings(training_set, tmp_path, capsys):
     assert train(args(training_set, tmp_path / 'y', '--batch-size', '3',
                       '--grad-accumulation', '2')) == 2
     assert 'must be a multiple of processes' in capsys.readouterr().err
+
+
+def test_no_film_ablation_trains_without_film_maps(training_set, tmp_path):
+    out = tmp_path / 'nofilm'
+    assert train(args(training_set, out, '--steps', '2', '--no-film')) == 0
+    assert not [k for k in weights(out) if '_film.' in k]
+    policy = OftPolicy.from_pretrained(out / FINAL_DIR, device='cpu')
+    assert policy.config.use_film is False
+    rng = np.random.default_rng(1)
+    images = {cam: rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+              for cam in policy.config.camera_names}
+    chunks = [policy.predict_action_chunk(images, np.zeros(14), text) for text in INSTRUCTIONS]
+    # The instruction still reaches the actions through the LLM prompt.
+    assert not np.allclose(chunks[0], chunks[1])
+    # FiLM on/off is part of the run's identity: a resumed run cannot switch it.
+    assert train(args(training_set, out, '--steps', '3', '--resume')) == 2

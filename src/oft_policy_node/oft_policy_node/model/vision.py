@@ -103,8 +103,12 @@ class FilmVisionBackbone(nn.Module):
         # Maps for every block (as the paper), though the last block is never run: features
         # come from the second-to-last. Those last maps are frozen by the trainable-parameter
         # rules (see lora.py) so they do not sit in the optimiser without gradients.
-        self.dino_film = FilmMaps(cond, cfg.dino.hidden_size, cfg.dino.num_layers)
-        self.siglip_film = FilmMaps(cond, cfg.siglip.hidden_size, cfg.siglip.num_layers)
+        # Without FiLM (the ablation) there are no maps at all: unused parameters would sit in
+        # the optimiser and break DDP's gradient reduction.
+        self.dino_film = (FilmMaps(cond, cfg.dino.hidden_size, cfg.dino.num_layers)
+                          if cfg.use_film else None)
+        self.siglip_film = (FilmMaps(cond, cfg.siglip.hidden_size, cfg.siglip.num_layers)
+                            if cfg.use_film else None)
 
     def film_params(self, lang: torch.Tensor) -> FilmParams:
         """Mean prompt text embedding (B, C) -> the gammas/betas of every block."""

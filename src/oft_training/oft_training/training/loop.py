@@ -33,7 +33,7 @@ from oft_training.training.distributed import World, close_world, init_world
 METRICS_FILE = 'metrics.jsonl'
 FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
-FROZEN_ON_RESUME = ('data', 'preset', 'base', 'batch_size', 'lr', 'lr_decay_step',
+FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'batch_size', 'lr', 'lr_decay_step',
                     'weight_decay', 'val_fraction', 'seed')
 
 
@@ -44,6 +44,7 @@ class TrainConfig:
     data: str
     out: str
     preset: str = 'tiny'
+    no_film: bool = False  # ablation: the preset without FiLM (no language in the vision path)
     base: str | None = None  # base OpenVLA checkpoint folder (openvla-7b), else random init
     steps: int = 1000
     batch_size: int = 8  # global: over all processes and accumulation micro-batches
@@ -97,8 +98,11 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def build_policy(config_name: str, base: str | None, data: TrainingSet) -> OftPolicy:
+def build_policy(config_name: str, base: str | None, data: TrainingSet,
+                 no_film: bool = False) -> OftPolicy:
     config = get_preset(config_name)
+    if no_film:
+        config = config.replace(use_film=False)
     tokenizer = load_tokenizer(config.tokenizer, base, config.num_action_bins)
     policy = OftPolicy(config, tokenizer=tokenizer, stats=data.stats,
                        instructions=data.instructions)
@@ -135,7 +139,7 @@ def _run(cfg: TrainConfig, world: World) -> Path:
                                             cfg.val_fraction, cfg.seed)
     train_set = TrainingSet(full.root, train_names)
     val_set = TrainingSet(full.root, val_names)
-    policy = build_policy(cfg.preset, cfg.base, full)
+    policy = build_policy(cfg.preset, cfg.base, full, cfg.no_film)
     check_data(full, policy)
     policy.to(world.device)
     trainable = [p for p in policy.parameters() if p.requires_grad]

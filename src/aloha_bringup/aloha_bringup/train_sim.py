@@ -1,0 +1,133 @@
+"""`make train-sim`: demos -> training set -> policy -> open-loop evaluation, for one sim scene.
+
+    python -m aloha_bringup.train_sim --scene put_x_into_pot
+    python -m aloha_bringup.train_sim --scene put_x_into_pot --no-film   # the FiLM ablation
+    python -m aloha_bringup.train_sim --scene transfer_cube --install checkpoints/transfer_cube
+
+Four stages, each the project's own command in its own process (so this is exactly what a user
+would type by hand, and each stage's progress bar shows):
+  1. record_demos: scripted episodes recorded through the ROS graph as rosbag2 MCAP bags
+     (skipped when <out>/demos already holds a finished recording, or with --demos DIR);
+  2. convert: bags -> training set for the preset;
+  3. train: the `small` preset (or --preset) from scratch, --steps x --batch-size;
+  4. evaluate: open-loop L1 on the run's held-out episodes, with plots.
+Writes <out>/train_sim.json: every stage's command and wall time. --install copies the final
+checkpoint to a folder (checkpoints/<scene> is what `make demo` and `make eval-sim` pick up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aloha_bringup.demo import REPO_ROOT
+from aloha_bringup.sim.scenes import SCENES
+
+# Camera size of the recorded demos and of `make eval-sim` for these checkpoints: 4:3 like the
+# real 480x640 cameras, small enough to render three of them at 25 Hz on two cores. The model
+# sees 112x112 either way (`small`).
+DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH = 120, 160
+SUMMARY_FILE = 'train_sim.json'
+
+
+def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str, list[str]]:
+    """The command of every stage, in order (record is absent when demos are reused)."""
+    py = [sys.executable, '-m']
+    commands = {}
+    if not (demos / 'summary.json').exists():
+        commands['record'] = [*py, 'aloha_bringup.record_demos', '--scene', args.scene,
+                              '-n', str(args.episodes), '--seed', str(args.demo_seed),
+                              '-o', str(demos), '--image-height', str(DEMO_IMAGE_HEIGHT),
+                              '--image-width', str(DEMO_IMAGE_WIDTH)]
+    commands['convert'] = [*py, 'oft_training.convert', str(demos), '--out',
+                           str(out / 'dataset'), '--preset', args.preset, '--overwrite']
+    commands['train'] = [*py, 'oft_training.train', '--data', str(out / 'dataset'),
+                         '--out', str(out / 'train'), '--preset', args.preset,
+                         '--steps', str(args.steps), '--batch-size', str(args.batch_size),
+                         '--seed', str(args.seed), '--val-every', str(args.val_every),
+                         '--save-every', str(args.val_every),
+                         *(['--no-film'] if args.no_film else []),
+                         *(['--resume'] if args.resume else [])]
+    commands['evaluate'] = [*py, 'oft_training.evaluate', '--checkpoint',
+                            str(out / 'train' / 'final'), '--data', str(out / 'dataset'),
+                            '--run', str(out / 'train'), '--out', str(out / 'evaluate'),
+                            '--every', '5']
+    return commands
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='train_sim', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--scene', default='put_x_into_pot', choices=list(SCENES),
+                        help='simulation scene (default: %(default)s)')
+    parser.add_argument('--episodes', type=int, default=36,
+                        help='scripted demos to record (default: %(default)s)')
+    parser.add_argument('--demo-seed', type=int, default=1000,
+                        help='seed of the first demo; demo k uses seed+k (default: %(default)s; '
+                             'eval-sim seeds start at 0, so no evaluated layout was a demo)')
+    parser.add_argument('--demos', type=Path, default=None,
+                        help='reuse a record_demos folder instead of recording')
+    parser.add_argument('--preset', default='small', help='model preset (default: %(default)s)')
+    parser.add_argument('--no-film', action='store_true', help='the FiLM ablation')
+    parser.add_argument('--steps', type=int, default=800,
+                        help='optimizer steps (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=8, help='(default: %(default)s)')
+    parser.add_argument('--seed', type=int, default=0, help='training seed (default: %(default)s)')
+    parser.add_argument('--val-every', type=int, default=200,
+                        help='validation and checkpoint interval (default: %(default)s)')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='run folder (default: runs/train_sim/<scene>[-nofilm])')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue an interrupted training stage')
+    parser.add_argument('--install', type=Path, default=None,
+                        help='copy the final checkpoint here (e.g. checkpoints/<scene>)')
+    args = parser.parse_args(argv)
+    for name in ('episodes', 'steps', 'batch_size', 'val_every'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.out is None:
+        args.out = REPO_ROOT / 'runs' / 'train_sim' / (args.scene + ('-nofilm' if args.no_film
+                                                                     else ''))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    demos = args.demos if args.demos is not None else out / 'demos'
+    summary = {'scene': args.scene, 'preset': args.preset, 'film': not args.no_film,
+               'steps': args.steps, 'batch_size': args.batch_size, 'stages': {}}
+    started = time.monotonic()
+    for stage, command in stage_commands(args, out, demos).items():
+        print(f'train_sim: [{stage}] {shlex.join(command)}', flush=True)
+        t0 = time.monotonic()
+        code = subprocess.call(command)
+        summary['stages'][stage] = {'command': shlex.join(command),
+                                    'wall_s': round(time.monotonic() - t0, 1), 'exit': code}
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + '\n')
+        if code != 0:
+            print(f'train_sim: stage {stage} failed with exit code {code}; see its output '
+                  f'above. Fix it and re-run (finished stages are kept; add --resume to '
+                  f'continue training).', file=sys.stderr)
+            return code
+    summary['total_wall_s'] = round(time.monotonic() - started, 1)
+    if args.install is not None:
+        if args.install.exists():
+            shutil.rmtree(args.install)
+        shutil.copytree(out / 'train' / 'final', args.install)
+        summary['installed'] = str(args.install)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + '\n')
+    print(f'train_sim: done in {summary["total_wall_s"] / 60:.1f} min; final checkpoint '
+          f'{out / "train" / "final"}; open-loop results in {out / "evaluate"}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
