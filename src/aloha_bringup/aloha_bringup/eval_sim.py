@@ -172,6 +172,10 @@ class EvalMonitor:
             spin(0.05)
         return future.result()
 
+    def services_ready(self) -> bool:
+        return all(client.service_is_ready() for client in
+                   (self._set_parameters, self._reset, self._set_instruction))
+
     def reset_sim(self, seed: int, instruction: str, spin: Callable[[float], None]) -> dict:
         """Set the sim's seed and instruction, reset it; the episode JSON it answers with."""
         parameter = self._types['parameter']
@@ -232,6 +236,10 @@ class Evaluation:
 
     def run_episode(self, plan: EpisodePlan, first: bool) -> dict:
         monitor, args = self.monitor, self.args
+        if first:  # policy_node serves /set_instruction once its model is loaded: slow when busy
+            self.spin_until(monitor.services_ready, args.startup_timeout,
+                            'aloha_sim and policy_node services (policy_node loads its model '
+                            'first)')
         episode = monitor.reset_sim(plan.seed, plan.instruction, self.spin)
         monitor.set_policy_instruction(plan.instruction, self.spin)
         fresh_after = episode['start_time'] + FRESH_CHUNK_MARGIN_S
@@ -351,7 +359,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'runs',
                         help='where runs/<timestamp>/ goes (default: %(default)s)')
     parser.add_argument('--startup-timeout', type=float, default=180.0,
-                        help='wall seconds to wait for the first chunk (default: %(default)s)')
+                        help='wall seconds to wait for the graph to come up: services, model '
+                             'loaded, first chunk (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.episodes_per_instruction < 1:
         parser.error(f'--episodes-per-instruction {args.episodes_per_instruction} must be >= 1')
