@@ -91,18 +91,24 @@ def test_empty_instruction_is_rejected(policy, observation, instruction):
 def test_zeroed_film_gives_the_plain_encoders(policy):
     vision = policy.network.vision
     x = torch.rand(2, 3, policy.config.image_size, policy.config.image_size)
+    film_parameters = (*vision.dino_film.parameters(), *vision.siglip_film.parameters())
     with torch.no_grad():
         plain = vision.dino(normalize_pixels(x, DINO_MEAN, DINO_STD), output_hidden_states=True)
         plain = plain.hidden_states[-2][:, vision.num_prefix_tokens:]  # second-to-last block
         lang = torch.randn(2, policy.config.llm.hidden_size)
+        saved = [p.clone() for p in film_parameters]
+        for p in film_parameters:  # as after training: the maps modulate
+            p.normal_(0.0, 0.1)
         assert not torch.allclose(vision.encode_dino(x, vision.film_params(lang)), plain)
-        for p in (*vision.dino_film.parameters(), *vision.siglip_film.parameters()):
+        for p in film_parameters:  # as initialised: FiLM is the identity
             p.zero_()
         film = vision.film_params(lang)
         torch.testing.assert_close(vision.encode_dino(x, film), plain, rtol=0, atol=0)
         plain_sig = vision.siglip(normalize_pixels(x, SIGLIP_MEAN, SIGLIP_STD),
                                   output_hidden_states=True).hidden_states[-2]
         torch.testing.assert_close(vision.encode_siglip(x, film), plain_sig, rtol=0, atol=0)
+        for p, value in zip(film_parameters, saved, strict=True):
+            p.copy_(value)
 
 
 def test_attention_is_bidirectional(policy):

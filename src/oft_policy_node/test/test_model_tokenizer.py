@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from oft_policy_node import robot
 from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_preset
-from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, one_torch_thread,
+from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, one_torch_thread, randomize_film,
                                            random_observation)
 from oft_policy_node.model.tokenizer import HfTokenizer
 
@@ -72,6 +72,7 @@ def checkpoint_dir(tokenizer_dir, tmp_path_factory):
         policy = OftPolicy(CFG, tokenizer=HfTokenizer(tokenizer_dir),
                            stats=NormStats.from_limits(*robot.action_limits()),
                            instructions=DEFAULT_INSTRUCTIONS)
+        randomize_film(policy)
     return policy.save_pretrained(tmp_path_factory.mktemp('ckpt'))
 
 

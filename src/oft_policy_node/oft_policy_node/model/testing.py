@@ -31,12 +31,26 @@ def make_tiny_checkpoint(directory: str | Path,
 
 def random_policy(preset: str, seed: int = 0,
                   instructions: Sequence[str] = DEFAULT_INSTRUCTIONS) -> OftPolicy:
-    """A random-weight policy of a preset, in eval mode, with stats from the robot's limits."""
+    """A random-weight policy of a preset, in eval mode, with stats from the robot's limits.
+
+    Its FiLM maps are random too (`randomize_film`), so that, like a trained policy, the
+    instruction modulates the vision features."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         policy = OftPolicy(get_preset(preset), instructions=instructions,
                            stats=NormStats.from_limits(*robot.action_limits()))
+        randomize_film(policy)
     return policy.eval()
+
+
+def randomize_film(policy: OftPolicy, std: float = 0.05) -> None:
+    """Random FiLM maps (draws from the global torch RNG): they start at zero for training."""
+    vision = policy.network.vision
+    if vision.dino_film is None:
+        return
+    with torch.no_grad():
+        for param in (*vision.dino_film.parameters(), *vision.siglip_film.parameters()):
+            param.normal_(0.0, std)
 
 
 def random_observation(config: OftConfig, seed: int = 0, height: int = robot.IMAGE_HEIGHT,
