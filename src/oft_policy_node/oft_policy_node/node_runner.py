@@ -43,6 +43,11 @@ def run_node(prog: str, description: str, specs: Sequence[ParameterSpec],
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, RuntimeError) as error:
+        if not rclpy.ok():
+            # Ctrl-C/SIGTERM shut the context down while the node was being built or the
+            # executor was between waits: rcl then fails with "context is invalid". That is
+            # the requested shutdown, not a configuration error.
+            return 0
         print(f'{prog}: {error}', file=sys.stderr)
         return 2
     finally:
