@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,23 @@ def rclpy_context() -> Iterator[object]:
         yield context
     finally:
         context.try_shutdown()
+
+
+@contextmanager
+def spinning_node(context: object, name: str) -> Iterator[tuple[object, object]]:
+    """A node in `context` with its own single-threaded executor: (node, executor), both torn
+    down on exit."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    node = Node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
 
 
 def spin_until(executor: object, predicate: Callable[[], bool], timeout: float,

@@ -7,20 +7,13 @@ import numpy as np
 import pytest
 
 from tests.peers import reference_messages as ref
-from tests.ros_fixtures import spin_until
+from tests.ros_fixtures import spin_until, spinning_node
 
 @pytest.fixture
 def peer_node(rclpy_context, spawn):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
     peer = spawn.python('-m', 'tests.peers.interface_peer', name='interface_peer')
-    node = Node('interface_test', context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
-    yield node, executor, peer, spawn
-    executor.shutdown()
-    node.destroy_node()
+    with spinning_node(rclpy_context, 'interface_test') as (node, executor):
+        yield node, executor, peer, spawn
 
 def test_action_chunk_arrives_exactly(peer_node):
     from oft_msgs.msg import ActionChunk

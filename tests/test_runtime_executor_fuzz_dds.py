@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from oft_policy_node import robot
 from oft_policy_node.runtime.safety import SafetyLimits
-from tests.ros_fixtures import spin_until
+from tests.ros_fixtures import spin_until, spinning_node
 from tests.runtime_rig import PERIOD, chunk_message, interbotix_joint_state
 
 D = robot.ACTION_DIM
@@ -38,35 +38,29 @@ def hostile_chunk(draw) -> dict:
 def live_executor(rclpy_context, spawn):
     from diagnostic_msgs.msg import DiagnosticArray
     from oft_msgs.msg import ActionChunk
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
     from sensor_msgs.msg import JointState
 
     proc = spawn.python('-m', 'oft_policy_node.chunk_executor', '--ros-args',
                         '-p', 'diagnostics_period:=0.1', name='chunk_executor')
-    node = Node('fuzzer', context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
-    commands: dict[str, list[tuple[float, np.ndarray]]] = {arm: [] for arm in robot.ARMS}
-    for arm in robot.ARMS:
-        node.create_subscription(JointState, robot.joint_positions_topic(arm),
-                                 lambda m, arm=arm: commands[arm].append(
-                                     (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
-                                      np.array(m.position))), 200)
-    diagnostics: list[dict[str, str]] = []
-    node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diagnostics.extend(
-        {kv.key: kv.value for kv in s.values} for s in m.status), 10)
-    chunks = node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 50)
-    states = {arm: node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
-              for arm in robot.ARMS}
-    pose = np.array([0.0, -0.5, 0.5, 0.0, 0.3, 0.0, 0.7])
-    # Start from a measured pose, then wait for the executor to command.
-    assert spin_until(executor, lambda: [s.publish(interbotix_joint_state(pose))
-                                         for s in states.values()] and commands['left'],
-                      timeout=20.0), spawn.output(proc)
-    yield node, executor, chunks, commands, diagnostics, proc, spawn
-    executor.shutdown()
-    node.destroy_node()
+    with spinning_node(rclpy_context, 'fuzzer') as (node, executor):
+        commands: dict[str, list[tuple[float, np.ndarray]]] = {arm: [] for arm in robot.ARMS}
+        for arm in robot.ARMS:
+            node.create_subscription(JointState, robot.joint_positions_topic(arm),
+                                     lambda m, arm=arm: commands[arm].append(
+                                         (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
+                                          np.array(m.position))), 200)
+        diagnostics: list[dict[str, str]] = []
+        node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diagnostics.extend(
+            {kv.key: kv.value for kv in s.values} for s in m.status), 10)
+        chunks = node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 50)
+        states = {arm: node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
+                  for arm in robot.ARMS}
+        pose = np.array([0.0, -0.5, 0.5, 0.0, 0.3, 0.0, 0.7])
+        # Start from a measured pose, then wait for the executor to command.
+        assert spin_until(executor, lambda: [s.publish(interbotix_joint_state(pose))
+                                             for s in states.values()] and commands['left'],
+                          timeout=20.0), spawn.output(proc)
+        yield node, executor, chunks, commands, diagnostics, proc, spawn
 
 
 def policy_units(position: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from oft_policy_node import robot
 
 from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, header_stamp_ns
 from tests.bag_reading import bag_messages
-from tests.ros_fixtures import spin_until
+from tests.ros_fixtures import spin_until, spinning_node
 
 
 def make_message(topic: str, seq: int):
@@ -36,21 +36,14 @@ def make_message(topic: str, seq: int):
 
 @pytest.fixture
 def publishers(rclpy_context):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
     from aloha_bringup.aloha_sim_node import LATCHED
     from aloha_bringup.recorder_node import RECORD_QOS, message_class
 
-    node = Node('demo_source', context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
-    pubs = {topic: node.create_publisher(message_class(msgtype), topic,
-                                         LATCHED if topic in LATCHED_TOPICS else RECORD_QOS)
-            for topic, msgtype in DEMO_TOPICS.items()}
-    yield pubs, executor
-    executor.shutdown()
-    node.destroy_node()
+    with spinning_node(rclpy_context, 'demo_source') as (node, executor):
+        pubs = {topic: node.create_publisher(message_class(msgtype), topic,
+                                             LATCHED if topic in LATCHED_TOPICS else RECORD_QOS)
+                for topic, msgtype in DEMO_TOPICS.items()}
+        yield pubs, executor
 
 
 def start_recorder(spawn, executor, pubs, path):

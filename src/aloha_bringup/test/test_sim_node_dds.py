@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from oft_policy_node import robot
 
-from tests.ros_fixtures import spin_until
+from tests.ros_fixtures import spin_until, spinning_node
 
 RATES = {'camera': 15.0, 'joints': 50.0, 'clock': 100.0, 'success': 10.0}
 HEIGHT, WIDTH = 48, 64
@@ -23,9 +23,6 @@ def stamp_s(stamp) -> float:
 
 @pytest.fixture
 def sim_and_probe(rclpy_context, spawn):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
     sim = spawn.python('-m', 'aloha_bringup.aloha_sim_node', '--ros-args',
                        '-p', 'scene:=transfer_cube', '-p', f'image_height:={HEIGHT}',
                        '-p', f'image_width:={WIDTH}', '-p', f'camera_rate_hz:={RATES["camera"]}',
@@ -33,12 +30,8 @@ def sim_and_probe(rclpy_context, spawn):
                        '-p', f'clock_rate_hz:={RATES["clock"]}',
                        '-p', f'success_rate_hz:={RATES["success"]}', '-p', 'seed:=5',
                        name='aloha_sim')
-    node = Node('sim_probe', context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
-    yield node, executor, sim, spawn
-    executor.shutdown()
-    node.destroy_node()
+    with spinning_node(rclpy_context, 'sim_probe') as (node, executor):
+        yield node, executor, sim, spawn
 
 
 def test_topics_rates_types_and_names(sim_and_probe):

@@ -14,33 +14,24 @@ from oft_training.convert import main as convert
 from oft_training.data.rosbag_episode import make_typestore
 from oft_training.data.training_set import TrainingSet
 from oft_training.testing import command_row, demo_messages, frame_colour, state_row
-from tests.ros_fixtures import spin_until
+from tests.ros_fixtures import spin_until, spinning_node
 
 from .demo_publisher import QOS, SPEC, message_class
 
 
 def test_bag_recorded_over_dds_converts_exactly(rclpy_context, spawn, tmp_path):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
     expected_messages = demo_messages(SPEC)
     topic_types = {m.topic: m.msgtype for m in expected_messages}
-    node = Node('demo_recorder', context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
     received: list[tuple[int, str, bytes]] = []
-    for topic, msgtype in topic_types.items():
-        node.create_subscription(
-            message_class(msgtype), topic,
-            lambda raw, topic=topic: received.append((time.time_ns(), topic, raw)), QOS,
-            raw=True)
-    peer = spawn.python('src/oft_training/test/demo_publisher.py', name='demo_publisher')
-    try:
+    with spinning_node(rclpy_context, 'demo_recorder') as (node, executor):
+        for topic, msgtype in topic_types.items():
+            node.create_subscription(
+                message_class(msgtype), topic,
+                lambda raw, topic=topic: received.append((time.time_ns(), topic, raw)), QOS,
+                raw=True)
+        peer = spawn.python('src/oft_training/test/demo_publisher.py', name='demo_publisher')
         assert spin_until(executor, lambda: len(received) == len(expected_messages),
                           timeout=40.0), (len(received), spawn.output(peer))
-    finally:
-        executor.shutdown()
-        node.destroy_node()
 
     bag = tmp_path / 'dds_demo'
     store = make_typestore()
