@@ -48,7 +48,6 @@ class EpisodeRecorder:
         self._seed: int | None = None
         self._start_ns = 0
         self._held_instruction: tuple[int, bytes] | None = None
-        self._instruction_written = False
 
     def arm(self, path: Path, seed: int) -> None:
         """Open `path` when the episode with `seed` begins."""
@@ -59,9 +58,8 @@ class EpisodeRecorder:
             if self.writer is None:
                 self._held_instruction = (time_ns, cdr)
                 return
-            if self._instruction_written:
+            if self.writer.counts[topic]:
                 return
-            self._instruction_written = True
         if self.writer is None and topic == robot.TASK_EPISODE_TOPIC and self._path:
             info = json.loads(deserialize_message(cdr, String).data)
             if info['seed'] == self._seed:
@@ -81,7 +79,6 @@ class EpisodeRecorder:
             'seed': str(info['seed'])})
         self._start_ns = round(info['start_time'] * 1e9)
         self._path = None
-        self._instruction_written = False
 
     def _write_held_instruction(self, instruction: str) -> None:
         if self._held_instruction is None:
@@ -89,7 +86,6 @@ class EpisodeRecorder:
         time_ns, cdr = self._held_instruction
         if deserialize_message(cdr, String).data == instruction:
             self.writer.write(robot.TASK_INSTRUCTION_TOPIC, time_ns, cdr)
-            self._instruction_written = True
 
     def close(self) -> dict[str, int]:
         counts = self.writer.close() if self.writer else {}
