@@ -1,6 +1,15 @@
 """Inverse kinematics of one ViperX 300 S arm: joint angles that put the gripper's grasp site
 at a world pose. Damped least squares on MuJoCo's site Jacobian, on a private MjData, so
-solving never disturbs a running simulation."""
+solving never disturbs a running simulation.
+
+Why the wrist branch is chosen explicitly: every gripper pose the forearm can reach has two
+wrist solutions, (roll, angle, rotate) and (roll -+ pi, -angle, rotate -+ pi). Damped least
+squares falls into either one when a plan passes the wrist singularity (angle = 0), so scripted
+plans of one scene came out with forearm rolls of 0, +2.8 or -2.8 rad from one seed to the next:
+three joint-space answers to one task, which a regression policy can only average (and a real
+arm would spin its forearm half a turn for it). `solve` tries both and keeps the one with less
+forearm roll when it reaches the pose as well; `solve_near` stays on the branch of its start
+(how the scripted plans move between the chosen branches smoothly: scripted.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +19,7 @@ from oft_policy_node import robot
 
 from aloha_bringup.sim.scenes import MJ_ARM_PREFIX
 
+ROLL, ANGLE, ROTATE = 3, 4, 5  # wrist joints in robot.ARM_JOINTS order
 ROTATION_WEIGHT = 0.3  # m of position error that 1 rad of orientation error weighs as
 DAMPING = 1e-3
 
@@ -49,7 +59,24 @@ class ArmIK:
 
     def solve(self, arm: str, position: np.ndarray, rotation: np.ndarray, start: np.ndarray,
               iterations: int = 60, tolerance: float = 1e-4) -> tuple[np.ndarray, float]:
-        """Joint angles (6,) reaching the pose from `start` (6,), and the residual error."""
+        """Joint angles (6,) reaching the pose from `start` (6,), and the residual error; of
+        the equivalent wrist solutions, the one with the least forearm roll."""
+        q, error = self._solve(arm, position, rotation, start, iterations, tolerance)
+        other, other_error = self._solve(arm, position, rotation, flip_wrist(q), iterations,
+                                         tolerance)
+        if abs(other[ROLL]) < abs(q[ROLL]) and other_error <= max(error, tolerance):
+            return other, other_error
+        return q, error
+
+    def solve_near(self, arm: str, position: np.ndarray, rotation: np.ndarray,
+                   start: np.ndarray, iterations: int = 60,
+                   tolerance: float = 1e-4) -> tuple[np.ndarray, float]:
+        """Joint angles (6,) reaching the pose, found from `start` (6,) and not moved to another
+        wrist solution: for a start on the wanted branch already."""
+        return self._solve(arm, position, rotation, start, iterations, tolerance)
+
+    def _solve(self, arm: str, position: np.ndarray, rotation: np.ndarray, start: np.ndarray,
+               iterations: int, tolerance: float) -> tuple[np.ndarray, float]:
         q = np.array(start, dtype=np.float64)
         jacp, jacr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
         dof, limits = self._dof[arm], self._limits[arm]
@@ -67,3 +94,12 @@ class ArmIK:
             dq = jac.T @ np.linalg.solve(jac @ jac.T + DAMPING * np.eye(6), err)
             q = np.clip(q + dq, limits[:, 0], limits[:, 1])
         return q, error
+
+
+def flip_wrist(q: np.ndarray) -> np.ndarray:
+    """The other wrist solution of the same gripper pose: roll -+ pi, -angle, rotate -+ pi."""
+    flipped = np.array(q, dtype=np.float64)
+    flipped[ROLL] -= np.copysign(np.pi, q[ROLL])
+    flipped[ANGLE] = -q[ANGLE]
+    flipped[ROTATE] -= np.copysign(np.pi, q[ROTATE])
+    return flipped

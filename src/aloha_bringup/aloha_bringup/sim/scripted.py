@@ -65,25 +65,32 @@ class Trajectory:
     ik_error_max: float  # the worst IK residual along the plan (m + weighted rad)
 
 
+def segment(waypoints: list[Waypoint], t: float) -> tuple[int, float]:
+    """Time t as (index i, fraction f) between waypoints i and i + 1 (held at both ends)."""
+    if t <= waypoints[0].t:
+        return 0, 0.0
+    for i, (a, b) in enumerate(zip(waypoints, waypoints[1:])):
+        if t <= b.t:
+            return i, (t - a.t) / (b.t - a.t)
+    return len(waypoints) - 1, 0.0
+
+
 def interpolate(waypoints: list[Waypoint], t: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Pose and opening at time t: linear in position and opening, normalised-lerp rotation."""
-    if t <= waypoints[0].t:
-        w = waypoints[0]
-        return np.asarray(w.position), w.rotation, w.opening
-    for a, b in zip(waypoints, waypoints[1:]):
-        if t <= b.t:
-            f = (t - a.t) / (b.t - a.t)
-            qa, qb = np.zeros(4), np.zeros(4)
-            mujoco.mju_mat2Quat(qa, a.rotation.ravel())
-            mujoco.mju_mat2Quat(qb, b.rotation.ravel())
-            qb = qb if qa @ qb >= 0 else -qb
-            q = (1 - f) * qa + f * qb
-            rot = np.zeros(9)
-            mujoco.mju_quat2Mat(rot, q / np.linalg.norm(q))
-            return ((1 - f) * np.asarray(a.position) + f * np.asarray(b.position),
-                    rot.reshape(3, 3), (1 - f) * a.opening + f * b.opening)
-    w = waypoints[-1]
-    return np.asarray(w.position), w.rotation, w.opening
+    i, f = segment(waypoints, t)
+    a = waypoints[i]
+    if f == 0.0:
+        return np.asarray(a.position), a.rotation, a.opening
+    b = waypoints[i + 1]
+    qa, qb = np.zeros(4), np.zeros(4)
+    mujoco.mju_mat2Quat(qa, a.rotation.ravel())
+    mujoco.mju_mat2Quat(qb, b.rotation.ravel())
+    qb = qb if qa @ qb >= 0 else -qb
+    q = (1 - f) * qa + f * qb
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, q / np.linalg.norm(q))
+    return ((1 - f) * np.asarray(a.position) + f * np.asarray(b.position),
+            rot.reshape(3, 3), (1 - f) * a.opening + f * b.opening)
 
 
 def resting_height(model: mujoco.MjModel, geom: str) -> float:
@@ -220,12 +227,29 @@ class ScriptedDemonstrator:
         times = np.arange(0.0, self.scene.episode_seconds, 1.0 / self.rate_hz)  # (T,)
         commands, worst = {}, 0.0
         for arm in robot.ARMS:
+            # Joints at every waypoint first, on the wrist branch `ArmIK.solve` prefers (ik.py
+            # says why). The move out of the start pose is free space: it is a joint-space
+            # blend, which crosses the wrist singularity smoothly onto that branch. Every later
+            # tick follows the straight Cartesian line between its waypoints, solved from the
+            # last tick or from the joint-space blend, whichever lands nearer the blend: the
+            # last tick alone would keep its branch through a singularity until it must jump.
             q = START_JOINTS.copy()
+            at_waypoints = []
+            for w in waypoints[arm]:
+                q, _ = self.ik.solve(arm, np.asarray(w.position), w.rotation, q)
+                at_waypoints.append(q)
             rows = []
             for t in times:
                 pos, rot, opening = interpolate(waypoints[arm], t)
-                q, err = self.ik.solve(arm, pos, rot, q)
-                worst = max(worst, err)
+                i, f = segment(waypoints[arm], t)
+                blend = (at_waypoints[i] if f == 0.0
+                         else (1 - f) * at_waypoints[i] + f * at_waypoints[i + 1])
+                if i == 0 and f > 0.0:
+                    q = blend
+                else:
+                    candidates = [self.ik.solve_near(arm, pos, rot, seed) for seed in (q, blend)]
+                    q, err = min(candidates, key=lambda c: np.abs(c[0] - blend).max())
+                    worst = max(worst, err)
                 rows.append([*q, robot.normalized_to_motor(opening)])
             commands[arm] = np.array(rows)  # (T, 7)
         return Trajectory(times, commands, worst)
