@@ -4,8 +4,11 @@ watched by the demo monitor, with a short run writing the report, the video and 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +50,38 @@ def test_short_demo_writes_a_report_without_stalls(tmp_path):
     assert report['video_frames'] >= 10 * duration - 2  # 10 frames per sim second
     assert (run_dir / 'cameras.mp4').stat().st_size > 10_000
     assert 'Traceback' not in result.stdout + result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f'/proc/{pid}/task/{pid}/children')
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != 'Z'
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_node_and_still_writes_the_report(tmp_path):
+    """`kill PID` on the demo (what CI timeouts and process managers send) takes the Ctrl-C
+    path: the sim, policy and executor it started stop too, and the report is written."""
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'aloha_bringup.demo', '--duration', '120', '--out',
+         str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    deadline = time.monotonic() + 120
+    while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    nodes = _children(proc.pid)
+    assert len(nodes) == 3, 'the demo did not start its three nodes'
+    time.sleep(3.0)  # let the nodes get past their start-up
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-3000:]
+    assert not [pid for pid in nodes if _alive(pid)], 'nodes left running after SIGTERM'
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / 'report.json').read_text())['scene'] == 'put_x_into_pot'

@@ -30,6 +30,7 @@ from aloha_bringup.demo_report import CameraVideo, ExecutorCounters, JointSeries
 from aloha_bringup.graph import resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from oft_policy_node import robot
+from oft_policy_node.child_process import sigterm_as_ctrl_c
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CHECKPOINTS_DIR = REPO_ROOT / 'checkpoints'
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--startup-timeout', type=float, default=180.0,
                         help='wall seconds to wait for the first chunk (default: %(default)s)')
     args = parser.parse_args(argv)
+    sigterm_as_ctrl_c()
     if args.duration <= 0:
         parser.error(f'--duration {args.duration} must be > 0')
 

@@ -44,6 +44,7 @@ from aloha_bringup.graph import NodeSpec, resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from aloha_bringup.sim.scenes import SCENES, get_scene
 from oft_policy_node import robot
+from oft_policy_node.child_process import sigterm_as_ctrl_c
 
 EXECUTOR = 'chunk_executor'
 SIM = 'aloha_sim'
@@ -378,6 +379,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sigterm_as_ctrl_c()
     scene = get_scene(args.scene)
     run_dir = args.out / time.strftime('%Y%m%d-%H%M%S')
     (run_dir / 'videos').mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import rclpy
 from oft_policy_node import robot
-from oft_policy_node.child_process import stop_process
+from oft_policy_node.child_process import sigterm_as_ctrl_c, stop_process
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--keep-failed', action='store_true',
                         help='keep the bags of unsuccessful episodes (default: delete them)')
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    sigterm_as_ctrl_c()
     if args.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {args.episodes}')
     args.output.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Shared by the graph runner, the demo recorder, the benchmarks and the tests, so every one of
 them gives a node the same chance to shut down cleanly (close a bag, release DDS) before it is
-forced.
+forced. And the other side: a parent that starts nodes treats SIGTERM as Ctrl-C, so `kill PID`
+stops its children too instead of leaving them running.
 """
 
 from __future__ import annotations
@@ -30,3 +31,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0,
             if on_ignored is not None:
                 on_ignored(sig)
     return proc.wait()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_ctrl_c() -> None:
+    """From now on SIGTERM (kill, CI timeouts, process managers) raises KeyboardInterrupt in
+    the main thread: the program's Ctrl-C path then stops its children and writes its results."""
+    signal.signal(signal.SIGTERM, _interrupt)
