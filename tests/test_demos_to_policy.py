@@ -19,15 +19,27 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path):
     from oft_policy_node.model import OftPolicy
 
     out, installed = tmp_path / 'run', tmp_path / 'checkpoints' / 'put_x_into_pot'
-    result = subprocess.run(
-        [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
-         '--episodes', '2', '--demo-seed', '1', '--preset', 'tiny', '--steps', '3',
-         '--batch-size', '2', '--val-every', '3', '--out', str(out), '--install',
-         str(installed)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
+               '--episodes', '2', '--demo-seed', '1', '--preset', 'tiny', '--steps', '3',
+               '--batch-size', '2', '--val-every', '3', '--out', str(out), '--install',
+               str(installed)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / 'train_sim.json').read_text())
     assert list(summary['stages']) == ['record', 'convert', 'train', 'evaluate']
     assert all(stage['exit'] == 0 for stage in summary['stages'].values())
+    dataset_written = (out / 'dataset' / 'index.json').stat().st_mtime_ns
+
+    # Resuming (here: two more steps) neither records nor converts again.
+    result = subprocess.run([*command[:command.index('--steps') + 1], '5',
+                             *command[command.index('--steps') + 2:], '--resume'],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resumed = json.loads((out / 'train_sim.json').read_text())
+    assert list(resumed['stages']) == ['train', 'evaluate']
+    assert (out / 'dataset' / 'index.json').stat().st_mtime_ns == dataset_written
+    assert (out / 'train' / 'checkpoints' / 'step_0000005').is_dir()
 
     recorded = json.loads((out / 'demos' / 'summary.json').read_text())
     assert [r['seed'] for r in recorded] == [1, 2] and all(r['success'] for r in recorded)

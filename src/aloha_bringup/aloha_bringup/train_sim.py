@@ -37,7 +37,8 @@ SUMMARY_FILE = 'train_sim.json'
 
 
 def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str, list[str]]:
-    """The command of every stage, in order (record is absent when demos are reused)."""
+    """The command of every stage, in order: record is absent when demos are reused, convert
+    when resuming onto a converted training set (the run being resumed was trained on it)."""
     py = [sys.executable, '-m']
     commands = {}
     if not (demos / 'summary.json').exists():
@@ -45,8 +46,9 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                               '-n', str(args.episodes), '--seed', str(args.demo_seed),
                               '-o', str(demos), '--image-height', str(DEMO_IMAGE_HEIGHT),
                               '--image-width', str(DEMO_IMAGE_WIDTH)]
-    commands['convert'] = [*py, 'oft_training.convert', str(demos), '--out',
-                           str(out / 'dataset'), '--preset', args.preset, '--overwrite']
+    if not (args.resume and (out / 'dataset' / 'index.json').exists()):
+        commands['convert'] = [*py, 'oft_training.convert', str(demos), '--out',
+                               str(out / 'dataset'), '--preset', args.preset, '--overwrite']
     commands['train'] = [*py, 'oft_training.train', '--data', str(out / 'dataset'),
                          '--out', str(out / 'train'), '--preset', args.preset,
                          '--steps', str(args.steps), '--batch-size', str(args.batch_size),
@@ -75,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='reuse a record_demos folder instead of recording')
     parser.add_argument('--preset', default='small', help='model preset (default: %(default)s)')
     parser.add_argument('--no-film', action='store_true', help='the FiLM ablation')
-    parser.add_argument('--steps', type=int, default=800,
+    parser.add_argument('--steps', type=int, default=2400,
                         help='optimizer steps (default: %(default)s)')
     parser.add_argument('--batch-size', type=int, default=8, help='(default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='training seed (default: %(default)s)')
