@@ -62,6 +62,25 @@ def test_loss_falls_and_checkpoint_loads(training_set, tmp_path):
     assert np.all(chunk <= policy.stats.action_max + 1e-5)
 
 
+def test_resume_with_other_steps_moves_the_lr_decay(training_set, tmp_path):
+    """Resumed with more --steps, the x0.1 decay moves to 80 % of the new count, and a run
+    resumed past its new decay step continues decayed (the saved scheduler held the first
+    run's milestone)."""
+    longer, shorter = tmp_path / 'longer', tmp_path / 'shorter'
+    for out in (longer, shorter):  # 8 steps: decay after step 6
+        assert train(args(training_set, out, '--steps', '8', '--save-every', '4')) == 0
+    assert [m['lr'] for m in metrics(longer)][5:7] == pytest.approx([5e-4, 5e-5])
+
+    assert train(args(training_set, longer, '--steps', '20', '--save-every', '4',
+                      '--resume')) == 0  # decay after step 16
+    rates = {m['step']: m['lr'] for m in metrics(longer)[8:]}
+    assert rates == pytest.approx({step: 5e-4 if step <= 16 else 5e-5 for step in range(9, 21)})
+
+    assert train(args(training_set, shorter, '--steps', '10', '--save-every', '4',
+                      '--resume')) == 0  # decay after step 8: already passed
+    assert metrics(shorter)[8]['lr'] == pytest.approx(5e-5)
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_exactly(training_set, tmp_path, spawn):
     settings = ('--steps', '8', '--lr-decay-step', '5', '--save-every', '100')

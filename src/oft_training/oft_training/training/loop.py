@@ -8,6 +8,7 @@ update does not depend on how the batch is split. bf16 autocast on CUDA, float32
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import dataclasses
 import json
 import signal
@@ -155,6 +156,12 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         scheduler.load_state_dict(saved['scheduler'])
         state.set_rng_state(saved['rng'])
         start_step = saved['step']
+        # A resumed run may be given other --steps, so the default decay step (80 % of them)
+        # moves: the saved scheduler's milestone came from the first --steps, and MultiStepLR
+        # only decays on reaching a milestone exactly, so the rate is set here as well.
+        scheduler.milestones = Counter([cfg.decay_step])
+        for group in optimizer.param_groups:
+            group['lr'] = cfg.lr * (0.1 if start_step >= cfg.decay_step else 1.0)
     elif cfg.resume and world.is_main:
         print(f'train: nothing to resume in {out / "checkpoints"}; starting at step 0')
     elif not cfg.resume and state.latest(out) is not None:
