@@ -61,9 +61,9 @@ class ArmIK:
               iterations: int = 60, tolerance: float = 1e-4) -> tuple[np.ndarray, float]:
         """Joint angles (6,) reaching the pose from `start` (6,), and the residual error; of
         the equivalent wrist solutions, the one with the least forearm roll."""
-        q, error = self._solve(arm, position, rotation, start, iterations, tolerance)
-        other, other_error = self._solve(arm, position, rotation, flip_wrist(q), iterations,
-                                         tolerance)
+        q, error = self.solve_near(arm, position, rotation, start, iterations, tolerance)
+        other, other_error = self.solve_near(arm, position, rotation, flip_wrist(q),
+                                             iterations, tolerance)
         if abs(other[ROLL]) < abs(q[ROLL]) and other_error <= max(error, tolerance):
             return other, other_error
         return q, error
@@ -73,10 +73,6 @@ class ArmIK:
                    tolerance: float = 1e-4) -> tuple[np.ndarray, float]:
         """Joint angles (6,) reaching the pose, found from `start` (6,) and not moved to another
         wrist solution: for a start on the wanted branch already."""
-        return self._solve(arm, position, rotation, start, iterations, tolerance)
-
-    def _solve(self, arm: str, position: np.ndarray, rotation: np.ndarray, start: np.ndarray,
-               iterations: int, tolerance: float) -> tuple[np.ndarray, float]:
         q = np.array(start, dtype=np.float64)
         jacp, jacr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
         dof, limits = self._dof[arm], self._limits[arm]

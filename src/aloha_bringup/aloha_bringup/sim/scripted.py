@@ -75,9 +75,10 @@ def segment(waypoints: list[Waypoint], t: float) -> tuple[int, float]:
     return len(waypoints) - 1, 0.0
 
 
-def interpolate(waypoints: list[Waypoint], t: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Pose and opening at time t: linear in position and opening, normalised-lerp rotation."""
-    i, f = segment(waypoints, t)
+def interpolate(waypoints: list[Waypoint], i: int,
+                f: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pose and opening at `segment`'s (i, f): linear in position and opening, normalised-lerp
+    rotation."""
     a = waypoints[i]
     if f == 0.0:
         return np.asarray(a.position), a.rotation, a.opening
@@ -240,8 +241,8 @@ class ScriptedDemonstrator:
                 at_waypoints.append(q)
             rows = []
             for t in times:
-                pos, rot, opening = interpolate(waypoints[arm], t)
                 i, f = segment(waypoints[arm], t)
+                pos, rot, opening = interpolate(waypoints[arm], i, f)
                 blend = (at_waypoints[i] if f == 0.0
                          else (1 - f) * at_waypoints[i] + f * at_waypoints[i + 1])
                 if i == 0 and f > 0.0:

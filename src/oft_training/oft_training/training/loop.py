@@ -8,12 +8,12 @@ update does not depend on how the batch is split. bf16 autocast on CUDA, float32
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 import dataclasses
 import json
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from oft_training.training.batches import SampleDataset, StepBatches, collate, s
 from oft_training.training.distributed import World, close_world, init_world
 
 METRICS_FILE = 'metrics.jsonl'
+LR_DECAY = 0.1  # the one step decay of the learning rate, at TrainConfig.decay_step
 FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
 FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'batch_size', 'lr', 'lr_decay_step',
@@ -145,7 +146,8 @@ def _run(cfg: TrainConfig, world: World) -> Path:
     policy.to(world.device)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.decay_step], gamma=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.decay_step],
+                                                     gamma=LR_DECAY)
 
     start_step = 0
     resume_from = state.latest(out) if cfg.resume else None
@@ -161,7 +163,7 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         # only decays on reaching a milestone exactly, so the rate is set here as well.
         scheduler.milestones = Counter([cfg.decay_step])
         for group in optimizer.param_groups:
-            group['lr'] = cfg.lr * (0.1 if start_step >= cfg.decay_step else 1.0)
+            group['lr'] = cfg.lr * (LR_DECAY if start_step >= cfg.decay_step else 1.0)
     elif cfg.resume and world.is_main:
         print(f'train: nothing to resume in {out / "checkpoints"}; starting at step 0')
     elif not cfg.resume and state.latest(out) is not None:
