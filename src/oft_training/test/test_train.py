@@ -5,6 +5,7 @@ final checkpoint loads with OftPolicy.from_pretrained; bad settings are refused.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,21 @@ def test_resume_with_other_steps_moves_the_lr_decay(training_set, tmp_path):
     assert train(args(training_set, shorter, '--steps', '10', '--save-every', '4',
                       '--resume')) == 0  # decay after step 8: already passed
     assert metrics(shorter)[8]['lr'] == pytest.approx(5e-5)
+
+
+def test_resume_accepts_the_same_data_by_another_path(training_set, tmp_path, monkeypatch, capsys):
+    """--data given relative at first and absolute on resume (or the other way round) is the
+    same training set; another folder is refused."""
+    out = tmp_path / 'run'
+    monkeypatch.chdir(training_set.parent)
+    assert train(args(Path(training_set.name), out, '--steps', '4', '--save-every', '4')) == 0
+    assert train(args(training_set.resolve(), out, '--steps', '6', '--save-every', '4',
+                      '--resume')) == 0
+    assert len(metrics(out)) == 6
+    other = tmp_path / 'other'
+    shutil.copytree(training_set, other)
+    assert train(args(other, out, '--steps', '8', '--resume')) == 2
+    assert 'settings changed' in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
 FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'batch_size', 'lr', 'lr_decay_step',
                     'weight_decay', 'val_fraction', 'seed')
+PATH_SETTINGS = ('data', 'base')  # compared as resolved paths: `runs/x` and `/repo/runs/x` match
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,15 @@ def _run(cfg: TrainConfig, world: World) -> Path:
 
 def _check_resume(saved: dict, cfg: TrainConfig, folder: Path) -> None:
     now = dataclasses.asdict(cfg)
-    changed = {k: (saved.get(k), now[k]) for k in FROZEN_ON_RESUME if saved.get(k) != now[k]}
+    changed = {k: (saved.get(k), now[k]) for k in FROZEN_ON_RESUME
+               if _setting_key(k, saved.get(k)) != _setting_key(k, now[k])}
     if changed:
         raise ValueError(f'cannot resume from {folder}: settings changed since it was saved '
                          f'(saved, now): {changed}')
+
+
+def _setting_key(name: str, value: object) -> object:
+    return str(Path(value).resolve()) if name in PATH_SETTINGS and value else value
 
 
 @torch.no_grad()
