@@ -49,6 +49,7 @@ def test_every_instruction_ran_on_a_freshly_reset_seeded_episode(evaluation):
     episodes = report['episodes']
     assert report['complete'] is True and 'Traceback' not in output
     assert report['seeds'] == [SEED, SEED + 1, SEED + 2]
+    assert report['merge_rule'] == 'commit' and '--merge-rule commit' in report['command']
     assert [e['instruction'] for e in episodes] == list(scene.instructions())
     for episode in episodes:
         # The sim was reset with this episode's seed and instruction ...

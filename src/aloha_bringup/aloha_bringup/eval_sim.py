@@ -45,6 +45,7 @@ from aloha_bringup.run_graph import GraphProcesses, node_command
 from aloha_bringup.sim.scenes import SCENES, get_scene
 from oft_policy_node import robot
 from oft_policy_node.child_process import sigterm_as_ctrl_c
+from oft_policy_node.runtime.chunk_queue import MERGE_RULES
 
 EXECUTOR = 'chunk_executor'
 SIM = 'aloha_sim'
@@ -317,7 +318,8 @@ def reproduce_command(args: argparse.Namespace, checkpoint: Path) -> str:
         '--scene', args.scene, '--episodes-per-instruction', str(args.episodes_per_instruction),
         '--seed', str(args.seed), '--max-seconds', str(args.max_seconds),
         '--approach-distance', str(args.approach_distance), '--device', args.device,
-        '--image-height', str(args.image_height), '--image-width', str(args.image_width)])
+        '--image-height', str(args.image_height), '--image-width', str(args.image_width),
+        '--merge-rule', args.merge_rule])
 
 
 def graph_nodes(args: argparse.Namespace, checkpoint: Path, instruction: str) -> list[NodeSpec]:
@@ -330,6 +332,7 @@ def graph_nodes(args: argparse.Namespace, checkpoint: Path, instruction: str) ->
             spec.parameters['image_size'] = [args.image_height, args.image_width]
         elif spec.name == EXECUTOR:
             spec.parameters['diagnostics_period'] = DIAGNOSTICS_PERIOD_S
+            spec.parameters['merge_rule'] = args.merge_rule
     return nodes
 
 
@@ -357,6 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='camera image height of sim and policy (default: %(default)s)')
     parser.add_argument('--image-width', type=int, default=robot.IMAGE_WIDTH,
                         help='camera image width of sim and policy (default: %(default)s)')
+    parser.add_argument('--merge-rule', choices=MERGE_RULES, default='commit',
+                        help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
+                             'does on ALOHA (default: %(default)s)')
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'runs',
                         help='where runs/<timestamp>/ goes (default: %(default)s)')
     parser.add_argument('--startup-timeout', type=float, default=180.0,
@@ -418,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         'seed': args.seed,
         'seeds': [plan.seed for plan in plans],
         'max_seconds': args.max_seconds,
+        'merge_rule': args.merge_rule,
         'approach_distance_m': args.approach_distance,
         'chance_language_following': round(tasks[0].chance, 4) if tasks[0] else None,
         'complete': len(records) == len(plans),

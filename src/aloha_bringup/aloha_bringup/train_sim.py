@@ -33,6 +33,7 @@ from aloha_bringup.sim.scenes import SCENES
 # real 480x640 cameras, small enough to render three of them at 25 Hz on two cores. The model
 # sees 112x112 either way (`small`).
 DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH = 120, 160
+INTERRUPTED = 130  # the exit code of a stage stopped by Ctrl-C (its own checkpoint is saved)
 SUMMARY_FILE = 'train_sim.json'
 
 
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         summary['stages'][stage] = {'command': shlex.join(command),
                                     'wall_s': round(time.monotonic() - t0, 1), 'exit': code}
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + '\n')
+        if code == INTERRUPTED:
+            print(f'train_sim: stage {stage} interrupted; the same command with --resume '
+                  'continues it (finished stages are kept).', file=sys.stderr)
+            return code
         if code != 0:
             print(f'train_sim: stage {stage} failed with exit code {code}; see its output '
                   f'above. Fix it and re-run (finished stages are kept; add --resume to '

@@ -47,8 +47,9 @@ PARAMETERS = (
                   'simulation) or "interbotix" (JointGroupCommand + JointSingleCommand for '
                   'interbotix_xs_sdk).', one_of(*BACKENDS)),
     ParameterSpec('merge_rule', 'newest',
-                  'How overlapping chunks merge: "newest" (the newest observation wins) or '
-                  '"blend" (weights exp(-blend_decay * age difference)).',
+                  'How overlapping chunks merge: "newest" (the newest observation wins), '
+                  '"blend" (weights exp(-blend_decay * age difference)) or "commit" (play each '
+                  'chunk to its end, then the newest: OFT on ALOHA; the bringup default).',
                   one_of(*MERGE_RULES), read_only=False),
     ParameterSpec('blend_decay', 5.0,
                   'Decay (1/s) of the blend weights by observation age; 0 = plain mean.',

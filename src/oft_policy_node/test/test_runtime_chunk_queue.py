@@ -49,6 +49,34 @@ def test_blend_weights_by_observation_age():
     assert queue.target(10.2)[0] == pytest.approx((5.0 + 102.0) / 2)
 
 
+def test_commit_plays_each_chunk_to_its_end_then_takes_the_newest():
+    queue = ChunkQueue('commit')
+    queue.push(chunk(10.0, 0.0))
+    assert queue.target(10.08)[0] == 2.0
+    queue.push(chunk(10.12, 100.0))  # newer, but the committed chunk keeps playing
+    queue.push(chunk(10.48, 200.0))
+    assert queue.target(10.2)[0] == 5.0
+    assert queue.target(10.96)[0] == 24.0  # the last row of the first chunk
+    assert queue.target(11.0)[0] == 213.0  # then the newest chunk, at its row for now
+    queue.push(chunk(10.88, 300.0))
+    assert queue.target(11.04)[0] == 214.0  # committed again: the newer chunk waits its turn
+    assert queue.target(11.44)[0] == 224.0
+    assert queue.target(11.48)[0] == 315.0
+    queue.clear()
+    queue.push(chunk(11.48, 400.0))
+    assert queue.target(11.52)[0] == 401.0  # clear() forgot the committed chunk
+
+
+def test_commit_watchdog_drops_the_committed_chunk():
+    queue = ChunkQueue('commit', max_age=0.3)
+    queue.push(chunk(10.0, 0.0))
+    assert queue.target(10.04)[0] == 1.0
+    queue.push(chunk(10.2, 100.0))
+    assert queue.target(10.28)[0] == 7.0
+    assert queue.target(10.32)[0] == 103.0  # the first is too old: the newer one takes over
+    assert queue.target(10.52) is None  # and it times out as well
+
+
 def test_watchdog_refuses_old_observations():
     queue = ChunkQueue(max_age=0.3)
     queue.push(chunk(10.0, 0.0))

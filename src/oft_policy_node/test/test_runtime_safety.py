@@ -60,7 +60,7 @@ def test_filter_keeps_limits_and_step(target, previous_unit):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(received_chunks(), min_size=1, max_size=6),
-       merge_rule=st.sampled_from(['newest', 'blend']),
+       merge_rule=st.sampled_from(['newest', 'blend', 'commit']),
        start=st.lists(st.floats(-5.0, 5.0), min_size=D, max_size=D))
 def test_executor_core_survives_any_chunk_stream(chunks, merge_rule, start):
     core = ExecutorCore(ChunkQueue(merge_rule, blend_decay=3.0), SafetyFilter(LIMITS))

@@ -8,7 +8,11 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
 * `newest`: the chunk with the newest observation stamp wins;
 * `blend`: a weighted mean, chunk j weighted exp(-blend_decay * (t_newest - t_j)) (ACT's
   temporal ensembling, weights by observation age; blend_decay = 0 is a plain mean, a large
-  value approaches `newest`).
+  value approaches `newest`);
+* `commit`: play one chunk to its last row, then switch to the newest chunk that covers now
+  (OFT on ALOHA executes all 25 steps open loop before the next query). Why it matters: a
+  policy trained on demos that start slowly, re-queried every tick from the start pose, keeps
+  answering with its first, slow rows and never leaves; committing to whole chunks moves it on.
 
 A target is only used while its observation is at most `max_age` old (the watchdog): a policy
 that stopped publishing cannot drive the robot open loop for longer than that.
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MERGE_RULES = ('newest', 'blend')
+MERGE_RULES = ('newest', 'blend', 'commit')
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class ChunkQueue:
         self.max_age = max_age
         self._max_chunks = max_chunks
         self._chunks: list[Chunk] = []  # sorted by stamp, oldest first
+        self._committed: Chunk | None = None  # the chunk being played out (`commit` rule)
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -78,6 +83,7 @@ class ChunkQueue:
 
     def clear(self) -> None:
         self._chunks.clear()
+        self._committed = None
 
     def target(self, now: float) -> np.ndarray | None:
         """The merged target for time `now`, (D,), or None when no fresh chunk covers it."""
@@ -88,9 +94,20 @@ class ChunkQueue:
                 if (i := c.row_at(now)) is not None]
         if not rows:
             return None
+        if self.merge_rule == 'commit':
+            return self._committed_target(now)
         if self.merge_rule == 'newest':
             return rows[-1][1].copy()
         newest = rows[-1][0]
         weights = np.array([math.exp(-self.blend_decay * (newest - stamp)) for stamp, _ in rows])
         stacked = np.stack([row for _, row in rows])  # (N, D)
         return weights @ stacked / weights.sum()
+
+    def _committed_target(self, now: float) -> np.ndarray:
+        """The committed chunk's row for now; once it is played out (or dropped by the watchdog)
+        the newest chunk covering now is committed to. Only called when one covers now."""
+        still_queued = any(c is self._committed for c in self._chunks)
+        if not still_queued or self._committed.row_at(now) is None:
+            self._committed = next(c for c in reversed(self._chunks)
+                                   if c.row_at(now) is not None)
+        return self._committed.actions[self._committed.row_at(now)].copy()
