@@ -24,7 +24,7 @@ EPISODES ?= 10
 SEED ?= 0
 MAX_SECONDS ?= 20
 CHECKPOINT ?=
-STEPS ?= 2400
+STEPS ?= 7200
 FILM ?= 1
 INSTALL ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
@@ -65,7 +65,7 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
 
-train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=2400 FILM=1 INSTALL=checkpoints/SCENE
+train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 INSTALL=checkpoints/SCENE
 	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
 		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL))
 

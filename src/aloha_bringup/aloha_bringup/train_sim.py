@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='reuse a record_demos folder instead of recording')
     parser.add_argument('--preset', default='small', help='model preset (default: %(default)s)')
     parser.add_argument('--no-film', action='store_true', help='the FiLM ablation')
-    parser.add_argument('--steps', type=int, default=2400,
+    parser.add_argument('--steps', type=int, default=7200,
                         help='optimizer steps (default: %(default)s)')
     parser.add_argument('--batch-size', type=int, default=8, help='(default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='training seed (default: %(default)s)')

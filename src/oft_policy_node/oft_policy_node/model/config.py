@@ -166,7 +166,7 @@ PRESETS: dict[str, OftConfig] = {
     # Trained from scratch on a CPU, so every parameter trains (lora_rank=0). Sized for steps:
     # the K*D = 350 action slots dominate the Llama's sequence, so its width sets the cost;
     # at 56 px (4 x 4 patches per camera) and width 128 a batch-8 step takes 0.27 s on two
-    # cores, 4x less than at 112 px and width 256 (2400 steps now fit where 800 did).
+    # cores, 4x less than at 112 px and width 256: 7200 steps take about half an hour alone.
     'small': OftConfig(
         name='small',
         dino=VitConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512,
