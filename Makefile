@@ -30,8 +30,8 @@ INSTALL ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
 IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
-# commit: play whole 25-step chunks (OFT on ALOHA); newest/blend re-plan every tick.
-MERGE_RULE ?= commit
+# eval-sim's chunk merge rule; empty: config/params.yaml's (commit: whole chunks, as OFT).
+MERGE_RULE ?=
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -73,7 +73,8 @@ eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCE
 	$(ENV) $(ISOLATED) python -m aloha_bringup.eval_sim \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --scene $(SCENE) \
 		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS) \
-		--image-height $(IMAGE_HEIGHT) --image-width $(IMAGE_WIDTH) --merge-rule $(MERGE_RULE)
+		--image-height $(IMAGE_HEIGHT) --image-width $(IMAGE_WIDTH) \
+		$(if $(MERGE_RULE),--merge-rule $(MERGE_RULE))
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build install log bench_results

@@ -40,7 +40,7 @@ from aloha_bringup.closed_loop_metrics import DEFAULT_APPROACH_DISTANCE, StateSa
     summarize_by_instruction
 from aloha_bringup.demo import DIAGNOSTICS_PERIOD_S, REPO_ROOT, choose_checkpoint
 from aloha_bringup.demo_report import CameraVideo, ExecutorCounters, latency_stats, write_report
-from aloha_bringup.graph import NodeSpec, resolve_graph
+from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from aloha_bringup.sim.scenes import SCENES, get_scene
 from oft_policy_node import robot
@@ -360,9 +360,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='camera image height of sim and policy (default: %(default)s)')
     parser.add_argument('--image-width', type=int, default=robot.IMAGE_WIDTH,
                         help='camera image width of sim and policy (default: %(default)s)')
-    parser.add_argument('--merge-rule', choices=MERGE_RULES, default='commit',
+    parser.add_argument('--merge-rule', choices=MERGE_RULES,
+                        default=load_params()[EXECUTOR]['merge_rule'],
                         help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
-                             'does on ALOHA (default: %(default)s)')
+                             'does on ALOHA (default: config/params.yaml, %(default)s)')
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'runs',
                         help='where runs/<timestamp>/ goes (default: %(default)s)')
     parser.add_argument('--startup-timeout', type=float, default=180.0,

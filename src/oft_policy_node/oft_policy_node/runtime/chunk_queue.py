@@ -90,24 +90,19 @@ class ChunkQueue:
         # Chunks past their end, or older than the watchdog allows, can never answer again.
         self._chunks = [c for c in self._chunks
                         if c.end_time() > now and now - c.stamp <= self.max_age]
-        rows = [(c.stamp, c.actions[i]) for c in self._chunks
-                if (i := c.row_at(now)) is not None]
+        rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]
         if not rows:
             return None
         if self.merge_rule == 'commit':
-            return self._committed_target(now)
+            # Stay on the committed chunk while it still covers now (not played out, not
+            # dropped by the watchdog); otherwise commit to the newest.
+            chunk, i = next(((c, i) for c, i in rows if c is self._committed), rows[-1])
+            self._committed = chunk
+            return chunk.actions[i].copy()
         if self.merge_rule == 'newest':
-            return rows[-1][1].copy()
-        newest = rows[-1][0]
-        weights = np.array([math.exp(-self.blend_decay * (newest - stamp)) for stamp, _ in rows])
-        stacked = np.stack([row for _, row in rows])  # (N, D)
+            chunk, i = rows[-1]
+            return chunk.actions[i].copy()
+        newest = rows[-1][0].stamp
+        weights = np.array([math.exp(-self.blend_decay * (newest - c.stamp)) for c, _ in rows])
+        stacked = np.stack([c.actions[i] for c, i in rows])  # (N, D)
         return weights @ stacked / weights.sum()
-
-    def _committed_target(self, now: float) -> np.ndarray:
-        """The committed chunk's row for now; once it is played out (or dropped by the watchdog)
-        the newest chunk covering now is committed to. Only called when one covers now."""
-        still_queued = any(c is self._committed for c in self._chunks)
-        if not still_queued or self._committed.row_at(now) is None:
-            self._committed = next(c for c in reversed(self._chunks)
-                                   if c.row_at(now) is not None)
-        return self._committed.actions[self._committed.row_at(now)].copy()
