@@ -27,6 +27,10 @@ CHECKPOINT ?=
 STEPS ?= 7200
 FILM ?= 1
 INSTALL ?=
+# train-sim: empty means train_sim's defaults (36 demos, preset small, runs/train_sim/SCENE[-nofilm]).
+DEMOS ?=
+PRESET ?=
+OUT ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
 IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
@@ -65,9 +69,11 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
 
-train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 INSTALL=checkpoints/SCENE
+train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small OUT= INSTALL=
 	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
-		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL))
+		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL)) \
+		$(if $(DEMOS),--episodes $(DEMOS)) $(if $(PRESET),--preset $(PRESET)) \
+		$(if $(OUT),--out $(OUT))
 
 eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCENE=.. EPISODES=10 -> runs/<time>/eval.json
 	$(ENV) $(ISOLATED) python -m aloha_bringup.eval_sim \

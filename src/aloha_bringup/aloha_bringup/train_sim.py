@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from oft_policy_node.model.config import PRESETS
+
 from aloha_bringup.demo import REPO_ROOT
 from aloha_bringup.sim.scenes import SCENES
 
@@ -76,7 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              'eval-sim seeds start at 0, so no evaluated layout was a demo)')
     parser.add_argument('--demos', type=Path, default=None,
                         help='reuse a record_demos folder instead of recording')
-    parser.add_argument('--preset', default='small', help='model preset (default: %(default)s)')
+    parser.add_argument('--preset', default='small', choices=sorted(PRESETS),
+                        help='model preset (default: %(default)s; small-112: 112 px cameras, '
+                             '1.7x the step time)')
     parser.add_argument('--no-film', action='store_true', help='the FiLM ablation')
     parser.add_argument('--steps', type=int, default=7200,
                         help='optimizer steps (default: %(default)s)')
