@@ -33,7 +33,7 @@ from aloha_bringup.sim.scenes import SCENES
 
 # Camera size of the recorded demos and of `make eval-sim` for these checkpoints: 4:3 like the
 # real 480x640 cameras, small enough to render three of them at 25 Hz on two cores. The model
-# sees 112x112 either way (`small`).
+# resizes them to its preset's input (56 px `small`, 112 px `small-112`).
 DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH = 120, 160
 INTERRUPTED = 130  # the exit code of a stage stopped by Ctrl-C (its own checkpoint is saved)
 SUMMARY_FILE = 'train_sim.json'

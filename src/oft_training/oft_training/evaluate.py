@@ -52,10 +52,10 @@ def predict_chunks(policy: OftPolicy, arrays: dict[str, np.ndarray], ticks: np.n
         np.asarray(arrays['proprio'][t]), instruction) for t in ticks])
 
 
-def evaluate_episode(policy: OftPolicy, data: TrainingSet, number: int, every: int,
-                     probe: bool = False) -> dict[str, np.ndarray]:
-    """Predicted chunks at ticks 0, every, ... with a full recorded chunk ahead; with `probe`,
-    also those with swapped inputs (only the swaps the evaluated data allows)."""
+def evaluate_episode(policy: OftPolicy, data: TrainingSet, number: int, every: int
+                     ) -> dict[str, np.ndarray]:
+    """Predicted chunks at ticks 0, every, ... with a full recorded chunk ahead, and those with
+    swapped inputs (the swaps the evaluated data allows: another episode, another instruction)."""
     arrays = data.episode_arrays(number)
     k = data.chunk_size
     ticks = np.arange(0, len(arrays['actions']) - k + 1, every)
@@ -63,11 +63,11 @@ def evaluate_episode(policy: OftPolicy, data: TrainingSet, number: int, every: i
     result = {'ticks': ticks, 'predicted': predict_chunks(policy, arrays, ticks, instruction),
               'recorded': np.stack([np.asarray(arrays['actions'][t:t + k]) for t in ticks]),
               'actions': np.asarray(arrays['actions'])}
-    if probe and len(data.episodes) > 1:
+    if len(data.episodes) > 1:
         partner = data.episode_arrays((number + 1) % len(data.episodes))
         result[CAMERAS_SWAPPED] = predict_chunks(policy, arrays, ticks, instruction, partner)
     others = [text for text in data.instructions if text != instruction]
-    if probe and others:
+    if others:
         result[INSTRUCTION_SWAPPED] = predict_chunks(policy, arrays, ticks, others[0])
     return result
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     per_episode, errors, first_errors, results = {}, [], [], []
     for number, episode in enumerate(tqdm(data.episodes, desc='evaluate', unit='episode')):
-        result = evaluate_episode(policy, data, number, args.every, probe=True)
+        result = evaluate_episode(policy, data, number, args.every)
         results.append(result)
         error = np.abs(result['predicted'] - result['recorded'])  # (n, K, D)
         errors.append(error.reshape(-1, error.shape[-1]))

@@ -56,7 +56,7 @@ def test_input_reliance_reports_swapped_inputs(training_set, tmp_path, capsys):
 
     data = TrainingSet(training_set, None)
     policy = OftPolicy.from_pretrained(run / 'final')
-    results = [evaluate_episode(policy, data, n, 5, probe=True) for n in range(3)]
+    results = [evaluate_episode(policy, data, n, 5) for n in range(3)]
     for scope, rows in (('all_ticks', slice(None)), ('episode_start', slice(0, 1))):
         for key, name in (('predicted', 'recorded_inputs'), (CAMERAS_SWAPPED, CAMERAS_SWAPPED),
                           (INSTRUCTION_SWAPPED, INSTRUCTION_SWAPPED)):
