@@ -31,6 +31,9 @@ INSTALL ?=
 DEMOS ?=
 PRESET ?=
 OUT ?=
+# train-sim's vision backbone: empty = random init; pretrain = pretrain it on rendered layouts
+# first; a backbone.pt path = start from that one (both keep it frozen while the policy trains).
+VISION ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
 IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
@@ -69,11 +72,12 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
 
-train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small OUT= INSTALL=
+train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small VISION=pretrain OUT= INSTALL=
 	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
 		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL)) \
 		$(if $(DEMOS),--episodes $(DEMOS)) $(if $(PRESET),--preset $(PRESET)) \
-		$(if $(OUT),--out $(OUT))
+		$(if $(OUT),--out $(OUT)) \
+		$(if $(filter pretrain,$(VISION)),--pretrain-vision,$(if $(VISION),--init-vision $(VISION)))
 
 eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCENE=.. EPISODES=10 -> runs/<time>/eval.json
 	$(ENV) $(ISOLATED) python -m aloha_bringup.eval_sim \

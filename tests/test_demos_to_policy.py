@@ -1,6 +1,7 @@
-"""The data path end to end, as `make train-sim` runs it: scripted demos recorded through the
-real graph (aloha_sim over DDS -> rosbag2 MCAP), converted into a training set, trained,
-evaluated open loop and installed as a checkpoint that loads as a policy."""
+"""The data path end to end, as `make train-sim` runs it: a vision backbone pretrained on
+rendered layouts, scripted demos recorded through the real graph (aloha_sim over DDS -> rosbag2
+MCAP), converted into a training set, trained from that backbone, evaluated open loop and
+installed as a checkpoint that loads as a policy."""
 
 from __future__ import annotations
 
@@ -19,15 +20,27 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path):
     from oft_policy_node.model import OftPolicy
 
     out, installed = tmp_path / 'run', tmp_path / 'checkpoints' / 'put_x_into_pot'
+    vision = tmp_path / 'vision'
+    result = subprocess.run([sys.executable, '-m', 'aloha_bringup.pretrain_vision', '--scene',
+                             'put_x_into_pot', '--preset', 'tiny', '--layouts', '20', '--steps',
+                             '4', '--batch-size', '4', '--out', str(vision)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    pretrained = json.loads((vision / 'pretrain_vision.json').read_text())
+    assert set(pretrained['error_cm']) == {'pot', 'green_pepper', 'red_pepper', 'yellow_corn'}
+    assert pretrained['val_images'] == 2 and (vision / 'localisation.png').stat().st_size > 0
+
     command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
                '--episodes', '2', '--demo-seed', '1', '--preset', 'tiny', '--steps', '3',
                '--batch-size', '2', '--val-every', '3', '--out', str(out), '--install',
-               str(installed)]
+               str(installed), '--init-vision', str(vision / 'backbone.pt')]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / 'train_sim.json').read_text())
     assert list(summary['stages']) == ['record', 'convert', 'train', 'evaluate']
+    assert summary['vision'] == str(vision / 'backbone.pt')
+    assert f'vision backbone from {vision / "backbone.pt"}' in result.stdout
     assert all(stage['exit'] == 0 for stage in summary['stages'].values())
     dataset_written = (out / 'dataset' / 'index.json').stat().st_mtime_ns
 

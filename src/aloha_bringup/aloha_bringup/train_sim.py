@@ -4,13 +4,17 @@
     python -m aloha_bringup.train_sim --scene put_x_into_pot --no-film   # the FiLM ablation
     python -m aloha_bringup.train_sim --scene transfer_cube --install checkpoints/transfer_cube
 
-Four stages, each the project's own command in its own process (so this is exactly what a user
-would type by hand, and each stage's progress bar shows):
+Four or five stages, each the project's own command in its own process (so this is exactly what
+a user would type by hand, and each stage's progress bar shows):
   1. record_demos: scripted episodes recorded through the ROS graph as rosbag2 MCAP bags
      (skipped when <out>/demos already holds a finished recording, or with --demos DIR);
-  2. convert: bags -> training set for the preset;
-  3. train: the `small` preset (or --preset) from scratch, --steps x --batch-size;
-  4. evaluate: open-loop L1 on the run's held-out episodes, with plots.
+  2. with --pretrain-vision, pretrain_vision: the vision backbone learns to localise the scene's
+     objects on rendered layouts (skipped when <out>/vision/backbone.pt exists);
+  3. convert: bags -> training set for the preset;
+  4. train: the `small` preset (or --preset), --steps x --batch-size, from random weights or
+     from the pretrained backbone, kept frozen (--pretrain-vision, or --init-vision FILE to
+     reuse one);
+  5. evaluate: open-loop L1 on the run's held-out episodes, with plots.
 Writes <out>/train_sim.json: every stage's command and wall time. --install copies the final
 checkpoint to a folder (checkpoints/<scene> is what `make demo` and `make eval-sim` pick up).
 """
@@ -49,6 +53,13 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                               '-n', str(args.episodes), '--seed', str(args.demo_seed),
                               '-o', str(demos), '--image-height', str(DEMO_IMAGE_HEIGHT),
                               '--image-width', str(DEMO_IMAGE_WIDTH)]
+    init_vision = args.init_vision
+    if args.pretrain_vision:
+        init_vision = out / 'vision' / 'backbone.pt'
+        if not init_vision.exists():
+            commands['pretrain_vision'] = [*py, 'aloha_bringup.pretrain_vision', '--scene',
+                                           args.scene, '--preset', args.preset, '--out',
+                                           str(init_vision.parent)]
     if not (args.resume and (out / 'dataset' / 'index.json').exists()):
         commands['convert'] = [*py, 'oft_training.convert', str(demos), '--out',
                                str(out / 'dataset'), '--preset', args.preset, '--overwrite']
@@ -58,6 +69,9 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                          '--seed', str(args.seed), '--val-every', str(args.val_every),
                          '--save-every', str(args.val_every),
                          *(['--no-film'] if args.no_film else []),
+                         '--start-repeats', str(args.start_repeats),
+                         *(['--init-vision', str(init_vision), '--freeze-vision']
+                           if init_vision else []),
                          *(['--resume'] if args.resume else [])]
     commands['evaluate'] = [*py, 'oft_training.evaluate', '--checkpoint',
                             str(out / 'train' / 'final'), '--data', str(out / 'dataset'),
@@ -82,6 +96,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='model preset (default: %(default)s; small-112: 112 px cameras, '
                              '1.7x the step time)')
     parser.add_argument('--no-film', action='store_true', help='the FiLM ablation')
+    parser.add_argument('--start-repeats', type=int, default=1,
+                        help='train on the first second of every demo this many times per epoch '
+                             '(default: %(default)s; see train --help)')
+    vision = parser.add_mutually_exclusive_group()
+    vision.add_argument('--pretrain-vision', action='store_true',
+                        help='pretrain the vision backbone to localise objects first (about 15 '
+                             'min), as the paper starts from pretrained DINOv2/SigLIP')
+    vision.add_argument('--init-vision', type=Path, metavar='BACKBONE_PT',
+                        help='start from this pretrain_vision backbone (e.g. another run\'s '
+                             '<out>/vision/backbone.pt, for an ablation on the same one)')
     parser.add_argument('--steps', type=int, default=7200,
                         help='optimizer steps (default: %(default)s)')
     parser.add_argument('--batch-size', type=int, default=8, help='(default: %(default)s)')
@@ -95,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--install', type=Path, default=None,
                         help='copy the final checkpoint here (e.g. checkpoints/<scene>)')
     args = parser.parse_args(argv)
-    for name in ('episodes', 'steps', 'batch_size', 'val_every'):
+    for name in ('episodes', 'steps', 'batch_size', 'val_every', 'start_repeats'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.out is None:
@@ -110,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     demos = args.demos if args.demos is not None else out / 'demos'
     summary = {'scene': args.scene, 'preset': args.preset, 'film': not args.no_film,
+               'vision': ('pretrained' if args.pretrain_vision
+                          else str(args.init_vision) if args.init_vision else 'random'),
                'steps': args.steps, 'batch_size': args.batch_size, 'stages': {}}
     started = time.monotonic()
     for stage, command in stage_commands(args, out, demos).items():

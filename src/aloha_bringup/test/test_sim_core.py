@@ -117,3 +117,36 @@ def test_pot_success_follows_the_instructed_object(sim):
     sim.data.qpos[adr:adr + 3] = pot + [0, 0, 0.03]  # the corn in the pot is not the pepper
     sim.step(500)
     assert not sim.success()
+
+
+def test_place_arm_moves_it_at_once_and_refuses_bad_poses(sim):
+    sim.reset(seed=2)
+    joints = np.array([0.3, -0.6, 0.8, 0.1, -0.2, 0.4])
+    sim.place_arm('right', joints, 0.25)
+    state = sim.joint_state('right')
+    np.testing.assert_allclose(state.position[:6], joints, atol=1e-9)
+    assert robot.motor_to_normalized(state.position[6]) == pytest.approx(0.25, abs=1e-6)
+    np.testing.assert_allclose(sim.command('right')[:6], joints)  # and holds it
+    with pytest.raises(ValueError, match='6 finite joint angles'):
+        sim.place_arm('right', [np.nan] * 6, 0.5)
+    with pytest.raises(ValueError, match='unknown arm'):
+        sim.place_arm('middle', joints, 0.5)
+    np.testing.assert_allclose(sim.joint_state('right').position[:6], joints, atol=1e-9)
+
+
+def test_rendered_layouts_carry_their_seeds_object_positions():
+    from aloha_bringup.pretrain_vision import render_layouts
+
+    data = render_layouts('put_x_into_pot', 4, first_seed=7, height=48, width=64)
+    assert data.images.shape == (4, 48, 64, 3) and data.objects[0] == 'pot'
+    layout = PutXIntoPot().sample_layout(9)
+    np.testing.assert_allclose(data.positions[2], [layout.positions[o][:2] for o in data.objects])
+    # Even views keep the start pose; odd ones move the arms, so they differ from the start view.
+    sim = AlohaSim('put_x_into_pot', 48, 64)
+    try:
+        for k in (0, 1):
+            sim.reset(7 + k)
+            same = np.array_equal(sim.render('cam_high'), data.images[k])
+            assert same == (k == 0)
+    finally:
+        sim.close()

@@ -2,6 +2,7 @@ r"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written
 
     train --data datasets/pot --out runs/pot --preset small --steps 20000
     train --data datasets/pot --out runs/pot --preset small --steps 20000 --resume
+    train ... --preset small --init-vision runs/vision/pot/backbone.pt  # pretrained encoders
     # one machine, 8 GPUs (or CPU processes with gloo):
     torchrun --nproc-per-node 8 -m oft_training.train --preset openvla-7b \
         --base /models/openvla-7b --data datasets/pot --out runs/pot --batch-size 64
@@ -38,6 +39,19 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                         'the policy only through the LLM prompt (as OpenVLA-OFT without "+")')
     p.add_argument('--base', help='base OpenVLA checkpoint folder (safetensors shards + '
                    'tokenizer), needed for openvla-7b; small presets start from random weights')
+    p.add_argument('--init-vision', metavar='BACKBONE_PT',
+                   help='start DINOv2 + SigLIP from a pretrain_vision backbone.pt (small '
+                        'presets: stands in for the internet-pretrained encoders of openvla-7b)')
+    p.add_argument('--freeze-vision', action='store_true',
+                   help='with --init-vision: keep the pretrained DINOv2 + SigLIP weights fixed '
+                        '(FiLM, projector, LLM and head train), so fitting the demos cannot '
+                        'wash out the localisation')
+    p.add_argument('--start-repeats', type=int, default=DEFAULTS.start_repeats,
+                   help='draw the samples of each episode\'s first --start-seconds this many '
+                        'times per epoch (default %(default)s): there only the cameras say '
+                        'which object to reach for, later the arm\'s pose gives it away')
+    p.add_argument('--start-seconds', type=float, default=DEFAULTS.start_seconds,
+                   help='(default %(default)s)')
     p.add_argument('--steps', type=int, default=DEFAULTS.steps, help='optimizer steps')
     p.add_argument('--batch-size', type=int, default=DEFAULTS.batch_size,
                    help='global batch (all processes x accumulation), default %(default)s')

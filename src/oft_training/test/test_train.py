@@ -18,7 +18,9 @@ import torch
 from oft_policy_node.model import OftPolicy
 from oft_policy_node.model.checkpoint import read_weights
 
+from oft_training.data.training_set import TrainingSet
 from oft_training.train import main as train
+from oft_training.training.batches import StepBatches, start_weighted_stream
 from oft_training.training.loop import FINAL_DIR, METRICS_FILE
 
 from .conftest import INSTRUCTIONS
@@ -175,3 +177,28 @@ def test_no_film_ablation_trains_without_film_maps(training_set, tmp_path):
     assert not np.allclose(chunks[0], chunks[1])
     # FiLM on/off is part of the run's identity: a resumed run cannot switch it.
     assert train(args(training_set, out, '--steps', '3', '--resume')) == 2
+
+
+def test_start_repeats_draw_episode_starts_more_often(training_set):
+    ticks = TrainingSet(training_set).sample_ticks()
+    assert ticks.min() == 0 and (np.diff(ticks) != 1).sum() == 2  # three episodes, in order
+    stream = start_weighted_stream(ticks, start_ticks=5, repeats=4)
+    assert len(stream) == len(ticks) + 3 * 5 * 3  # 5 early samples per episode, 3 extra copies
+    batches = StepBatches(len(ticks), 4, seed=0, start_step=0, num_steps=200, stream=stream)
+    drawn = np.array([i for step in range(-(-len(stream) // 4))
+                      for i, _ in batches.step_keys(step)])[:len(stream)]
+    # One epoch of the stream: every sample at least once, the early ones exactly 4 times.
+    counts = np.bincount(drawn, minlength=len(ticks))
+    np.testing.assert_array_equal(counts, np.where(ticks < 5, 4, 1))
+    with pytest.raises(ValueError, match='sample stream'):
+        StepBatches(len(ticks), 4, 0, 0, 10, stream=np.array([len(ticks)]))
+    with pytest.raises(ValueError, match='repeats=0'):
+        start_weighted_stream(ticks, 5, 0)
+
+
+def test_start_repeats_reach_the_sampler_and_are_frozen_on_resume(training_set, tmp_path):
+    out = tmp_path / 'run'
+    assert train(args(training_set, out, '--steps', '2', '--start-repeats', '3')) == 0
+    assert train(args(training_set, out, '--steps', '3', '--resume')) == 2  # 1 != 3: refused
+    assert train(args(training_set, out, '--steps', '3', '--start-repeats', '3',
+                      '--resume')) == 0

@@ -141,6 +141,20 @@ class AlohaSim:
         self.episode = Episode(self.scene.name, seed, instruction, layout, self._resets)
         return self.episode
 
+    def place_arm(self, arm: str, joints: np.ndarray, opening: float) -> None:
+        """Put an arm at 6 joint angles (rad) and a gripper opening (0 closed .. 1 open) at once,
+        holding them, without simulating the motion (for rendering varied views)."""
+        if arm not in robot.ARMS:
+            raise ValueError(f'unknown arm {arm!r}; expected one of {robot.ARMS}')
+        joints = np.asarray(joints, dtype=np.float64)
+        if joints.shape != (6,) or not np.all(np.isfinite(joints)):
+            raise ValueError(f'arm {arm!r} needs 6 finite joint angles, got {joints.tolist()}')
+        finger = self._normalized_to_finger(float(np.clip(opening, 0.0, 1.0)))
+        pose = (*joints, finger, -finger)
+        self.data.qpos[self._joint_qpos[arm]] = pose
+        self.data.ctrl[self._ctrl[arm]] = pose
+        mujoco.mj_forward(self.model, self.data)
+
     def set_command(self, arm: str, command: np.ndarray | list[float]) -> None:
         """Hold `command` = 6 arm joints (rad) + gripper motor angle (rad) until the next one.
 

@@ -103,7 +103,7 @@ def map_key(key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     return []
 
 
-def _resolve(key: str, params: dict[str, torch.Tensor]) -> str | None:
+def resolve_key(key: str, params: dict[str, torch.Tensor]) -> str | None:
     """Our key, or its LoRA-wrapped form (`x.q_proj.base_layer.weight`) once peft injected."""
     if key in params:
         return key
@@ -141,7 +141,7 @@ def load_openvla_base(network: nn.Module, directory: str | Path) -> list[str]:
                     raise CheckpointError(f'{shard}: tensor {key!r} is not part of the OpenVLA '
                                           'base layout (is this an OpenVLA checkpoint?)')
                 for ours, tensor in pairs:
-                    name = _resolve(ours, targets)
+                    name = resolve_key(ours, targets)
                     if name is None:
                         raise CheckpointError(f'{shard}: tensor {key!r} maps to {ours!r}, '
                                               'which this model does not have')
@@ -191,7 +191,7 @@ def check_base_matches(network: nn.Module, directory: str | Path) -> None:
                 if SKIPPED.match(key) or len(f.get_slice(key).get_shape()) != 1:
                     continue
                 for ours, tensor in map_key(key, f.get_tensor(key)):
-                    name = _resolve(ours, targets)
+                    name = resolve_key(ours, targets)
                     if name is None or name.startswith(FULLY_TRAINED):
                         continue
                     mine = targets[name]

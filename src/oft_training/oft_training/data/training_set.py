@@ -223,6 +223,10 @@ class TrainingSet:
     def __len__(self) -> int:
         return len(self._starts)
 
+    def sample_ticks(self) -> np.ndarray:
+        """The tick (within its episode) at which each sample starts, (len(self),)."""
+        return self._starts[:, 1].copy()
+
     def episode_arrays(self, number: int) -> dict[str, np.ndarray]:
         """Memory-mapped arrays of episode `number` (opened once per process)."""
         if number not in self._arrays:

@@ -60,10 +60,17 @@ class StepBatches(Sampler):
     rank: int = 0
     world_size: int = 1
     accumulation: int = 1
+    # Sample indices one epoch visits (repeats allowed: see `start_weighted_stream`); None: each
+    # of the num_samples once.
+    stream: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
             raise ValueError('the training split has no samples')
+        stream = np.arange(self.num_samples) if self.stream is None else np.asarray(self.stream)
+        if len(stream) < 1 or stream.min() < 0 or stream.max() >= self.num_samples:
+            raise ValueError(f'sample stream must hold indices in [0, {self.num_samples})')
+        object.__setattr__(self, '_stream', stream)
         per_rank, rest = divmod(self.global_batch, self.world_size * self.accumulation)
         if rest or per_rank < 1:
             raise ValueError(f'batch size {self.global_batch} must be a multiple of processes '
@@ -77,7 +84,8 @@ class StepBatches(Sampler):
     def _permutation(self, epoch: int) -> np.ndarray:
         cache = self._permutations
         if epoch not in cache:
-            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
+                len(self._stream))
             for old in [e for e in cache if e < epoch - 1]:
                 del cache[old]
         return cache[epoch]
@@ -88,8 +96,8 @@ class StepBatches(Sampler):
         keys = []
         for position in range(self.rank * share, (self.rank + 1) * share):
             stream = step * self.global_batch + position
-            epoch, offset = divmod(stream, self.num_samples)
-            keys.append((int(self._permutation(epoch)[offset]),
+            epoch, offset = divmod(stream, len(self._stream))
+            keys.append((int(self._stream[self._permutation(epoch)[offset]]),
                          sample_seed(self.seed, step, position)))
         return keys
 
@@ -101,6 +109,17 @@ class StepBatches(Sampler):
 
     def __len__(self) -> int:
         return (self.num_steps - self.start_step) * self.accumulation
+
+
+def start_weighted_stream(ticks: np.ndarray, start_ticks: int, repeats: int) -> np.ndarray:
+    """Sample indices of one epoch where samples starting before tick `start_ticks` of their
+    episode appear `repeats` times. Why: after the first second or two the arm's own pose says
+    where it is heading, so most samples can be fitted from proprio alone and the few where only
+    the cameras tell the layouts apart (which object, where) carry little of the loss: the
+    policy learns one average opening move (the copycat problem of behaviour cloning)."""
+    if repeats < 1 or start_ticks < 0:
+        raise ValueError(f'repeats={repeats} must be >= 1 and start_ticks={start_ticks} >= 0')
+    return np.repeat(np.arange(len(ticks)), np.where(np.asarray(ticks) < start_ticks, repeats, 1))
 
 
 class SampleDataset(Dataset):

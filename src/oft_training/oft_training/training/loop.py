@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from oft_policy_node import robot
 from oft_policy_node.model.config import get_preset
 from oft_policy_node.model.openvla_weights import load_openvla_base
 from oft_policy_node.model.policy import OftPolicy
@@ -28,16 +29,20 @@ from tqdm import tqdm
 
 from oft_training.data.training_set import TrainingSet
 from oft_training.training import state
-from oft_training.training.batches import SampleDataset, StepBatches, collate, split_episodes
+from oft_training.training.batches import (SampleDataset, StepBatches, collate, split_episodes,
+                                           start_weighted_stream)
 from oft_training.training.distributed import World, close_world, init_world
+from oft_training.vision_pretraining import load_backbone
 
 METRICS_FILE = 'metrics.jsonl'
 LR_DECAY = 0.1  # the one step decay of the learning rate, at TrainConfig.decay_step
 FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
-FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'batch_size', 'lr', 'lr_decay_step',
+FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'init_vision', 'freeze_vision',
+                    'start_repeats', 'start_seconds', 'batch_size', 'lr', 'lr_decay_step',
                     'weight_decay', 'val_fraction', 'seed')
-PATH_SETTINGS = ('data', 'base')  # compared as resolved paths: `runs/x` and `/repo/runs/x` match
+# Compared as resolved paths: `runs/x` and `/repo/runs/x` match.
+PATH_SETTINGS = ('data', 'base', 'init_vision')
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class TrainConfig:
     preset: str = 'tiny'
     no_film: bool = False  # ablation: the preset without FiLM (no language in the vision path)
     base: str | None = None  # base OpenVLA checkpoint folder (openvla-7b), else random init
+    init_vision: str | None = None  # pretrain_vision backbone.pt: DINOv2 + SigLIP start weights
+    freeze_vision: bool = False  # keep those weights (FiLM maps still train), as LoRA keeps a base
+    start_repeats: int = 1  # samples of an episode's first start_seconds are drawn this often
+    start_seconds: float = 1.0
     steps: int = 1000
     batch_size: int = 8  # global: over all processes and accumulation micro-batches
     grad_accumulation: int = 1
@@ -75,6 +84,11 @@ class TrainConfig:
             raise ValueError(f'lr={self.lr} must be > 0')
         if self.workers < 0 or self.keep_checkpoints < 1:
             raise ValueError('workers must be >= 0 and keep_checkpoints >= 1')
+        if self.start_repeats < 1 or self.start_seconds < 0:
+            raise ValueError(f'start_repeats={self.start_repeats} must be >= 1 and '
+                             f'start_seconds={self.start_seconds} >= 0')
+        if self.freeze_vision and self.init_vision is None:
+            raise ValueError('freeze_vision needs init_vision: frozen random encoders see nothing')
 
     @property
     def decay_step(self) -> int:
@@ -102,7 +116,7 @@ class StopRequest:
 
 
 def build_policy(config_name: str, base: str | None, data: TrainingSet,
-                 no_film: bool = False) -> OftPolicy:
+                 no_film: bool = False, init_vision: str | None = None) -> OftPolicy:
     config = get_preset(config_name)
     if no_film:
         config = config.replace(use_film=False)
@@ -111,6 +125,10 @@ def build_policy(config_name: str, base: str | None, data: TrainingSet,
                        instructions=data.instructions)
     if base is not None:
         load_openvla_base(policy.network, base)
+    if init_vision is not None:
+        metrics = load_backbone(init_vision, policy.network.vision, config)
+        print(f'train: vision backbone from {init_vision} (held-out localisation error, cm: '
+              f'{metrics.get("error_cm")})')
     return policy
 
 
@@ -142,7 +160,10 @@ def _run(cfg: TrainConfig, world: World) -> Path:
                                             cfg.val_fraction, cfg.seed)
     train_set = TrainingSet(full.root, train_names)
     val_set = TrainingSet(full.root, val_names)
-    policy = build_policy(cfg.preset, cfg.base, full, cfg.no_film)
+    policy = build_policy(cfg.preset, cfg.base, full, cfg.no_film, cfg.init_vision)
+    if cfg.freeze_vision:
+        for encoder in (policy.network.vision.dino, policy.network.vision.siglip):
+            encoder.requires_grad_(False)
     check_data(full, policy)
     policy.to(world.device)
     trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -184,8 +205,10 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         model = DistributedDataParallel(
             policy, device_ids=[world.device.index] if world.device.type == 'cuda' else None,
             find_unused_parameters=True)
+    stream = start_weighted_stream(train_set.sample_ticks(),
+                                   round(cfg.start_seconds * robot.CONTROL_RATE_HZ), cfg.start_repeats)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start_step, cfg.steps,
-                          world.rank, world.size, cfg.grad_accumulation)
+                          world.rank, world.size, cfg.grad_accumulation, stream)
     dataset = SampleDataset(train_set, policy.config, full.stats)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=cfg.workers, persistent_workers=False)
