@@ -31,6 +31,7 @@ setup(
             'record_demos = aloha_bringup.record_demos:main',
             'eval_sim = aloha_bringup.eval_sim:main',
             'train_sim = aloha_bringup.train_sim:main',
+            'pretrain_vision = aloha_bringup.pretrain_vision:main',
         ],
     },
 )

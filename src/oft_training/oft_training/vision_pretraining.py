@@ -1,4 +1,4 @@
-"""Pretrain the fused vision backbone (DINOv2 + SigLIP) to localise objects, for from-scratch presets.
+"""Pretrain the fused vision backbone (DINOv2 + SigLIP) to localise objects (from-scratch presets).
 
 OpenVLA-OFT+ starts from DINOv2 and SigLIP pretrained on the internet; their patch features
 already say where each object is, so a few dozen demos only have to teach the policy *which*
@@ -16,7 +16,7 @@ preset), 'dino', 'siglip' (state dicts), 'objects', 'metrics'}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.openvla_weights import resolve_key
-from oft_policy_node.model.processing import augment_images, inference_images
+from oft_policy_node.model.processing import (augment_images, inference_images,
+                                              stack_camera_images)
 from oft_policy_node.model.vision import FilmVisionBackbone
 
 FORMAT = 'oft-vision-backbone-1'
@@ -80,11 +81,10 @@ class LocalisationHead(nn.Module):
 def shape_settings(cfg: OftConfig) -> dict:
     """What a saved backbone must share with the preset it is loaded into."""
     return {'image_size': cfg.image_size, 'patch_size': cfg.patch_size,
-            'dino': cfg.dino.__dict__, 'siglip': cfg.siglip.__dict__}
+            'dino': dataclasses.asdict(cfg.dino), 'siglip': dataclasses.asdict(cfg.siglip)}
 
 
-def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings,
-             progress: Callable[[dict], None] | None = None
+def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings
              ) -> tuple[FilmVisionBackbone, dict]:
     """Train a fresh backbone of preset `cfg` on `data`; returns it and held-out metrics:
     the mean position error per object (cm) and that of always guessing the mean position."""
@@ -108,7 +108,7 @@ def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings,
     backbone.train()
     head.train()
     bar = tqdm(range(settings.steps), desc='pretrain vision', unit='step')
-    for step in bar:
+    for _ in bar:
         batch = torch.from_numpy(rng.choice(train_idx, settings.batch_size))
         images = torch.stack([augment_images(_frame(data.images[i]), cfg.image_size,
                                              cfg.crop_scale, generator)
@@ -120,8 +120,6 @@ def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings,
         optimizer.step()
         scheduler.step()
         bar.set_postfix(loss=f'{loss.item():.3f}')
-        if progress is not None:
-            progress({'step': step + 1, 'loss': loss.item()})
     metrics = evaluate(backbone, head, cfg, data, val_idx, mean, std)
     metrics['train_images'], metrics['val_images'] = len(train_idx), len(val_idx)
     return backbone, metrics
@@ -148,8 +146,8 @@ def evaluate(backbone: FilmVisionBackbone, head: LocalisationHead, cfg: OftConfi
 
 
 def _frame(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]: one camera."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]: one camera, converted as the policy's."""
+    return stack_camera_images({'camera': image}, ('camera',))
 
 
 def save_backbone(path: Path, backbone: FilmVisionBackbone, cfg: OftConfig,

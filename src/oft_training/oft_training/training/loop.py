@@ -205,8 +205,8 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         model = DistributedDataParallel(
             policy, device_ids=[world.device.index] if world.device.type == 'cuda' else None,
             find_unused_parameters=True)
-    stream = start_weighted_stream(train_set.sample_ticks(),
-                                   round(cfg.start_seconds * robot.CONTROL_RATE_HZ), cfg.start_repeats)
+    start_ticks = round(cfg.start_seconds * robot.CONTROL_RATE_HZ)
+    stream = start_weighted_stream(train_set.sample_ticks(), start_ticks, cfg.start_repeats)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start_step, cfg.steps,
                           world.rank, world.size, cfg.grad_accumulation, stream)
     dataset = SampleDataset(train_set, policy.config, full.stats)
