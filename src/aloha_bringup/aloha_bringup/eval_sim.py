@@ -131,6 +131,13 @@ class EvalMonitor:
     def recording(self) -> bool:
         return self.window_start is not None and self.window_end is None
 
+    def window_states(self) -> list[StateSample]:
+        """The states stamped inside the episode window. Arrival alone is not enough: /clock and
+        the task state travel on separate topics, so a busy monitor can still be receiving
+        states stamped after the window closed (or before it opened) while its clock lags."""
+        length = self.window_end - self.window_start
+        return [s for s in self.states if 0.0 <= s.t <= length]
+
     def _on_command(self, msg: object) -> None:
         if self.armed and self.window_start is None:
             self.window_start, self.wall_start = self.now(), time.monotonic()
@@ -272,7 +279,8 @@ class Evaluation:
         monitor = self.monitor
         success = monitor.success_time is not None
         task = language_task(get_scene(self.args.scene), plan.instruction)
-        approach = (first_approach(monitor.states, task.candidates, self.args.approach_distance)
+        states = monitor.window_states()
+        approach = (first_approach(states, task.candidates, self.args.approach_distance)
                     if task else None)
         if success and monitor.video.path.exists():
             monitor.video.path.unlink()  # videos of failures only
@@ -291,7 +299,7 @@ class Evaluation:
             'target_object': task.target if task else None,
             'first_approach': approach_record(approach),
             'followed_language': followed_language(task, approach),
-            'state_samples': len(monitor.states),
+            'state_samples': len(states),
             'stalled_ticks': monitor.counters.first_at_or_after('stalls', monitor.window_end),
             'clamped_ticks': monitor.counters.first_at_or_after('clamped_commands',
                                                                 monitor.window_end),
