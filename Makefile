@@ -34,6 +34,8 @@ OUT ?=
 # train-sim's vision backbone: empty = random init; pretrain = pretrain it on rendered layouts
 # first; a backbone.pt path = start from that one (both keep it frozen while the policy trains).
 VISION ?=
+# GROUNDING=1: co-train "where is the named object" on rendered views (train --grounding).
+GROUNDING ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
 IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
@@ -72,11 +74,11 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
 
-train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small VISION=pretrain OUT= INSTALL=
+train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small VISION=pretrain GROUNDING=1 OUT= INSTALL=
 	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
 		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL)) \
 		$(if $(DEMOS),--episodes $(DEMOS)) $(if $(PRESET),--preset $(PRESET)) \
-		$(if $(OUT),--out $(OUT)) \
+		$(if $(OUT),--out $(OUT)) $(if $(filter 1,$(GROUNDING)),--grounding) \
 		$(if $(filter pretrain,$(VISION)),--pretrain-vision,$(if $(VISION),--init-vision $(VISION)))
 
 eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCENE=.. EPISODES=10 -> runs/<time>/eval.json

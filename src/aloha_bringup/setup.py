@@ -32,6 +32,7 @@ setup(
             'eval_sim = aloha_bringup.eval_sim:main',
             'train_sim = aloha_bringup.train_sim:main',
             'pretrain_vision = aloha_bringup.pretrain_vision:main',
+            'render_grounding = aloha_bringup.render_grounding:main',
         ],
     },
 )

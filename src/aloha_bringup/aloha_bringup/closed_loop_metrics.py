@@ -60,7 +60,7 @@ def language_task(scene: Scene, instruction: str) -> LanguageTask | None:
     if not isinstance(scene, PutXIntoPot):
         return None
     return LanguageTask(tuple(body_name(item) for item in POT_ITEMS),
-                        body_name(scene.target_item(instruction)))
+                        scene.target_object(instruction))
 
 
 def first_approach(samples: Iterable[StateSample], candidates: Sequence[str],

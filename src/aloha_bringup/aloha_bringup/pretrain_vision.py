@@ -20,21 +20,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from oft_policy_node import robot
 from oft_policy_node.model.config import PRESETS, get_preset
 from oft_training.vision_pretraining import (LocalisationSet, PretrainSettings, pretrain,
                                              save_backbone)
-from tqdm import tqdm
 
-from aloha_bringup.sim.aloha_sim import START_JOINTS, AlohaSim
+from aloha_bringup.layout_views import render_views
 from aloha_bringup.sim.scenes import SCENES
 from aloha_bringup.train_sim import DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH
 
 CAMERA = 'cam_high'  # the one view that shows every object from the start pose
 FIRST_SEED = 100000
-# Half the views keep the start pose (the frame where the policy must pick its target); the
-# rest move each joint by up to this much (rad), as the arms do while reaching.
-ARM_JITTER = np.array([0.6, 0.5, 0.5, 0.6, 0.6, 0.6])
 PLOT_LAYOUTS = 120
 OUTPUT_FILES = ('backbone.pt', 'pretrain_vision.json', 'localisation.png')
 
@@ -42,22 +37,8 @@ OUTPUT_FILES = ('backbone.pt', 'pretrain_vision.json', 'localisation.png')
 def render_layouts(scene: str, count: int, first_seed: int, height: int,
                    width: int) -> LocalisationSet:
     """`count` top-camera images of seeded layouts and where each object starts."""
-    sim = AlohaSim(scene, height, width)
-    rng = np.random.default_rng(first_seed)
-    images, positions, objects = [], [], ()
-    try:
-        for k in tqdm(range(count), desc=f'rendering {scene}', unit='layout'):
-            episode = sim.reset(first_seed + k)
-            if k % 2:
-                for arm in robot.ARMS:
-                    sim.place_arm(arm, START_JOINTS + rng.uniform(-1, 1, 6) * ARM_JITTER,
-                                  rng.uniform())
-            objects = tuple(episode.layout.positions)
-            images.append(sim.render(CAMERA))
-            positions.append([episode.layout.positions[o][:2] for o in objects])
-    finally:
-        sim.close()
-    return LocalisationSet(np.stack(images), np.asarray(positions, dtype=np.float64), objects)
+    views = render_views(scene, count, first_seed, height, width, (CAMERA,))
+    return LocalisationSet(views.images[CAMERA], views.positions, views.objects)
 
 
 def plot(path: Path, objects: tuple[str, ...], metrics: dict) -> None:

@@ -10,10 +10,11 @@ a user would type by hand, and each stage's progress bar shows):
      (skipped when <out>/demos already holds a finished recording, or with --demos DIR);
   2. with --pretrain-vision, pretrain_vision: the vision backbone learns to localise the scene's
      objects on rendered layouts (skipped when <out>/vision/backbone.pt exists);
-  3. convert: bags -> training set for the preset;
+  3. with --grounding, render_grounding: views of many layouts for grounding co-training
+     (skipped when <out>/grounding/grounding.npz exists); convert: bags -> training set;
   4. train: the `small` preset (or --preset), --steps x --batch-size, from random weights or
      from the pretrained backbone, kept frozen (--pretrain-vision, or --init-vision FILE to
-     reuse one);
+     reuse one), co-trained on the grounding views with --grounding;
   5. evaluate: open-loop L1 on the run's held-out episodes, with plots.
 Writes <out>/train_sim.json: every stage's command and wall time. --install copies the final
 checkpoint to a folder (checkpoints/<scene> is what `make demo` and `make eval-sim` pick up).
@@ -60,6 +61,10 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
             commands['pretrain_vision'] = [*py, 'aloha_bringup.pretrain_vision', '--scene',
                                            args.scene, '--preset', args.preset, '--out',
                                            str(init_vision.parent)]
+    grounding = out / 'grounding' / 'grounding.npz'
+    if args.grounding and not grounding.exists():
+        commands['render_grounding'] = [*py, 'aloha_bringup.render_grounding', '--scene',
+                                        args.scene, '--out', str(grounding)]
     if not (args.resume and (out / 'dataset' / 'index.json').exists()):
         commands['convert'] = [*py, 'oft_training.convert', str(demos), '--out',
                                str(out / 'dataset'), '--preset', args.preset, '--overwrite']
@@ -72,6 +77,7 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                          '--start-repeats', str(args.start_repeats),
                          *(['--init-vision', str(init_vision), '--freeze-vision']
                            if init_vision else []),
+                         *(['--grounding', str(grounding)] if args.grounding else []),
                          *(['--resume'] if args.resume else [])]
     commands['evaluate'] = [*py, 'oft_training.evaluate', '--checkpoint',
                             str(out / 'train' / 'final'), '--data', str(out / 'dataset'),
@@ -106,6 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     vision.add_argument('--init-vision', type=Path, metavar='BACKBONE_PT',
                         help='start from this pretrain_vision backbone (e.g. another run\'s '
                              '<out>/vision/backbone.pt, for an ablation on the same one)')
+    parser.add_argument('--grounding', action='store_true',
+                        help='co-train "where is the named object" on rendered views (about 2 '
+                             'min to render, 2x the step time; see train --help)')
     parser.add_argument('--steps', type=int, default=7200,
                         help='optimizer steps (default: %(default)s)')
     parser.add_argument('--batch-size', type=int, default=8, help='(default: %(default)s)')
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {'scene': args.scene, 'preset': args.preset, 'film': not args.no_film,
                'vision': ('pretrained' if args.pretrain_vision
                           else str(args.init_vision) if args.init_vision else 'random'),
-               'steps': args.steps, 'batch_size': args.batch_size, 'stages': {}}
+               'grounding': args.grounding, 'steps': args.steps,
+               'batch_size': args.batch_size, 'stages': {}}
     started = time.monotonic()
     for stage, command in stage_commands(args, out, demos).items():
         print(f'train_sim: [{stage}] {shlex.join(command)}', flush=True)

@@ -3,6 +3,7 @@ r"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written
     train --data datasets/pot --out runs/pot --preset small --steps 20000
     train --data datasets/pot --out runs/pot --preset small --steps 20000 --resume
     train ... --preset small --init-vision runs/vision/pot/backbone.pt  # pretrained encoders
+    train ... --preset small --grounding runs/grounding/pot.npz  # + "where is the named object"
     # one machine, 8 GPUs (or CPU processes with gloo):
     torchrun --nproc-per-node 8 -m oft_training.train --preset openvla-7b \
         --base /models/openvla-7b --data datasets/pot --out runs/pot --batch-size 64
@@ -52,6 +53,13 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                         'which object to reach for, later the arm\'s pose gives it away')
     p.add_argument('--start-seconds', type=float, default=DEFAULTS.start_seconds,
                    help='(default %(default)s)')
+    p.add_argument('--grounding', metavar='NPZ',
+                   help='co-train on a render_grounding set: each step adds as many rendered '
+                        'views, and the policy must also say where the instructed object is '
+                        '(stands in for the grounding pretraining of openvla-7b\'s VLM)')
+    p.add_argument('--grounding-weight', type=float, default=DEFAULTS.grounding_weight,
+                   help='weight of the grounding L1 against the action L1 (default '
+                        '%(default)s)')
     p.add_argument('--steps', type=int, default=DEFAULTS.steps, help='optimizer steps')
     p.add_argument('--batch-size', type=int, default=DEFAULTS.batch_size,
                    help='global batch (all processes x accumulation), default %(default)s')

@@ -6,8 +6,8 @@ object the instruction names. The `small` presets start from random weights, and
 dozen demos the policy never learns to find the objects at all (evaluate's input-reliance probe:
 the start chunk does not change when the cameras are swapped). This stands in for that
 pretraining without internet weights: the backbone learns to regress every object's table
-position from a camera image, on images the simulator renders for free. A head flattens the
-patch tokens (so positions must be told apart per patch) and is thrown away afterwards; the
+position from a camera image, on images the simulator renders for free. An attention-pooling head
+(so positions must be written into the patch features) is thrown away afterwards; the
 policy then trains from the backbone's weights (`train --init-vision`).
 
 File format (`torch.save`): {'format', 'vision' (the shape settings that must match the policy's
@@ -65,17 +65,25 @@ class PretrainSettings:
 
 
 class LocalisationHead(nn.Module):
-    """(B, P, Dv) patch features -> (B, T*2) standardised positions; the flatten keeps each
-    patch's identity, so the backbone has to say in which patch an object is."""
+    """(B, P, Dv) patch features -> (B, T*2) standardised positions. One learned query per
+    object attends over the patches; an MLP reads the pooled feature. Pooling forgets which
+    patch a feature came from, so the backbone has to write each object's position into the
+    patch features themselves: the form in which the policy's Llama, which also reads patches
+    by attention, can find it. (A head that flattens the patches would know each patch's place
+    and let the features leave it out.)"""
 
-    def __init__(self, patches: int, feature_dim: int, outputs: int, hidden: int = 256) -> None:
+    def __init__(self, feature_dim: int, objects: int, hidden: int = 256) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(feature_dim)
-        self.mlp = nn.Sequential(nn.Linear(patches * feature_dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, outputs))
+        self.queries = nn.Parameter(torch.randn(objects, feature_dim) * feature_dim ** -0.5)
+        self.keys = nn.Linear(feature_dim, feature_dim)
+        self.mlp = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU(), nn.Linear(hidden, 2))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.norm(features).flatten(1))
+        features = self.norm(features)  # (B, P, Dv)
+        scores = torch.einsum('td,bpd->btp', self.queries, self.keys(features))
+        pooled = torch.einsum('btp,bpd->btd', scores.softmax(-1), features)  # (B, T, Dv)
+        return self.mlp(pooled).flatten(1)  # (B, T*2)
 
 
 def shape_settings(cfg: OftConfig) -> dict:
@@ -99,7 +107,7 @@ def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings
     targets = torch.from_numpy((flat - mean) / std).float()
 
     backbone = FilmVisionBackbone(cfg.replace(use_film=False))
-    head = LocalisationHead(cfg.patches_per_image, cfg.vision_dim, flat.shape[1])
+    head = LocalisationHead(cfg.vision_dim, len(data.objects))
     params = [*backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, settings.steps,

@@ -120,6 +120,10 @@ class Scene:
     def sample_layout(self, seed: int) -> Layout:
         raise NotImplementedError
 
+    def target_object(self, instruction: str) -> str:
+        """The layout object the instruction has the robot reach for first."""
+        raise NotImplementedError
+
     def apply_layout(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> None:
         """Put every free body of the layout at its position, upright, at rest."""
         for name, pos in layout.positions.items():
@@ -152,6 +156,10 @@ class TransferCube(Scene):
     def sample_layout(self, seed: int) -> Layout:
         return Layout({'box': tuple(float(v) for v in sample_box_pose(seed)[:3])})
 
+    def target_object(self, instruction: str) -> str:
+        self.check_instruction(instruction)
+        return 'box'
+
     def success(self, model: mujoco.MjModel, data: mujoco.MjData, instruction: str) -> bool:
         # gym-aloha's full reward: held by the left gripper and off the table.
         pairs = contact_pairs(model, data)
@@ -172,6 +180,10 @@ class Insertion(Scene):
         peg, socket = sample_insertion_pose(seed)
         return Layout({'peg': tuple(float(v) for v in peg[:3]),
                        'socket': tuple(float(v) for v in socket[:3])})
+
+    def target_object(self, instruction: str) -> str:
+        self.check_instruction(instruction)
+        return 'peg'
 
     def success(self, model: mujoco.MjModel, data: mujoco.MjData, instruction: str) -> bool:
         return ('red_peg', 'pin') in contact_pairs(model, data)
@@ -198,6 +210,9 @@ class PutXIntoPot(Scene):
         text = self.check_instruction(instruction)
         match = re.fullmatch(r'put (.+) into pot', text)
         return next(item for item in POT_ITEMS if match and item.name == match.group(1))
+
+    def target_object(self, instruction: str) -> str:
+        return body_name(self.target_item(instruction))
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         spec.delete(spec.body('box'))  # the MJCF's cube is not part of this scene

@@ -114,11 +114,12 @@ class OftNetwork(nn.Module):
         valid[:, -prompt.shape[1]:] = cond.prompt_mask.expand(b, -1)
         return seq, valid
 
-    def forward(self, images: torch.Tensor, proprio: torch.Tensor,
-                cond: Conditioning) -> torch.Tensor:
-        """Parallel decoding: (B, N, 3, S, S), (B, P) -> (B, K, D) normalised actions."""
+    def slot_states(self, images: torch.Tensor, proprio: torch.Tensor,
+                    cond: Conditioning) -> torch.Tensor:
+        """(B, N, 3, S, S), (B, P) -> the Llama's last hidden states of the K*D action slots,
+        (B, K*D, H): what the action head decodes (and grounding co-training reads)."""
         prefix, valid = self.prefix_embeds(images, proprio, cond)
-        b, k, d = prefix.shape[0], self.cfg.chunk_size, self.cfg.action_dim
+        b = prefix.shape[0]
         slots = self.action_slots.to(prefix.dtype)[None].expand(b, -1, -1)  # (B, K*D, H)
         seq = torch.cat([prefix, slots], dim=1)  # (B, L, H)
         valid = torch.cat([valid, valid.new_ones(b, slots.shape[1])], dim=1)  # (B, L)
@@ -126,8 +127,17 @@ class OftNetwork(nn.Module):
         hidden = self.llm.model(inputs_embeds=seq, position_ids=positions,
                                 attention_mask=bidirectional_mask(valid, seq.dtype),
                                 use_cache=False).last_hidden_state  # (B, L, H)
-        slot_states = hidden[:, -k * d:].reshape(b, k, -1)  # (B, K, D*H)
-        return self.action_head(slot_states)  # (B, K, D)
+        return hidden[:, -slots.shape[1]:]
+
+    def decode_slots(self, slot_states: torch.Tensor) -> torch.Tensor:
+        """(B, K*D, H) action-slot states -> (B, K, D) normalised actions (the L1 head)."""
+        b, k = slot_states.shape[0], self.cfg.chunk_size
+        return self.action_head(slot_states.reshape(b, k, -1))  # (B, K, D*H) per step
+
+    def forward(self, images: torch.Tensor, proprio: torch.Tensor,
+                cond: Conditioning) -> torch.Tensor:
+        """Parallel decoding: (B, N, 3, S, S), (B, P) -> (B, K, D) normalised actions."""
+        return self.decode_slots(self.slot_states(images, proprio, cond))
 
     @torch.inference_mode()
     def decode_autoregressive(self, images: torch.Tensor, proprio: torch.Tensor,

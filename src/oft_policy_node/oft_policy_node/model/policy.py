@@ -154,13 +154,26 @@ class OftPolicy(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training step forward: see the module docstring for the batch format."""
         cfg = self.config
-        missing = [k for k in ('images', 'proprio', 'actions', 'instructions') if k not in batch]
+        if 'actions' not in batch:
+            raise ValueError("batch lacks ['actions']; see oft_policy_node.model.policy")
+        slots = self.encode(batch)
+        b = slots.shape[0]
+        actions = batch['actions']
+        if tuple(actions.shape) != (b, cfg.chunk_size, cfg.action_dim):
+            raise ValueError(f"batch['actions'] has shape {tuple(actions.shape)}, expected "
+                             f'{(b, cfg.chunk_size, cfg.action_dim)}')
+        return self.action_loss(slots, actions)
+
+    def encode(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """'images', 'proprio', 'instructions' of a batch -> action-slot states (B, K*D, H)."""
+        cfg = self.config
+        missing = [k for k in ('images', 'proprio', 'instructions') if k not in batch]
         if missing:
             raise ValueError(f'batch lacks {missing}; see oft_policy_node.model.policy')
-        images, proprio, actions = batch['images'], batch['proprio'], batch['actions']
+        images, proprio = batch['images'], batch['proprio']
         b = images.shape[0]
         expect = {'images': (b, len(cfg.camera_names), 3, cfg.image_size, cfg.image_size),
-                  'proprio': (b, cfg.proprio_dim), 'actions': (b, cfg.chunk_size, cfg.action_dim)}
+                  'proprio': (b, cfg.proprio_dim)}
         for key, shape in expect.items():
             if tuple(batch[key].shape) != shape:
                 raise ValueError(f'batch[{key!r}] has shape {tuple(batch[key].shape)}, '
@@ -170,8 +183,13 @@ class OftPolicy(nn.Module):
                              f'entries for a batch of {b}')
         cond = self.network.condition(*self.tokenize(batch['instructions']),
                                       self.tokenizer.bos_token_id)
-        pred = self.network(images.to(self.device, self.dtype),
-                            proprio.to(self.device, self.dtype), cond)  # (B, K, D)
+        return self.network.slot_states(images.to(self.device, self.dtype),
+                                        proprio.to(self.device, self.dtype), cond)
+
+    def action_loss(self, slots: torch.Tensor, actions: torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Slot states (B, K*D, H) and target normalised actions (B, K, D) -> L1 and metrics."""
+        pred = self.network.decode_slots(slots)  # (B, K, D)
         l1 = (pred.float() - actions.to(self.device).float()).abs()  # (B, K, D)
         loss = l1.mean()
         return loss, {'l1': loss.item(), 'l1_first_action': l1[:, 0].mean().item()}

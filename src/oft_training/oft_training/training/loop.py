@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from oft_training.data.training_set import TrainingSet
+from oft_training.grounding import (CoTraining, GroundingBatches, GroundingSet, make_head,
+                                    split_views, validation_error_cm)
 from oft_training.training import state
 from oft_training.training.batches import (SampleDataset, StepBatches, collate, split_episodes,
                                            start_weighted_stream)
@@ -39,10 +41,11 @@ LR_DECAY = 0.1  # the one step decay of the learning rate, at TrainConfig.decay_
 FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
 FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'init_vision', 'freeze_vision',
-                    'start_repeats', 'start_seconds', 'batch_size', 'lr', 'lr_decay_step',
+                    'start_repeats', 'start_seconds', 'grounding', 'grounding_weight',
+                    'batch_size', 'lr', 'lr_decay_step',
                     'weight_decay', 'val_fraction', 'seed')
 # Compared as resolved paths: `runs/x` and `/repo/runs/x` match.
-PATH_SETTINGS = ('data', 'base', 'init_vision')
+PATH_SETTINGS = ('data', 'base', 'init_vision', 'grounding')
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class TrainConfig:
     freeze_vision: bool = False  # keep those weights (FiLM maps still train), as LoRA keeps a base
     start_repeats: int = 1  # samples of an episode's first start_seconds are drawn this often
     start_seconds: float = 1.0
+    grounding: str | None = None  # render_grounding .npz: co-train "where is the named object"
+    grounding_weight: float = 1.0  # its L1 (standardised positions) relative to the action L1
     steps: int = 1000
     batch_size: int = 8  # global: over all processes and accumulation micro-batches
     grad_accumulation: int = 1
@@ -87,6 +92,8 @@ class TrainConfig:
         if self.start_repeats < 1 or self.start_seconds < 0:
             raise ValueError(f'start_repeats={self.start_repeats} must be >= 1 and '
                              f'start_seconds={self.start_seconds} >= 0')
+        if self.grounding_weight <= 0:
+            raise ValueError(f'grounding_weight={self.grounding_weight} must be > 0')
         if self.freeze_vision and self.init_vision is None:
             raise ValueError('freeze_vision needs init_vision: frozen random encoders see nothing')
 
@@ -165,8 +172,12 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         for encoder in (policy.network.vision.dino, policy.network.vision.siglip):
             encoder.requires_grad_(False)
     check_data(full, policy)
-    policy.to(world.device)
-    trainable = [p for p in policy.parameters() if p.requires_grad]
+    module, grounding = policy, None
+    if cfg.grounding is not None:
+        grounding = _Grounding(cfg, policy, full, world)
+        module = CoTraining(policy, grounding.head, cfg.grounding_weight)
+    module.to(world.device)
+    trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.decay_step],
                                                      gamma=LR_DECAY)
@@ -176,6 +187,8 @@ def _run(cfg: TrainConfig, world: World) -> Path:
     if resume_from is not None:
         saved = state.load(resume_from, policy)
         _check_resume(saved['config'], cfg, resume_from)
+        if grounding is not None:
+            grounding.head.load_state_dict(saved['grounding_head'])
         optimizer.load_state_dict(saved['optimizer'])
         scheduler.load_state_dict(saved['scheduler'])
         state.set_rng_state(saved['rng'])
@@ -198,12 +211,12 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         print(f'train: {len(train_set)} samples from {len(train_names)} episodes, validation '
               f'{len(val_set)} samples from {len(val_names)} episodes {val_names}')
 
-    model = policy
+    model = module
     if world.distributed:
         # find_unused_parameters: some trainable tensors get no gradient (e.g. LoRA on the ViT
         # block after the one whose features the model uses); DDP must not wait for them.
         model = DistributedDataParallel(
-            policy, device_ids=[world.device.index] if world.device.type == 'cuda' else None,
+            module, device_ids=[world.device.index] if world.device.type == 'cuda' else None,
             find_unused_parameters=True)
     start_ticks = round(cfg.start_seconds * robot.CONTROL_RATE_HZ)
     stream = start_weighted_stream(train_set.sample_ticks(), start_ticks, cfg.start_repeats)
@@ -224,14 +237,18 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         while step < cfg.steps:
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
+            loss_sum, grounding_cm = 0.0, 0.0
             for i in range(cfg.grad_accumulation):
                 batch = next(micro_batches)
                 last = i == cfg.grad_accumulation - 1
                 sync = (model.no_sync() if world.distributed and not last
                         else contextlib.nullcontext())
                 with sync, autocast:
-                    loss, _ = model(batch)
+                    if grounding is None:
+                        loss, _ = model(batch)
+                    else:
+                        loss, parts = model(batch, grounding.micro_batch(step, i, world))
+                        grounding_cm += parts['grounding_cm'] / cfg.grad_accumulation
                     (loss / cfg.grad_accumulation).backward()
                 loss_sum += loss.item() / cfg.grad_accumulation
             lr = optimizer.param_groups[0]['lr']  # the rate this step was taken with
@@ -240,15 +257,22 @@ def _run(cfg: TrainConfig, world: World) -> Path:
             step += 1
             metrics = {'step': step, 'loss': world.mean(loss_sum), 'lr': lr,
                        'step_s': time.perf_counter() - started}  # data + forward + update
+            if grounding is not None:
+                metrics['grounding_cm'] = world.mean(grounding_cm)
             if step % cfg.val_every == 0 or step == cfg.steps:
                 metrics['val_l1'] = _validate(policy, val_set, full, cfg, world, autocast)
+                if grounding is not None and world.is_main:
+                    with autocast:
+                        metrics['val_grounding_cm'] = grounding.validate(cfg.val_samples)
             logger.log(metrics)
             stopping = world.any(stop.requested)
             if step % cfg.save_every == 0 or step == cfg.steps or stopping:
                 if world.is_main:
+                    extra = ({} if grounding is None
+                             else {'grounding_head': grounding.head.state_dict()})
                     state.save(out, step, policy, {
                         **trainer_settings, 'optimizer': optimizer.state_dict(),
-                        'scheduler': scheduler.state_dict()}, cfg.keep_checkpoints)
+                        'scheduler': scheduler.state_dict(), **extra}, cfg.keep_checkpoints)
                 world.barrier()
             if stopping:
                 logger.close()
@@ -262,6 +286,41 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         print(f'train: final checkpoint {final} (load with OftPolicy.from_pretrained)')
     world.barrier()
     return final
+
+
+class _Grounding:
+    """Grounding co-training's data and head (see oft_training.grounding)."""
+
+    def __init__(self, cfg: TrainConfig, policy: OftPolicy, full: TrainingSet,
+                 world: World) -> None:
+        if cfg.batch_size // (world.size * cfg.grad_accumulation) < 2:
+            raise ValueError('grounding needs micro-batches of at least 2 (its head normalises '
+                             f'over the batch); batch size {cfg.batch_size} over {world.size} '
+                             f'processes x {cfg.grad_accumulation} accumulation gives fewer')
+        data = GroundingSet.load(cfg.grounding)
+        self.policy, self.head = policy, make_head(policy, data)
+        self.accumulation = cfg.grad_accumulation
+        train_views, self.val_views = split_views(data, cfg.val_fraction)
+        self.batches = GroundingBatches(data, train_views, policy.config, full.stats,
+                                        cfg.batch_size, cfg.seed)
+        print(f'train: grounding co-training on {len(train_views)} views x '
+              f'{len(data.instructions)} instructions from {cfg.grounding} (weight '
+              f'{cfg.grounding_weight}), {len(self.val_views)} views held out')
+
+    def micro_batch(self, step: int, index: int, world: World) -> dict:
+        keys = self.batches.step_batch(step, world.rank, world.size)
+        size = len(keys) // self.accumulation
+        return self.batches.batch(keys[index * size:(index + 1) * size])
+
+    def validate(self, views: int) -> float:
+        self.policy.eval()
+        self.head.eval()
+        try:
+            return validation_error_cm(self.policy, self.head, self.batches, self.val_views,
+                                       views)
+        finally:
+            self.policy.train()
+            self.head.train()
 
 
 def _check_resume(saved: dict, cfg: TrainConfig, folder: Path) -> None:
