@@ -62,7 +62,8 @@ def test_set_round_trips_and_batches_depend_only_on_seed_and_step(square_set):
     data = GroundingSet.load(square_set)
     reference = squares(400)
     assert data.objects == reference.objects and data.targets == reference.targets
-    np.testing.assert_array_equal(data.images[robot.CAMERAS[0]], reference.images[robot.CAMERAS[0]])
+    np.testing.assert_array_equal(data.images[robot.CAMERAS[0]],
+                                  reference.images[robot.CAMERAS[0]])
     train_views, val_views = split_views(data, 0.1)
     assert len(val_views) == 40 and not set(train_views) & set(val_views)
 
