@@ -32,8 +32,9 @@ from oft_policy_node import robot
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.normalization import NormStats
 from oft_policy_node.model.policy import OftPolicy
-from oft_policy_node.model.processing import augment_images, inference_images, stack_camera_images
 from torch import nn
+
+from oft_training.training.batches import model_images
 
 IMAGE_PREFIX = 'images_'
 # Seeds grounding batches apart from the demo batches of the same step.
@@ -183,14 +184,8 @@ class GroundingBatches:
         cfg, data = self.config, self.data
         images, proprio, targets = [], [], []
         for view, instruction, seed in keys:
-            pixels = stack_camera_images({c: data.images[c][view] for c in cfg.camera_names},
-                                         cfg.camera_names)
-            if seed is None:
-                pixels = inference_images(pixels, cfg.image_size, cfg.crop_scale)
-            else:
-                generator = torch.Generator().manual_seed(int(seed))
-                pixels = augment_images(pixels, cfg.image_size, cfg.crop_scale, generator)
-            images.append(pixels)
+            images.append(model_images({c: data.images[c][view] for c in cfg.camera_names},
+                                       cfg, seed))
             proprio.append(torch.from_numpy(self.stats.normalize_proprio(data.proprio[view])))
             targets.append(torch.from_numpy(data.target_xy(view, instruction)))
         return {'images': torch.stack(images), 'proprio': torch.stack(proprio),

@@ -153,38 +153,36 @@ class OftPolicy(nn.Module):
     # ---- training ---------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training step forward: see the module docstring for the batch format."""
-        cfg = self.config
-        if 'actions' not in batch:
-            raise ValueError("batch lacks ['actions']; see oft_policy_node.model.policy")
-        slots = self.encode(batch)
-        b = slots.shape[0]
-        actions = batch['actions']
-        if tuple(actions.shape) != (b, cfg.chunk_size, cfg.action_dim):
-            raise ValueError(f"batch['actions'] has shape {tuple(actions.shape)}, expected "
-                             f'{(b, cfg.chunk_size, cfg.action_dim)}')
-        return self.action_loss(slots, actions)
+        self._check_batch(batch, ('images', 'proprio', 'actions', 'instructions'))
+        return self.action_loss(self._slot_states(batch), batch['actions'])
 
     def encode(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """'images', 'proprio', 'instructions' of a batch -> action-slot states (B, K*D, H)."""
+        self._check_batch(batch, ('images', 'proprio', 'instructions'))
+        return self._slot_states(batch)
+
+    def _check_batch(self, batch: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+        """Every key present and shaped for the config, before any forward pass."""
         cfg = self.config
-        missing = [k for k in ('images', 'proprio', 'instructions') if k not in batch]
+        missing = [k for k in keys if k not in batch]
         if missing:
             raise ValueError(f'batch lacks {missing}; see oft_policy_node.model.policy')
-        images, proprio = batch['images'], batch['proprio']
-        b = images.shape[0]
+        b = batch['images'].shape[0]
         expect = {'images': (b, len(cfg.camera_names), 3, cfg.image_size, cfg.image_size),
-                  'proprio': (b, cfg.proprio_dim)}
-        for key, shape in expect.items():
-            if tuple(batch[key].shape) != shape:
+                  'proprio': (b, cfg.proprio_dim), 'actions': (b, cfg.chunk_size, cfg.action_dim)}
+        for key in (k for k in keys if k in expect):
+            if tuple(batch[key].shape) != expect[key]:
                 raise ValueError(f'batch[{key!r}] has shape {tuple(batch[key].shape)}, '
-                                 f'expected {shape}')
+                                 f'expected {expect[key]}')
         if len(batch['instructions']) != b:
             raise ValueError(f"batch['instructions'] has {len(batch['instructions'])} "
                              f'entries for a batch of {b}')
+
+    def _slot_states(self, batch: Mapping[str, Any]) -> torch.Tensor:
         cond = self.network.condition(*self.tokenize(batch['instructions']),
                                       self.tokenizer.bos_token_id)
-        return self.network.slot_states(images.to(self.device, self.dtype),
-                                        proprio.to(self.device, self.dtype), cond)
+        return self.network.slot_states(batch['images'].to(self.device, self.dtype),
+                                        batch['proprio'].to(self.device, self.dtype), cond)
 
     def action_loss(self, slots: torch.Tensor, actions: torch.Tensor
                     ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -10,6 +10,7 @@ number of processes, micro-batches or DataLoader workers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,17 @@ def start_weighted_stream(ticks: np.ndarray, start_ticks: int, repeats: int) -> 
     return np.repeat(np.arange(len(ticks)), np.where(np.asarray(ticks) < start_ticks, repeats, 1))
 
 
+def model_images(images: Mapping[str, np.ndarray], config: OftConfig,
+                 seed: int | None) -> torch.Tensor:
+    """{camera: (H, W, 3) uint8} -> (N, 3, S, S) model input: the inference centre crop for
+    seed None (evaluation), else the model package's shared-draw augmentation from `seed`."""
+    pixels = stack_camera_images(images, config.camera_names)  # (N, 3, H, W)
+    if seed is None:
+        return inference_images(pixels, config.image_size, config.crop_scale)
+    generator = torch.Generator().manual_seed(int(seed))
+    return augment_images(pixels, config.image_size, config.crop_scale, generator)
+
+
 class SampleDataset(Dataset):
     """Training-set samples as model input: key (index, augmentation seed or None) -> dict.
 
@@ -138,14 +150,7 @@ class SampleDataset(Dataset):
     def __getitem__(self, key: tuple[int, int | None]) -> dict:
         index, seed = key
         sample = self.data.sample(index)
-        cfg = self.config
-        pixels = stack_camera_images(sample['images'], cfg.camera_names)  # (N, 3, H, W)
-        if seed is None:
-            pixels = inference_images(pixels, cfg.image_size, cfg.crop_scale)
-        else:
-            generator = torch.Generator().manual_seed(seed)
-            pixels = augment_images(pixels, cfg.image_size, cfg.crop_scale, generator)
-        return {'images': pixels,  # (N, 3, S, S)
+        return {'images': model_images(sample['images'], self.config, seed),  # (N, 3, S, S)
                 'proprio': torch.from_numpy(self.stats.normalize_proprio(sample['proprio'])),
                 'actions': torch.from_numpy(self.stats.normalize_actions(sample['actions'])),
                 'instruction': sample['instruction']}
