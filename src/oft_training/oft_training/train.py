@@ -4,6 +4,7 @@ r"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written
     train --data datasets/pot --out runs/pot --preset small --steps 20000 --resume
     train ... --preset small --init-vision runs/vision/pot/backbone.pt  # pretrained encoders
     train ... --preset small --grounding runs/grounding/pot.npz  # + "where is the named object"
+    train ... --preset small --init-policy runs/pot/final --data datasets/pot-more  # go on
     # one machine, 8 GPUs (or CPU processes with gloo):
     torchrun --nproc-per-node 8 -m oft_training.train --preset openvla-7b \
         --base /models/openvla-7b --data datasets/pot --out runs/pot --batch-size 64
@@ -43,8 +44,13 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument('--init-vision', metavar='BACKBONE_PT',
                    help='start DINOv2 + SigLIP from a pretrain_vision backbone.pt (small '
                         'presets: stands in for the internet-pretrained encoders of openvla-7b)')
+    p.add_argument('--init-policy', metavar='DIR',
+                   help='start every weight from a trained policy folder (a run\'s final) or '
+                        'training checkpoint (checkpoints/step_N, whose grounding head comes '
+                        'along), e.g. to go on with more demos; the new data\'s statistics '
+                        'are used, optimizer and schedule start afresh')
     p.add_argument('--freeze-vision', action='store_true',
-                   help='with --init-vision: keep the pretrained DINOv2 + SigLIP weights fixed '
+                   help='with --init-vision or --init-policy: keep the pretrained DINOv2 + SigLIP weights fixed '
                         '(FiLM, projector, LLM and head train), so fitting the demos cannot '
                         'wash out the localisation')
     p.add_argument('--start-repeats', type=int, default=DEFAULTS.start_repeats,

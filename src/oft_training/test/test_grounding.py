@@ -1,6 +1,7 @@
 """Grounding co-training: the head regresses positions from slot states; the grounding loss
 reaches the Llama; grounding batches are a pure function of (seed, step);
-a run with --grounding resumes exactly, head included; bad grounding sets are refused."""
+a run with --grounding resumes exactly, head included, and --init-policy brings the
+head along; bad grounding sets are refused."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from oft_policy_node.model.normalization import NormStats
 from oft_training.grounding import GroundingBatches, GroundingHead, GroundingSet, split_views
 from oft_training.train import main as train
 from oft_training.training.loop import FINAL_DIR, METRICS_FILE
+from oft_training.training.state import TRAINER_STATE
 
 from .conftest import INSTRUCTIONS
 
@@ -125,6 +127,24 @@ def test_run_with_grounding_resumes_exactly(training_set, square_set, tmp_path):
     # Another weight would change every step after the resume: refused.
     assert train(args(training_set, resumed, square_set, '--steps', '6', '--resume',
                       '--grounding-weight', '2')) == 2
+
+
+def test_init_policy_brings_the_grounding_head_along(training_set, square_set, tmp_path):
+    first, go_on = tmp_path / 'first', tmp_path / 'go_on'
+    assert train(args(training_set, first, square_set, '--steps', '4', '--val-every', '2')) == 0
+    step = first / 'checkpoints' / 'step_0000004'
+    # At a learning rate this small the head's weights stay where they were loaded; a fresh,
+    # randomly initialised head would not match.
+    assert train(args(training_set, go_on, square_set, '--steps', '1', '--val-every', '1',
+                      '--lr', '1e-12', '--init-policy', str(step))) == 0
+
+    def head(run: Path) -> dict[str, torch.Tensor]:
+        saved = torch.load(sorted((run / 'checkpoints').glob('step_*'))[-1] / TRAINER_STATE,
+                           weights_only=False)['grounding_head']
+        return {k: v for k, v in saved.items() if 'running' not in k and 'batches' not in k}
+
+    before, after = head(first), head(go_on)
+    assert before and all(torch.allclose(after[k], v, atol=1e-9) for k, v in before.items())
 
 
 def test_bad_grounding_sets_are_refused(training_set, square_set, tmp_path, capsys):

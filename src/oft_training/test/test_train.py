@@ -202,3 +202,38 @@ def test_start_repeats_reach_the_sampler_and_are_frozen_on_resume(training_set, 
     assert train(args(training_set, out, '--steps', '3', '--resume')) == 2  # 1 != 3: refused
     assert train(args(training_set, out, '--steps', '3', '--start-repeats', '3',
                       '--resume')) == 0
+
+
+def test_init_policy_starts_from_a_trained_policy(training_set, tmp_path, capsys):
+    first = tmp_path / 'first'
+    assert train(args(training_set, first, '--steps', '4')) == 0
+    trained = weights(first)
+    # A learning rate this small leaves the loaded weights as they were, so the second run's
+    # final shows what it started from.
+    go_on = tmp_path / 'go_on'
+    assert train(args(training_set, go_on, '--steps', '1', '--lr', '1e-12',
+                      '--init-policy', str(first / FINAL_DIR))) == 0
+    assert all(torch.allclose(weights(go_on)[k], v, atol=1e-9) for k, v in trained.items())
+    fresh = tmp_path / 'fresh'
+    assert train(args(training_set, fresh, '--steps', '1', '--lr', '1e-12')) == 0
+    assert any(not torch.allclose(weights(fresh)[k], v, atol=1e-9) for k, v in trained.items())
+    # A training checkpoint works too.
+    step = first / 'checkpoints' / 'step_0000004'
+    assert train(args(training_set, tmp_path / 'from_step', '--steps', '1', '--lr', '1e-12',
+                      '--init-policy', str(step))) == 0
+    capsys.readouterr()
+
+    nofilm = tmp_path / 'nofilm'
+    assert train(args(training_set, nofilm, '--steps', '1', '--no-film')) == 0
+    assert train(args(training_set, tmp_path / 'a', '--steps', '1',
+                      '--init-policy', str(nofilm / FINAL_DIR))) == 2
+    assert 'use_film=False' in capsys.readouterr().err
+    assert train(args(training_set, tmp_path / 'b', '--steps', '1',
+                      '--init-policy', str(tmp_path / 'missing'))) == 2
+    assert 'neither a policy folder' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(args(training_set, tmp_path / 'c', '--init-policy', str(first / FINAL_DIR),
+                   '--init-vision', str(tmp_path / 'backbone.pt')))
+    # The starting point is part of the run: resuming with another one is refused.
+    assert train(args(training_set, go_on, '--steps', '2', '--resume')) == 2
+    assert 'init_policy' in capsys.readouterr().err

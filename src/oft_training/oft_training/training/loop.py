@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from oft_policy_node import robot
+from oft_policy_node.model import checkpoint
 from oft_policy_node.model.config import get_preset
 from oft_policy_node.model.openvla_weights import load_openvla_base
 from oft_policy_node.model.policy import OftPolicy
@@ -40,12 +41,13 @@ METRICS_FILE = 'metrics.jsonl'
 LR_DECAY = 0.1  # the one step decay of the learning rate, at TrainConfig.decay_step
 FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
-FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'init_vision', 'freeze_vision',
+FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'init_vision', 'init_policy',
+                    'freeze_vision',
                     'start_repeats', 'start_seconds', 'grounding', 'grounding_weight',
                     'batch_size', 'lr', 'lr_decay_step',
                     'weight_decay', 'val_fraction', 'seed')
 # Compared as resolved paths: `runs/x` and `/repo/runs/x` match.
-PATH_SETTINGS = ('data', 'base', 'init_vision', 'grounding')
+PATH_SETTINGS = ('data', 'base', 'init_vision', 'init_policy', 'grounding')
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class TrainConfig:
     no_film: bool = False  # ablation: the preset without FiLM (no language in the vision path)
     base: str | None = None  # base OpenVLA checkpoint folder (openvla-7b), else random init
     init_vision: str | None = None  # pretrain_vision backbone.pt: DINOv2 + SigLIP start weights
+    init_policy: str | None = None  # a trained policy (or training checkpoint) to start from
     freeze_vision: bool = False  # keep those weights (FiLM maps still train), as LoRA keeps a base
     start_repeats: int = 1  # samples of an episode's first start_seconds are drawn this often
     start_seconds: float = 1.0
@@ -94,8 +97,13 @@ class TrainConfig:
                              f'start_seconds={self.start_seconds} >= 0')
         if self.grounding_weight <= 0:
             raise ValueError(f'grounding_weight={self.grounding_weight} must be > 0')
-        if self.freeze_vision and self.init_vision is None:
-            raise ValueError('freeze_vision needs init_vision: frozen random encoders see nothing')
+        if self.freeze_vision and self.init_vision is None and self.init_policy is None:
+            raise ValueError('freeze_vision needs init_vision or init_policy: frozen random '
+                             'encoders see nothing')
+        if self.init_policy is not None and (self.base is not None
+                                             or self.init_vision is not None):
+            raise ValueError('init_policy already holds every weight; it cannot be combined '
+                             'with base or init_vision')
 
     @property
     def decay_step(self) -> int:
@@ -139,6 +147,29 @@ def build_policy(config_name: str, base: str | None, data: TrainingSet,
     return policy
 
 
+def init_policy_weights(policy: OftPolicy, folder: Path) -> dict:
+    """Load every network weight of a trained policy into `policy` (fine-tuning a trained
+    policy on new demos). `folder`: a policy folder (`final`) or a training checkpoint
+    (`checkpoints/step_N`), whose trainer state is returned (else {}): with --grounding its
+    head starts where that run left it. The new data's normalisation statistics are kept."""
+    weights_dir = folder / state.POLICY_DIR if (folder / state.TRAINER_STATE).is_file() else folder
+    if not (weights_dir / checkpoint.WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f'--init-policy {folder}: neither a policy folder (with '
+                                f'{checkpoint.WEIGHTS_FILE}) nor a training checkpoint')
+    saved = checkpoint.read_config(weights_dir)
+    mine = policy.config
+    if (saved.name, saved.use_film) != (mine.name, mine.use_film):
+        raise ValueError(f'--init-policy {folder} is preset {saved.name!r} with '
+                         f'use_film={saved.use_film}; this run builds {mine.name!r} with '
+                         f'use_film={mine.use_film}')
+    checkpoint.load_state(policy.network, checkpoint.read_weights(weights_dir),
+                          str(weights_dir / checkpoint.WEIGHTS_FILE))
+    print(f'train: all weights from {weights_dir}')
+    if weights_dir == folder:
+        return {}
+    return torch.load(folder / state.TRAINER_STATE, map_location='cpu', weights_only=False)
+
+
 def check_data(data: TrainingSet, policy: OftPolicy) -> None:
     cfg = policy.config
     if data.chunk_size != cfg.chunk_size:
@@ -172,9 +203,13 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         for encoder in (policy.network.vision.dino, policy.network.vision.siglip):
             encoder.requires_grad_(False)
     check_data(full, policy)
+    start_state = (init_policy_weights(policy, Path(cfg.init_policy))
+                   if cfg.init_policy is not None else {})
     module, grounding = policy, None
     if cfg.grounding is not None:
         grounding = _Grounding(cfg, policy, full, world)
+        if 'grounding_head' in start_state:  # a head that already reads these slot states
+            grounding.head.load_state_dict(start_state['grounding_head'])
         module = CoTraining(policy, grounding.head, cfg.grounding_weight)
     module.to(world.device)
     trainable = [p for p in module.parameters() if p.requires_grad]
