@@ -30,6 +30,7 @@ setup(
             'record_bag = aloha_bringup.recorder_node:main',
             'record_demos = aloha_bringup.record_demos:main',
             'eval_sim = aloha_bringup.eval_sim:main',
+            'quick_eval = aloha_bringup.quick_eval:main',
             'train_sim = aloha_bringup.train_sim:main',
             'pretrain_vision = aloha_bringup.pretrain_vision:main',
             'render_grounding = aloha_bringup.render_grounding:main',
