@@ -344,40 +344,31 @@ def graph_nodes(args: argparse.Namespace, checkpoint: Path, instruction: str) ->
     return nodes
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='eval_sim', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--checkpoint', default=None,
-                        help='policy checkpoint directory (default: checkpoints/<scene> when '
-                             'trained, else an UNTRAINED random-weight policy)')
+def add_episode_arguments(parser: argparse.ArgumentParser, *, episodes: int,
+                          max_seconds: float, image_size: tuple[int, int]) -> None:
+    """The options that say which episodes run and how they are judged (eval_sim and
+    quick_eval run the same ones); check them with `check_episode_arguments`."""
     parser.add_argument('--scene', default='put_x_into_pot', choices=list(SCENES),
                         help='simulation scene (default: %(default)s)')
-    parser.add_argument('--episodes-per-instruction', type=int, default=10,
+    parser.add_argument('--episodes-per-instruction', type=int, default=episodes,
                         help='episodes per instruction of the scene (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the first episode; episode k uses seed+k '
                              '(default: %(default)s)')
-    parser.add_argument('--max-seconds', type=float, default=20.0,
+    parser.add_argument('--max-seconds', type=float, default=max_seconds,
                         help='sim seconds before an episode counts as failed '
                              '(default: %(default)s)')
     parser.add_argument('--approach-distance', type=float, default=DEFAULT_APPROACH_DISTANCE,
                         help='grasp point to object centre distance (m) that counts as '
                              'approaching it (default: %(default)s)')
-    parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
-    parser.add_argument('--image-height', type=int, default=robot.IMAGE_HEIGHT,
+    parser.add_argument('--image-height', type=int, default=image_size[0],
                         help='camera image height of sim and policy (default: %(default)s)')
-    parser.add_argument('--image-width', type=int, default=robot.IMAGE_WIDTH,
+    parser.add_argument('--image-width', type=int, default=image_size[1],
                         help='camera image width of sim and policy (default: %(default)s)')
-    parser.add_argument('--merge-rule', choices=MERGE_RULES,
-                        default=load_params()[EXECUTOR]['merge_rule'],
-                        help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
-                             'does on ALOHA (default: config/params.yaml, %(default)s)')
-    parser.add_argument('--out', type=Path, default=REPO_ROOT / 'runs',
-                        help='where runs/<timestamp>/ goes (default: %(default)s)')
-    parser.add_argument('--startup-timeout', type=float, default=180.0,
-                        help='wall seconds to wait for the graph to come up: services, model '
-                             'loaded, first chunk (default: %(default)s)')
-    args = parser.parse_args(argv)
+
+
+def check_episode_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error on episode options `add_episode_arguments` cannot check alone."""
     if args.episodes_per_instruction < 1:
         parser.error(f'--episodes-per-instruction {args.episodes_per_instruction} must be >= 1')
     if not 0 <= args.seed < 2**32 - 1024:
@@ -389,6 +380,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.image_height, args.image_width) < 16:
         parser.error(f'--image-height/--image-width {args.image_height}x{args.image_width} '
                      'must be at least 16 px (the real cameras are 480x640)')
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='eval_sim', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--checkpoint', default=None,
+                        help='policy checkpoint directory (default: checkpoints/<scene> when '
+                             'trained, else an UNTRAINED random-weight policy)')
+    add_episode_arguments(parser, episodes=10, max_seconds=20.0,
+                          image_size=(robot.IMAGE_HEIGHT, robot.IMAGE_WIDTH))
+    parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
+    parser.add_argument('--merge-rule', choices=MERGE_RULES,
+                        default=load_params()[EXECUTOR]['merge_rule'],
+                        help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
+                             'does on ALOHA (default: config/params.yaml, %(default)s)')
+    parser.add_argument('--out', type=Path, default=REPO_ROOT / 'runs',
+                        help='where runs/<timestamp>/ goes (default: %(default)s)')
+    parser.add_argument('--startup-timeout', type=float, default=180.0,
+                        help='wall seconds to wait for the graph to come up: services, model '
+                             'loaded, first chunk (default: %(default)s)')
+    args = parser.parse_args(argv)
+    check_episode_arguments(parser, args)
     return args
 
 

@@ -50,9 +50,9 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                         'along), e.g. to go on with more demos; the new data\'s statistics '
                         'are used, optimizer and schedule start afresh')
     p.add_argument('--freeze-vision', action='store_true',
-                   help='with --init-vision or --init-policy: keep the pretrained DINOv2 + SigLIP weights fixed '
-                        '(FiLM, projector, LLM and head train), so fitting the demos cannot '
-                        'wash out the localisation')
+                   help='with --init-vision or --init-policy: keep the pretrained DINOv2 + '
+                        'SigLIP weights fixed (FiLM, projector, LLM and head train), so fitting '
+                        'the demos cannot wash out the localisation')
     p.add_argument('--start-repeats', type=int, default=DEFAULTS.start_repeats,
                    help='draw the samples of each episode\'s first --start-seconds this many '
                         'times per epoch (default %(default)s): there only the cameras say '

@@ -42,10 +42,9 @@ LR_DECAY = 0.1  # the one step decay of the learning rate, at TrainConfig.decay_
 FINAL_DIR = 'final'
 # Settings that must not change when a run resumes (they change the result of every step).
 FROZEN_ON_RESUME = ('data', 'preset', 'no_film', 'base', 'init_vision', 'init_policy',
-                    'freeze_vision',
-                    'start_repeats', 'start_seconds', 'grounding', 'grounding_weight',
-                    'batch_size', 'lr', 'lr_decay_step',
-                    'weight_decay', 'val_fraction', 'seed')
+                    'freeze_vision', 'start_repeats', 'start_seconds', 'grounding',
+                    'grounding_weight', 'batch_size', 'lr', 'lr_decay_step', 'weight_decay',
+                    'val_fraction', 'seed')
 # Compared as resolved paths: `runs/x` and `/repo/runs/x` match.
 PATH_SETTINGS = ('data', 'base', 'init_vision', 'init_policy', 'grounding')
 
@@ -152,7 +151,8 @@ def init_policy_weights(policy: OftPolicy, folder: Path) -> dict:
     policy on new demos). `folder`: a policy folder (`final`) or a training checkpoint
     (`checkpoints/step_N`), whose trainer state is returned (else {}): with --grounding its
     head starts where that run left it. The new data's normalisation statistics are kept."""
-    weights_dir = folder / state.POLICY_DIR if (folder / state.TRAINER_STATE).is_file() else folder
+    is_training_checkpoint = (folder / state.TRAINER_STATE).is_file()
+    weights_dir = folder / state.POLICY_DIR if is_training_checkpoint else folder
     if not (weights_dir / checkpoint.WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f'--init-policy {folder}: neither a policy folder (with '
                                 f'{checkpoint.WEIGHTS_FILE}) nor a training checkpoint')
@@ -162,12 +162,11 @@ def init_policy_weights(policy: OftPolicy, folder: Path) -> dict:
         raise ValueError(f'--init-policy {folder} is preset {saved.name!r} with '
                          f'use_film={saved.use_film}; this run builds {mine.name!r} with '
                          f'use_film={mine.use_film}')
-    checkpoint.load_state(policy.network, checkpoint.read_weights(weights_dir),
-                          str(weights_dir / checkpoint.WEIGHTS_FILE))
     print(f'train: all weights from {weights_dir}')
-    if weights_dir == folder:
-        return {}
-    return torch.load(folder / state.TRAINER_STATE, map_location='cpu', weights_only=False)
+    if is_training_checkpoint:
+        return state.load(folder, policy)
+    state.load_weights(weights_dir, policy)
+    return {}
 
 
 def check_data(data: TrainingSet, policy: OftPolicy) -> None:

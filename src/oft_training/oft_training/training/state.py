@@ -75,7 +75,11 @@ def latest(out: Path) -> Path | None:
 
 def load(folder: Path, policy: OftPolicy) -> dict:
     """Load weights into `policy` (exactly, every tensor) and return the trainer state."""
-    weights_dir = folder / POLICY_DIR
+    load_weights(folder / POLICY_DIR, policy)
+    return torch.load(folder / TRAINER_STATE, map_location='cpu', weights_only=False)
+
+
+def load_weights(weights_dir: Path, policy: OftPolicy) -> None:
+    """Load a saved policy folder's weights into `policy`: exactly, every tensor."""
     checkpoint.load_state(policy.network, checkpoint.read_weights(weights_dir),
                           str(weights_dir / checkpoint.WEIGHTS_FILE))
-    return torch.load(folder / TRAINER_STATE, map_location='cpu', weights_only=False)
