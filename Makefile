@@ -41,6 +41,8 @@ IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
 # eval-sim's chunk merge rule; empty: config/params.yaml's (commit: whole chunks, as OFT).
 MERGE_RULE ?=
+# eval-sim's sim real-time cap; empty: config/params.yaml's (1.0). 0.2: GPU-like latency in sim time.
+REAL_TIME_FACTOR ?=
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -86,7 +88,8 @@ eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCE
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --scene $(SCENE) \
 		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS) \
 		--image-height $(IMAGE_HEIGHT) --image-width $(IMAGE_WIDTH) \
-		$(if $(MERGE_RULE),--merge-rule $(MERGE_RULE))
+		$(if $(MERGE_RULE),--merge-rule $(MERGE_RULE)) \
+		$(if $(REAL_TIME_FACTOR),--real-time-factor $(REAL_TIME_FACTOR))
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build install log bench_results

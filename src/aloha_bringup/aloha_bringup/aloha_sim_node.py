@@ -34,6 +34,7 @@ from std_srvs.srv import Trigger
 from aloha_bringup.sim.aloha_sim import AlohaSim, Episode, command_from_named
 from aloha_bringup.sim.pacing import RealTimePacer, StreamSchedule, steps_until
 from aloha_bringup.sim.scenes import SCENES, get_scene
+from aloha_bringup.sim.tracking_noise import TrackingNoise
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
@@ -79,6 +80,11 @@ EPISODE_PARAMETERS = (
                   'object positions) per sim second.', positive),
     ParameterSpec('max_real_time_factor', 1.0, 'Upper bound of sim time / wall time, in (0, 1].',
                   _fraction),
+    ParameterSpec('tracking_noise_std', 0.0, 'Demo recording (DART): the arm joints track the '
+                  'command plus a drifting offset of this standard deviation (rad); 0 = exact '
+                  'tracking. See sim/tracking_noise.py.', lambda v: None if v >= 0.0 else
+                  'must be >= 0'),
+    ParameterSpec('tracking_noise_time', 0.5, 'Correlation time (s) of that offset.', positive),
 )
 
 
@@ -95,7 +101,9 @@ class AlohaSimNode(Node):
                  'state': p['state_rate_hz']}
         self.pacer = RealTimePacer(p['max_real_time_factor'])
         self.schedule = StreamSchedule(rates)
-        self.sim = AlohaSim(self.scene, height, width)
+        noise = (TrackingNoise(p['tracking_noise_std'], p['tracking_noise_time'])
+                 if p['tracking_noise_std'] > 0.0 else None)
+        self.sim = AlohaSim(self.scene, height, width, noise)
         self.lock = threading.Lock()  # guards self.sim between physics thread and callbacks
         self.clock_offset = 0.0  # sim seconds of earlier episodes: /clock never goes back
         self.rejected_commands = 0

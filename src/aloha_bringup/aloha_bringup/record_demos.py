@@ -94,12 +94,14 @@ class EpisodeRecorder:
         return counts
 
 
-def start_sim(scene: str, height: int, width: int, camera_rate: float) -> subprocess.Popen:
+def start_sim(scene: str, height: int, width: int, camera_rate: float,
+              tracking_noise: float) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, '-m', 'aloha_bringup.aloha_sim_node', '--ros-args',
          '-p', f'scene:={scene}', '-p', f'image_height:={height}',
          '-p', f'image_width:={width}', '-p', f'camera_rate_hz:={camera_rate}',
-         '--log-level', 'warn'], env=os.environ.copy())
+         '-p', f'tracking_noise_std:={tracking_noise}', '--log-level', 'warn'],
+        env=os.environ.copy())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,13 +119,24 @@ def main(argv: list[str] | None = None) -> int:
                         help='camera frames per sim second (default: %(default)s)')
     parser.add_argument('--keep-failed', action='store_true',
                         help='keep the bags of unsuccessful episodes (default: delete them)')
+    parser.add_argument('--tracking-noise', type=float, default=0.0, metavar='RAD',
+                        help='DART demos: the sim tracks each arm joint command plus a drifting '
+                             'offset of this std (rad; 0.03 moves the gripper ~2 cm RMS) while '
+                             'the bags keep the clean commands as actions, so the policy learns '
+                             'to come back to the path (default: %(default)s, exact tracking)')
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     sigterm_as_ctrl_c()
     if args.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {args.episodes}')
+    if not (args.tracking_noise >= 0.0):
+        parser.error(f'--tracking-noise must be >= 0 rad, got {args.tracking_noise}')
+    if args.tracking_noise and args.external_sim:
+        parser.error('--tracking-noise configures the sim record_demos starts; with '
+                     '--external-sim set that sim\'s tracking_noise_std parameter instead')
     args.output.mkdir(parents=True, exist_ok=True)
     sim = None if args.external_sim else start_sim(args.scene, args.image_height,
-                                                   args.image_width, args.camera_rate)
+                                                   args.image_width, args.camera_rate,
+                                                   args.tracking_noise)
     rclpy.init(args=argv)
     node = Node('record_demos', parameter_overrides=[Parameter('use_sim_time', value=True)])
     executor = SingleThreadedExecutor()
@@ -147,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(path)
             summary.append({'bag': path.name, 'seed': seed, 'instruction': result.instruction,
                             'success': result.success, 'kept': result.success or
-                            args.keep_failed, 'messages': counts})
+                            args.keep_failed, 'tracking_noise_rad': args.tracking_noise,
+                            'messages': counts})
             tqdm.write(f'{path.name}: {"success" if result.success else "FAILED"}, '
                        f'{sum(counts.values())} messages')
     except (TimeoutError, ValueError, RuntimeError, FileExistsError) as err:

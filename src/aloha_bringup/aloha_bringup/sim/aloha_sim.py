@@ -19,6 +19,7 @@ from gym_aloha.constants import START_ARM_POSE
 from oft_policy_node import robot
 
 from aloha_bringup.sim.scenes import MJ_ARM_PREFIX, Layout, Scene, get_scene
+from aloha_bringup.sim.tracking_noise import TrackingNoise
 
 ARM_COMMAND_DIM = len(robot.ARM_JOINTS) + 1  # 6 joints (rad) + gripper motor angle (rad)
 # gym-aloha's sleep pose, per arm: 6 joints then the left finger position (m).
@@ -70,11 +71,14 @@ class AlohaSim:
     """MuJoCo physics of one scene, stepped explicitly by the caller (no clock of its own).
 
     `set_command` holds a target until the next one, like the Interbotix position controller;
-    `step` advances physics by whole timesteps; `render` draws one camera.
+    `step` advances physics by whole timesteps; `render` draws one camera. With
+    `tracking_noise` the arm joints track the target plus a drifting offset (demo recording,
+    see sim/tracking_noise.py); `command` still answers the clean target.
     """
 
     def __init__(self, scene: str | Scene, image_height: int = robot.IMAGE_HEIGHT,
-                 image_width: int = robot.IMAGE_WIDTH) -> None:
+                 image_width: int = robot.IMAGE_WIDTH,
+                 tracking_noise: TrackingNoise | None = None) -> None:
         if image_height < 16 or image_width < 16:
             raise ValueError(f'image size {image_height}x{image_width} is too small; '
                              'use at least 16x16 (the real cameras are 480x640)')
@@ -101,6 +105,9 @@ class AlohaSim:
             self._ctrl[robot.ARMS[0]][6]]
         self.episode: Episode | None = None
         self._resets = 0
+        self.tracking_noise = tracking_noise
+        # arm -> the clean actuator targets (6 joints + both fingers), noise not added
+        self._targets = {arm: self.data.ctrl[self._ctrl[arm]].copy() for arm in robot.ARMS}
 
     def _finger_to_normalized(self, finger: float) -> float:
         return (finger - self._finger_closed) / (self._finger_open - self._finger_closed)
@@ -130,10 +137,12 @@ class AlohaSim:
         instruction = self.scene.check_instruction(
             self.scene.default_instruction if instruction is None else instruction)
         mujoco.mj_resetData(self.model, self.data)
+        if self.tracking_noise is not None:
+            self.tracking_noise.reset(seed)
         for arm in robot.ARMS:
             start = (*START_JOINTS, START_FINGER, -START_FINGER)
             self.data.qpos[self._joint_qpos[arm]] = start
-            self.data.ctrl[self._ctrl[arm]] = start
+            self._hold(arm, start)
         layout = self.scene.sample_layout(seed)
         self.scene.apply_layout(self.model, self.data, layout)
         mujoco.mj_forward(self.model, self.data)
@@ -152,7 +161,7 @@ class AlohaSim:
         finger = self._normalized_to_finger(float(np.clip(opening, 0.0, 1.0)))
         pose = (*joints, finger, -finger)
         self.data.qpos[self._joint_qpos[arm]] = pose
-        self.data.ctrl[self._ctrl[arm]] = pose
+        self._hold(arm, pose)
         mujoco.mj_forward(self.model, self.data)
 
     def set_command(self, arm: str, command: np.ndarray | list[float]) -> None:
@@ -170,15 +179,32 @@ class AlohaSim:
         if not np.all(np.isfinite(command)):
             raise ValueError(f'command for arm {arm!r} is not finite: {command.tolist()}')
         finger = self._normalized_to_finger(robot.motor_to_normalized(command[6]))
-        self.data.ctrl[self._ctrl[arm]] = (*command[:6], finger, -finger)
+        self._hold(arm, (*command[:6], finger, -finger))
+
+    def _hold(self, arm: str, targets: tuple[float, ...]) -> None:
+        """Make `targets` (6 joints + both fingers) the arm's clean actuator targets."""
+        self._targets[arm] = np.array(targets, dtype=np.float64)
+        self._apply_targets(arm)
+
+    def _apply_targets(self, arm: str) -> None:
+        targets = self._targets[arm].copy()
+        if self.tracking_noise is not None:
+            targets[:6] += self.tracking_noise.offsets[arm]
+        self.data.ctrl[self._ctrl[arm]] = targets
 
     def command(self, arm: str) -> np.ndarray:
-        """The held target in command units, (7,)."""
-        ctrl = self.data.ctrl[self._ctrl[arm]]
-        return np.array([*ctrl[:6],
-                         robot.normalized_to_motor(self._finger_to_normalized(ctrl[6]))])
+        """The held (clean) target in command units, (7,)."""
+        targets = self._targets[arm]
+        return np.array([*targets[:6],
+                         robot.normalized_to_motor(self._finger_to_normalized(targets[6]))])
 
     def step(self, n: int = 1) -> None:
+        if self.tracking_noise is not None:
+            # The offset moves once per call: callers step in control-tick or stream-sized
+            # pieces (<= 40 ms), far below the noise's correlation time.
+            self.tracking_noise.advance(n * self.timestep)
+            for arm in robot.ARMS:
+                self._apply_targets(arm)
         mujoco.mj_step(self.model, self.data, nstep=n)
 
     def joint_state(self, arm: str) -> JointStateReadout:
