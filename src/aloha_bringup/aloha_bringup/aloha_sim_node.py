@@ -22,7 +22,8 @@ from dataclasses import replace
 import numpy as np
 from builtin_interfaces.msg import Time
 from oft_policy_node import robot
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, one_of, positive
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, non_negative, one_of, \
+    positive
 from oft_policy_node.node_runner import run_node
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -82,8 +83,7 @@ EPISODE_PARAMETERS = (
                   _fraction),
     ParameterSpec('tracking_noise_std', 0.0, 'Demo recording (DART): the arm joints track the '
                   'command plus a drifting offset of this standard deviation (rad); 0 = exact '
-                  'tracking. See sim/tracking_noise.py.', lambda v: None if v >= 0.0 else
-                  'must be >= 0'),
+                  'tracking. See sim/tracking_noise.py.', non_negative),
     ParameterSpec('tracking_noise_time', 0.5, 'Correlation time (s) of that offset.', positive),
 )
 

@@ -391,6 +391,7 @@ def check_episode_arguments(parser: argparse.ArgumentParser, args: argparse.Name
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='eval_sim', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    params = load_params()
     parser.add_argument('--checkpoint', default=None,
                         help='policy checkpoint directory (default: checkpoints/<scene> when '
                              'trained, else an UNTRAINED random-weight policy)')
@@ -398,11 +399,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           image_size=(robot.IMAGE_HEIGHT, robot.IMAGE_WIDTH))
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
     parser.add_argument('--merge-rule', choices=MERGE_RULES,
-                        default=load_params()[EXECUTOR]['merge_rule'],
+                        default=params[EXECUTOR]['merge_rule'],
                         help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
                              'does on ALOHA (default: config/params.yaml, %(default)s)')
     parser.add_argument('--real-time-factor', type=float,
-                        default=load_params()[SIM]['max_real_time_factor'],
+                        default=params[SIM]['max_real_time_factor'],
                         help="aloha_sim's max_real_time_factor, in (0, 1]: below 1 the sim "
                              'waits for the wall clock, so inference costs fewer sim seconds; '
                              "0.2 turns this 2-core CPU's ~60 ms into ~12 ms, about a GPU's "

@@ -22,6 +22,7 @@ from pathlib import Path
 import rclpy
 from oft_policy_node import robot
 from oft_policy_node.child_process import sigterm_as_ctrl_c, stop_process
+from oft_policy_node.node_parameters import non_negative
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -128,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     sigterm_as_ctrl_c()
     if args.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {args.episodes}')
-    if not (args.tracking_noise >= 0.0):
-        parser.error(f'--tracking-noise must be >= 0 rad, got {args.tracking_noise}')
+    if problem := non_negative(args.tracking_noise):  # the sim node's own check, up front
+        parser.error(f'--tracking-noise {problem} (rad), got {args.tracking_noise}')
     if args.tracking_noise and args.external_sim:
         parser.error('--tracking-noise configures the sim record_demos starts; with '
                      '--external-sim set that sim\'s tracking_noise_std parameter instead')

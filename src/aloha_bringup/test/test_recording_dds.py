@@ -174,7 +174,8 @@ def test_record_demos_tracking_noise_moves_the_arms_not_the_recorded_commands(sp
 def test_record_demos_refuses_bad_tracking_noise(capsys):
     from aloha_bringup.record_demos import main
 
-    for argv, message in ((['--tracking-noise', '-0.1'], 'must be >= 0'),
+    for argv, message in ((['--tracking-noise', '-0.1'], 'must be a finite number >= 0'),
+                          (['--tracking-noise', 'inf'], 'must be a finite number >= 0'),
                           (['--tracking-noise', '0.03', '--external-sim'], '--external-sim')):
         with pytest.raises(SystemExit) as exit_info:
             main(['record_demos', *argv])
