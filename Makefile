@@ -36,10 +36,14 @@ OUT ?=
 VISION ?=
 # GROUNDING=1: co-train "where is the named object" on rendered views (train --grounding).
 GROUNDING ?=
+# RECIPE=grounded: pretrained vision + grounding + three training stages (144 demos, ~3.5 h);
+# STEPS does not apply to it (train_sim --recipe-steps).
+RECIPE ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
 IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
-# eval-sim's chunk merge rule; empty: config/params.yaml's (commit: whole chunks, as OFT).
+# eval-sim's chunk merge rule; empty: config/params.yaml's (sync: whole chunks, each from its
+# first row after a pause for inference).
 MERGE_RULE ?=
 # eval-sim's sim real-time cap; empty: config/params.yaml's (1.0). 0.2: GPU-like latency in sim time.
 REAL_TIME_FACTOR ?=
@@ -76,8 +80,9 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
 		-o demos/$(SCENE)
 
-train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small VISION=pretrain GROUNDING=1 OUT= INSTALL=
+train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small VISION=pretrain GROUNDING=1 RECIPE=grounded OUT= INSTALL=
 	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
+		$(if $(RECIPE),--recipe $(RECIPE)) \
 		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL)) \
 		$(if $(DEMOS),--episodes $(DEMOS)) $(if $(PRESET),--preset $(PRESET)) \
 		$(if $(OUT),--out $(OUT)) $(if $(filter 1,$(GROUNDING)),--grounding) \

@@ -15,7 +15,8 @@ import pytest
 from tests.ros_fixtures import REPO_ROOT
 
 REPORT_KEYS = {'instruction', 'scene', 'sim_seconds', 'wall_seconds', 'real_time_factor',
-               'ticks', 'control_rate_hz', 'stalled_ticks', 'clamped_ticks', 'chunks',
+               'ticks', 'control_rate_hz', 'stalled_ticks', 'clamped_ticks', 'waiting_ticks',
+               'chunks',
                'inference_latency_s', 'success'}
 
 

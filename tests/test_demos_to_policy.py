@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +16,10 @@ import pytest
 from tests.ros_fixtures import REPO_ROOT
 
 
-@pytest.mark.slow
-def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path):
-    from oft_policy_node.model import OftPolicy
-
-    out, installed = tmp_path / 'run', tmp_path / 'checkpoints' / 'put_x_into_pot'
-    vision = tmp_path / 'vision'
+@pytest.fixture(scope='module')
+def vision(tmp_path_factory) -> Path:
+    """A tiny pretrain_vision backbone folder, shared by the recipes' runs."""
+    vision = tmp_path_factory.mktemp('vision')
     result = subprocess.run([sys.executable, '-m', 'aloha_bringup.pretrain_vision', '--scene',
                              'put_x_into_pot', '--preset', 'tiny', '--layouts', '20', '--steps',
                              '4', '--batch-size', '4', '--out', str(vision)],
@@ -29,7 +28,14 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path):
     pretrained = json.loads((vision / 'pretrain_vision.json').read_text())
     assert set(pretrained['error_cm']) == {'pot', 'green_pepper', 'red_pepper', 'yellow_corn'}
     assert pretrained['val_images'] == 2 and (vision / 'localisation.png').stat().st_size > 0
+    return vision
 
+
+@pytest.mark.slow
+def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path, vision):
+    from oft_policy_node.model import OftPolicy
+
+    out, installed = tmp_path / 'run', tmp_path / 'checkpoints' / 'put_x_into_pot'
     command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
                '--episodes', '2', '--demo-seed', '1', '--preset', 'tiny', '--steps', '3',
                '--batch-size', '2', '--val-every', '3', '--out', str(out), '--install',
@@ -72,3 +78,46 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path):
     chunk = policy.predict_action_chunk(images, np.zeros(14, np.float32),
                                         recorded[0]['instruction'])
     assert chunk.shape == (25, 14) and np.isfinite(chunk).all()
+
+
+@pytest.mark.slow
+def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_path, vision):
+    out = tmp_path / 'grounded'
+    command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
+               '--recipe', 'grounded', '--episodes', '4', '--start-episodes', '3',
+               '--demo-seed', '1', '--preset', 'tiny', '--recipe-steps', '2', '3', '2', '2',
+               '--batch-size', '2', '--val-every', '1', '--grounding-layouts', '6',
+               '--out', str(out), '--init-vision', str(vision / 'backbone.pt')]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / 'train_sim.json').read_text())
+    assert list(summary['stages']) == ['record', 'render_grounding', 'convert', 'convert_start',
+                                       'train_ground', 'train_ground_more', 'train_demos',
+                                       'train', 'evaluate']
+    assert all(stage['exit'] == 0 for stage in summary['stages'].values())
+    stages = {name: stage['command'] for name, stage in summary['stages'].items()}
+
+    # The first stage trains on the first demos only; the later ones on all of them.
+    def episodes(dataset: str) -> list[str]:
+        return [e['name'] for e in json.loads((out / dataset / 'index.json').read_text())
+                ['episodes']]
+    # (three, so that every instruction is among them, as train requires for grounding)
+    assert episodes('dataset-start') == [f'put_x_into_pot_000{seed}' for seed in (1, 2, 3)]
+    assert len(episodes('dataset')) == 4
+    # Each stage starts from the previous one's last checkpoint; only the last trains vision.
+    ground = out / 'train-ground' / 'checkpoints'
+    assert '--steps 3' in stages['train_ground_more'] and '--resume' in stages['train_ground_more']
+    assert f'--init-policy {ground / "step_0000003"}' in stages['train_demos']
+    assert '--freeze-vision' in stages['train_demos'] and '--lr 2.5e-4' in stages['train_demos']
+    assert f'--init-policy {out / "train-demos" / "checkpoints" / "step_0000002"}' in \
+        stages['train']
+    assert '--freeze-vision' not in stages['train'] and '--grounding ' in stages['train']
+    assert (out / 'train' / 'final' / 'model.safetensors').is_file()
+    assert result.stdout.count('train: all weights from') == 2
+
+    # Everything finished: --resume re-runs nothing but the evaluation.
+    result = subprocess.run([*command, '--resume'], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(json.loads((out / 'train_sim.json').read_text())['stages']) == ['evaluate']

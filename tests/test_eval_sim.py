@@ -21,7 +21,8 @@ MAX_SECONDS = 2.0
 REAL_TIME_FACTOR = 0.5  # capped below what this CPU reaches, so the cap is what it runs at
 STATE_RATE_HZ = 25.0  # aloha_sim's default state_rate_hz
 SUMMARY_KEYS = {'episodes', 'successes', 'success_rate', 'approached', 'followed_language',
-                'language_following_rate', 'stalled_ticks', 'clamped_ticks', 'chunks',
+                'language_following_rate', 'stalled_ticks', 'clamped_ticks', 'waiting_ticks',
+                'chunks',
                 'inference_latency_s', 'sim_seconds', 'wall_seconds'}
 
 
@@ -50,7 +51,7 @@ def test_every_instruction_ran_on_a_freshly_reset_seeded_episode(evaluation):
     episodes = report['episodes']
     assert report['complete'] is True and 'Traceback' not in output
     assert report['seeds'] == [SEED, SEED + 1, SEED + 2]
-    assert report['merge_rule'] == 'commit' and '--merge-rule commit' in report['command']
+    assert report['merge_rule'] == 'sync' and '--merge-rule sync' in report['command']
     assert [e['instruction'] for e in episodes] == list(scene.instructions())
     for episode in episodes:
         # The sim was reset with this episode's seed and instruction ...
@@ -82,6 +83,7 @@ def test_episode_measurements_are_complete_and_plausible(evaluation):
         assert 0.0 < episode['inference_latency_s']['p50'] <= episode['inference_latency_s']['max']
         assert isinstance(episode['stalled_ticks'], int) and episode['stalled_ticks'] >= 0
         assert isinstance(episode['clamped_ticks'], int) and episode['clamped_ticks'] >= 0
+        assert isinstance(episode['waiting_ticks'], int) and episode['waiting_ticks'] >= 0
         # The sim got the cap: no episode ran faster than REAL_TIME_FACTOR x wall time.
         assert episode['wall_seconds'] >= 0.95 * episode['sim_seconds'] / REAL_TIME_FACTOR
         approach = episode['first_approach']
@@ -109,6 +111,7 @@ def test_rates_are_counts_over_episodes(evaluation):
         overall['followed_language'] / 3, abs=1e-4)
     assert overall['stalled_ticks'] == sum(e['stalled_ticks'] for e in episodes)
     assert overall['clamped_ticks'] == sum(e['clamped_ticks'] for e in episodes)
+    assert overall['waiting_ticks'] == sum(e['waiting_ticks'] for e in episodes)
     for instruction, summary in report['per_instruction'].items():
         (episode,) = [e for e in episodes if e['instruction'] == instruction]
         assert summary['episodes'] == 1

@@ -1,7 +1,8 @@
 """chunk_executor over real DDS, driven by a test rig that owns /clock: the commands equal the
-time-indexed expectation of a scripted chunk stream (stale prefix skipped, both merge rules),
-stalls hold the pose, the watchdog fires, ~/stop and ~/resume work, and the interbotix backend
-sends the driver's messages."""
+time-indexed expectation of a scripted chunk stream (stale prefix skipped, the merge rules;
+`sync` pauses for a fresh chunk and plays it from its first row), stalls hold the pose, the
+watchdog fires, ~/stop and ~/resume work, and the interbotix backend sends the driver's
+messages."""
 
 from __future__ import annotations
 
@@ -87,6 +88,30 @@ def test_commands_follow_the_time_indexed_chunk_stream(rig_factory, merge_rule):
             expected = (weight_a * a[row_a] + b[row_b]) / (weight_a + 1.0)
         np.testing.assert_allclose(command, expected, atol=1e-9)
         assert not np.allclose(command, a[row_a], atol=1e-4)  # B changed the command
+
+
+def test_sync_pauses_for_a_chunk_observed_after_the_last_row(rig_factory):
+    rig = rig_factory(merge_rule='sync')
+    rig.tick()
+    # A was observed 5 ticks ago; sync plays it from row 0 anyway (no rows lost to latency).
+    a = ramp(0.0)
+    rig.publish_chunk(chunk_message(rig.now - 5 * PERIOD, a, chunk_id=1))
+    for row in range(robot.CHUNK_SIZE):
+        np.testing.assert_allclose(rig.tick(), a[row], atol=1e-9)
+    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['fresh_ticks']) >= 20)
+    stalls_before = int(rig.diagnostics[-1]['stalls'])
+    last_row_time = rig.now
+    # B was observed before A's last row: the executor holds A's last row and waits.
+    rig.publish_chunk(chunk_message(last_row_time - PERIOD, ramp(0.05), chunk_id=2))
+    for _ in range(3):
+        np.testing.assert_allclose(rig.tick(), a[-1], atol=1e-9)
+    c = ramp(0.01)
+    rig.publish_chunk(chunk_message(last_row_time + PERIOD, c, chunk_id=3))
+    for row in range(10):  # two diagnostics periods (0.2 s): a report after C began
+        np.testing.assert_allclose(rig.tick(), c[row], atol=1e-9)
+    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['fresh_ticks']) > robot.CHUNK_SIZE)
+    counters = rig.diagnostics[-1]
+    assert (int(counters['waits']), int(counters['stalls'])) == (3, stalls_before)
 
 
 def test_empty_queue_and_watchdog_hold_the_pose_and_count_stalls(rig_factory):

@@ -126,6 +126,7 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
         'language_following_rate': _rate(followed, len(defined)) if defined else None,
         'stalled_ticks': sum(e['stalled_ticks'] for e in episodes),
         'clamped_ticks': sum(e['clamped_ticks'] for e in episodes),
+        'waiting_ticks': sum(e['waiting_ticks'] for e in episodes),
         'chunks': sum(e['chunks'] for e in episodes),
         'inference_latency_s': latency_stats(latencies),
         'sim_seconds': round(sum(e['sim_seconds'] for e in episodes), 3),

@@ -7,7 +7,7 @@ process, as `run_graph` does), watches it from a monitor node for `--duration` s
 time counted from the first action chunk (model loading is not part of the measurement), stops
 it, and writes to runs/<timestamp>/:
   report.json   instruction, scene, sim/wall seconds, real-time factor, ticks, control rate,
-                stalled and clamped ticks, chunks, inference latency p50/p95/max, success
+                stalled, clamped and waiting ticks, chunks, inference latency p50/p95/max, success
   cameras.mp4   cam_high | cam_left_wrist | cam_right_wrist, side by side
   joints.png    commanded vs measured, 14 panels
 It uses --checkpoint, else the trained checkpoint of the scene in checkpoints/ when there is
@@ -256,6 +256,7 @@ def _build_report(monitor: DemoMonitor, args: argparse.Namespace, checkpoint: Pa
         # counts stalls, which is not part of the measured run.
         'stalled_ticks': monitor.executor_counters.change('stalls', start, end),
         'clamped_ticks': monitor.executor_counters.change('clamped_commands', start, end),
+        'waiting_ticks': monitor.executor_counters.change('waits', start, end),
         'chunks': len(monitor.latencies),
         'inference_latency_s': latency_stats(monitor.latencies),
         'success': monitor.success,

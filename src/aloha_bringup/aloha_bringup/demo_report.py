@@ -146,7 +146,8 @@ def summary_lines(report: dict) -> list[str]:
         f"sim {report['sim_seconds']:.1f} s in {report['wall_seconds']:.1f} s wall "
         f"(real-time factor {report['real_time_factor']:.2f})",
         f"control: {report['ticks']} ticks at {report['control_rate_hz']:.1f} Hz, "
-        f"{report['stalled_ticks']} stalled, {report['clamped_ticks']} clamped",
+        f"{report['stalled_ticks']} stalled, {report['clamped_ticks']} clamped, "
+        f"{report['waiting_ticks']} waiting",
         f"chunks: {report['chunks']}, inference latency p50 {latency['p50']} s, "
         f"p95 {latency['p95']} s, max {latency['max']} s",
         f"success: {report['success']}",

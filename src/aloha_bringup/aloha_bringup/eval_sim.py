@@ -13,11 +13,11 @@ previous episode is ever executed into this one); the episode ends at /task/succ
 --max-seconds of sim time, and the executor is stopped again.
 
 Per episode it measures task success, the first object a gripper approached (language
-following, from the sim's ground truth /task/state), stalled and clamped ticks (executor
-/diagnostics), inference latency and sim/wall seconds, and records a video of the three cameras
-that is kept for failed episodes only. Writes runs/<timestamp>/eval.json (per-episode records,
-per-instruction and overall rates, chance level, the command that reproduces the run) and
-runs/<timestamp>/videos/episode_<k>.mp4.
+following, from the sim's ground truth /task/state), stalled, clamped and waiting ticks
+(executor /diagnostics), inference latency and sim/wall seconds, and records a video of the
+three cameras that is kept for failed episodes only. Writes runs/<timestamp>/eval.json
+(per-episode records, per-instruction and overall rates, chance level, the command that
+reproduces the run) and runs/<timestamp>/videos/episode_<k>.mp4.
 
 Inference latency is part of what is measured: the robot moves on while the policy thinks. It
 is counted in sim seconds, so `--real-time-factor` below 1 (the sim never runs faster than that
@@ -308,6 +308,7 @@ class Evaluation:
             'stalled_ticks': monitor.counters.first_at_or_after('stalls', monitor.window_end),
             'clamped_ticks': monitor.counters.first_at_or_after('clamped_commands',
                                                                 monitor.window_end),
+            'waiting_ticks': monitor.counters.first_at_or_after('waits', monitor.window_end),
             'chunks': len(monitor.latencies),
             'inference_latency_s': latency_stats(monitor.latencies),
             'inference_latencies_s': monitor.latencies,
@@ -401,7 +402,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--merge-rule', choices=MERGE_RULES,
                         default=params[EXECUTOR]['merge_rule'],
                         help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
-                             'does on ALOHA (default: config/params.yaml, %(default)s)')
+                             'does on ALOHA; sync also pauses for each chunk, so none starts '
+                             'late (default: config/params.yaml, %(default)s)')
     parser.add_argument('--real-time-factor', type=float,
                         default=params[SIM]['max_real_time_factor'],
                         help="aloha_sim's max_real_time_factor, in (0, 1]: below 1 the sim "

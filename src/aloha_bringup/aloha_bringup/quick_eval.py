@@ -67,7 +67,7 @@ def run_episode(sim: AlohaSim, policy: OftPolicy, plan: EpisodePlan, max_seconds
             'target_object': task.target if task else None,
             'first_approach': approach_record(approach),
             'followed_language': followed_language(task, approach),
-            'stalled_ticks': 0, 'clamped_ticks': 0, 'chunks': chunks,
+            'stalled_ticks': 0, 'clamped_ticks': 0, 'waiting_ticks': 0, 'chunks': chunks,
             'inference_latencies_s': latencies, 'sim_seconds': round(sim.time, 3),
             'wall_seconds': round(time.perf_counter() - started, 3)}
 

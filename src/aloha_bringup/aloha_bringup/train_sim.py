@@ -3,6 +3,7 @@
     python -m aloha_bringup.train_sim --scene put_x_into_pot
     python -m aloha_bringup.train_sim --scene put_x_into_pot --no-film   # the FiLM ablation
     python -m aloha_bringup.train_sim --scene transfer_cube --install checkpoints/transfer_cube
+    python -m aloha_bringup.train_sim --scene put_x_into_pot --recipe grounded  # language
 
 Four or five stages, each the project's own command in its own process (so this is exactly what
 a user would type by hand, and each stage's progress bar shows):
@@ -16,6 +17,13 @@ a user would type by hand, and each stage's progress bar shows):
      from the pretrained backbone, kept frozen (--pretrain-vision, or --init-vision FILE to
      reuse one), co-trained on the grounding views with --grounding;
   5. evaluate: open-loop L1 on the run's held-out episodes, with plots.
+`--recipe grounded` (the policy that goes for the instructed object; about 3.5 h here) records
+144 demos, pretrains the vision backbone and renders grounding views, then trains in three
+stages, each starting from the last (train --init-policy): grounding co-training on the first
+36 demos with the backbone frozen (4000 steps, resumed to 6000); all 144 demos at half the
+learning rate and half the grounding weight (4000); the same with DINOv2 + SigLIP trainable
+(3000); --recipe-steps sets the four step counts.
+
 Writes <out>/train_sim.json: every stage's command and wall time. --install copies the final
 checkpoint to a folder (checkpoints/<scene> is what `make demo` and `make eval-sim` pick up).
 """
@@ -29,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from oft_policy_node.model.config import PRESETS
@@ -40,6 +49,11 @@ from aloha_bringup.sim.scenes import SCENES
 # real 480x640 cameras, small enough to render three of them at 25 Hz on two cores. The model
 # resizes them to its preset's input (56 px `small`, 112 px `small-112`).
 DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH = 120, 160
+# --recipe grounded: steps of (first stage, resumed to, 144 demos frozen, 144 demos unfrozen);
+# demos of the first stage; lr and grounding weight of the later stages (README, session 8).
+GROUNDED_STEPS = (4000, 6000, 4000, 3000)
+GROUNDED_EPISODES, GROUNDED_START_EPISODES = 144, 36
+GROUNDED_LATER_LR, GROUNDED_LATER_WEIGHT = '2.5e-4', '0.5'
 INTERRUPTED = 130  # the exit code of a stage stopped by Ctrl-C (its own checkpoint is saved)
 SUMMARY_FILE = 'train_sim.json'
 
@@ -55,30 +69,37 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                               '-o', str(demos), '--image-height', str(DEMO_IMAGE_HEIGHT),
                               '--image-width', str(DEMO_IMAGE_WIDTH)]
     init_vision = args.init_vision
-    if args.pretrain_vision:
+    if args.pretrain_vision or (args.recipe == 'grounded' and init_vision is None):
         init_vision = out / 'vision' / 'backbone.pt'
         if not init_vision.exists():
             commands['pretrain_vision'] = [*py, 'aloha_bringup.pretrain_vision', '--scene',
                                            args.scene, '--preset', args.preset, '--out',
                                            str(init_vision.parent)]
     grounding = out / 'grounding' / 'grounding.npz'
-    if args.grounding and not grounding.exists():
+    if (args.grounding or args.recipe == 'grounded') and not grounding.exists():
         commands['render_grounding'] = [*py, 'aloha_bringup.render_grounding', '--scene',
-                                        args.scene, '--out', str(grounding)]
+                                        args.scene, '--layouts', str(args.grounding_layouts),
+                                        '--out', str(grounding)]
     if not (args.resume and (out / 'dataset' / 'index.json').exists()):
         commands['convert'] = [*py, 'oft_training.convert', str(demos), '--out',
                                str(out / 'dataset'), '--preset', args.preset, '--overwrite']
-    commands['train'] = [*py, 'oft_training.train', '--data', str(out / 'dataset'),
-                         '--out', str(out / 'train'), '--preset', args.preset,
-                         '--steps', str(args.steps), '--batch-size', str(args.batch_size),
-                         '--seed', str(args.seed), '--val-every', str(args.val_every),
-                         '--save-every', str(args.val_every),
-                         *(['--no-film'] if args.no_film else []),
-                         '--start-repeats', str(args.start_repeats),
-                         *(['--init-vision', str(init_vision), '--freeze-vision']
-                           if init_vision else []),
-                         *(['--grounding', str(grounding)] if args.grounding else []),
-                         *(['--resume'] if args.resume else [])]
+
+    def train(data: str, run: str, steps: int, *options: str) -> list[str]:
+        return [*py, 'oft_training.train', '--data', str(out / data), '--out', str(out / run),
+                '--preset', args.preset, '--steps', str(steps),
+                '--batch-size', str(args.batch_size), '--seed', str(args.seed),
+                '--val-every', str(args.val_every), '--save-every', str(args.val_every),
+                *(['--no-film'] if args.no_film else []),
+                '--start-repeats', str(args.start_repeats), *options]
+
+    if args.recipe == 'grounded':
+        commands.update(grounded_stages(args, out, demos, init_vision, grounding, train))
+    else:
+        commands['train'] = train('dataset', 'train', args.steps,
+                                  *(['--init-vision', str(init_vision), '--freeze-vision']
+                                    if init_vision else []),
+                                  *(['--grounding', str(grounding)] if args.grounding else []),
+                                  *(['--resume'] if args.resume else []))
     commands['evaluate'] = [*py, 'oft_training.evaluate', '--checkpoint',
                             str(out / 'train' / 'final'), '--data', str(out / 'dataset'),
                             '--run', str(out / 'train'), '--out', str(out / 'evaluate'),
@@ -86,13 +107,70 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
     return commands
 
 
+def grounded_stages(args: argparse.Namespace, out: Path, demos: Path, init_vision: Path,
+                    grounding: Path, train: Callable[..., list[str]]) -> dict[str, list[str]]:
+    """The grounded recipe's convert of its first demos and its four training commands. Why
+    stages: on 36 layouts the grounding head first teaches the Llama to look the named object
+    up (the loss collapses within a few hundred steps); more demos and trainable encoders
+    then buy the action precision. --resume continues the first unfinished stage."""
+    first, resumed_to, frozen, unfrozen = args.recipe_steps
+    start_bags = [str(demos / f'{args.scene}_{args.demo_seed + k:04d}')
+                  for k in range(args.start_episodes)]
+    stages = {}
+    if not (out / 'dataset-start' / 'index.json').exists():
+        stages['convert_start'] = [sys.executable, '-m', 'oft_training.convert', *start_bags,
+                                   '--out', str(out / 'dataset-start'), '--preset', args.preset,
+                                   '--overwrite']
+    ground = ['--init-vision', str(init_vision), '--freeze-vision', '--grounding',
+              str(grounding)]
+    later = ['--grounding', str(grounding), '--lr', GROUNDED_LATER_LR,
+             '--grounding-weight', GROUNDED_LATER_WEIGHT]
+    plan = [('train_ground', 'train-ground', 'dataset-start', first, ground),
+            ('train_ground_more', 'train-ground', 'dataset-start', resumed_to, ground),
+            ('train_demos', 'train-demos', 'dataset', frozen,
+             ['--init-policy', checkpoint(out / 'train-ground', resumed_to), '--freeze-vision',
+              *later]),
+            ('train', 'train', 'dataset', unfrozen,
+             ['--init-policy', checkpoint(out / 'train-demos', frozen), *later])]
+    for stage, run, data, steps, options in plan:
+        trained = latest_step(out / run)
+        if trained >= steps or (stage == 'train_ground_more' and resumed_to == first):
+            continue  # finished earlier (--resume goes on with the next stage), or no resume
+        resume = stage == 'train_ground_more' or (args.resume and trained > 0)
+        stages[stage] = train(data, run, steps, *options, *(['--resume'] if resume else []))
+    return stages
+
+
+def checkpoint(run: Path, step: int) -> str:
+    return str(run / 'checkpoints' / f'step_{step:07d}')
+
+
+def latest_step(run: Path) -> int:
+    """The step of a training run's newest checkpoint (train writes checkpoints/latest), or 0."""
+    latest = run / 'checkpoints' / 'latest'
+    return int(latest.read_text().strip().removeprefix('step_')) if latest.exists() else 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='train_sim', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--scene', default='put_x_into_pot', choices=list(SCENES),
                         help='simulation scene (default: %(default)s)')
-    parser.add_argument('--episodes', type=int, default=36,
-                        help='scripted demos to record (default: %(default)s)')
+    parser.add_argument('--recipe', choices=('plain', 'grounded'), default='plain',
+                        help='plain: one training stage (the options below); grounded: '
+                             'pretrained vision, grounding co-training and three stages, the '
+                             'policy that follows language (see above; default: %(default)s)')
+    parser.add_argument('--episodes', type=int, default=None,
+                        help=f'scripted demos to record (default: 36; grounded: '
+                             f'{GROUNDED_EPISODES})')
+    parser.add_argument('--start-episodes', type=int, default=GROUNDED_START_EPISODES,
+                        help='grounded: the first stage trains on the first this many demos '
+                             '(default: %(default)s)')
+    parser.add_argument('--recipe-steps', type=int, nargs=4, default=GROUNDED_STEPS,
+                        metavar=('FIRST', 'RESUMED_TO', 'FROZEN', 'UNFROZEN'),
+                        help='grounded: the steps of its stages (default: %(default)s)')
+    parser.add_argument('--grounding-layouts', type=int, default=6000,
+                        help='layouts render_grounding renders (default: %(default)s)')
     parser.add_argument('--demo-seed', type=int, default=1000,
                         help='seed of the first demo; demo k uses seed+k (default: %(default)s; '
                              'eval-sim seeds start at 0, so no evaluated layout was a demo)')
@@ -102,9 +180,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='model preset (default: %(default)s; small-112: 112 px cameras, '
                              '1.7x the step time)')
     parser.add_argument('--no-film', action='store_true', help='the FiLM ablation')
-    parser.add_argument('--start-repeats', type=int, default=1,
+    parser.add_argument('--start-repeats', type=int, default=None,
                         help='train on the first second of every demo this many times per epoch '
-                             '(default: %(default)s; see train --help)')
+                             '(default: 1; grounded: 8; see train --help)')
     vision = parser.add_mutually_exclusive_group()
     vision.add_argument('--pretrain-vision', action='store_true',
                         help='pretrain the vision backbone to localise objects first (about 15 '
@@ -122,18 +200,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--val-every', type=int, default=200,
                         help='validation and checkpoint interval (default: %(default)s)')
     parser.add_argument('--out', type=Path, default=None,
-                        help='run folder (default: runs/train_sim/<scene>[-nofilm])')
+                        help='run folder (default: runs/train_sim/<scene>[-grounded][-nofilm])')
     parser.add_argument('--resume', action='store_true',
                         help='continue an interrupted training stage')
     parser.add_argument('--install', type=Path, default=None,
                         help='copy the final checkpoint here (e.g. checkpoints/<scene>)')
     args = parser.parse_args(argv)
-    for name in ('episodes', 'steps', 'batch_size', 'val_every', 'start_repeats'):
+    grounded = args.recipe == 'grounded'
+    if args.episodes is None:
+        args.episodes = GROUNDED_EPISODES if grounded else 36
+    if args.start_repeats is None:
+        args.start_repeats = 8 if grounded else 1
+    for name in ('episodes', 'steps', 'batch_size', 'val_every', 'start_repeats',
+                 'start_episodes', 'grounding_layouts'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
+    if grounded and args.start_episodes > args.episodes:
+        parser.error(f'--start-episodes {args.start_episodes} exceeds --episodes '
+                     f'{args.episodes}')
+    first, resumed_to, frozen, unfrozen = args.recipe_steps
+    if grounded and not (1 <= first <= resumed_to and frozen >= 1 and unfrozen >= 1):
+        parser.error(f'--recipe-steps {args.recipe_steps}: need 1 <= FIRST <= RESUMED_TO and '
+                     'FROZEN, UNFROZEN >= 1')
     if args.out is None:
-        args.out = REPO_ROOT / 'runs' / 'train_sim' / (args.scene + ('-nofilm' if args.no_film
-                                                                     else ''))
+        args.out = REPO_ROOT / 'runs' / 'train_sim' / (
+            args.scene + ('-grounded' if grounded else '') + ('-nofilm' if args.no_film else ''))
     return args
 
 
@@ -145,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {'scene': args.scene, 'preset': args.preset, 'film': not args.no_film,
                'vision': ('pretrained' if args.pretrain_vision
                           else str(args.init_vision) if args.init_vision else 'random'),
-               'grounding': args.grounding, 'steps': args.steps,
+               'recipe': args.recipe, 'grounding': args.grounding or args.recipe == 'grounded',
+               'steps': list(args.recipe_steps) if args.recipe == 'grounded' else args.steps,
                'batch_size': args.batch_size, 'stages': {}}
     started = time.monotonic()
     for stage, command in stage_commands(args, out, demos).items():

@@ -75,7 +75,8 @@ def record(instruction: str, success: bool, approached: str | None, target: str,
     return {'instruction': instruction, 'success': success,
             'first_approach': None if approached is None else {'object': approached},
             'followed_language': approached == target, 'stalled_ticks': stalls,
-            'clamped_ticks': 1, 'chunks': len(latencies), 'inference_latencies_s': latencies,
+            'clamped_ticks': 1, 'waiting_ticks': 2, 'chunks': len(latencies),
+            'inference_latencies_s': latencies,
             'sim_seconds': 2.0, 'wall_seconds': 3.5}
 
 
@@ -88,7 +89,7 @@ def test_summaries_are_counts_over_episodes():
     assert overall == {
         'episodes': 4, 'successes': 1, 'success_rate': 0.25, 'approached': 3,
         'followed_language': 2, 'language_following_rate': 0.5, 'stalled_ticks': 3,
-        'clamped_ticks': 4, 'chunks': 4,
+        'clamped_ticks': 4, 'waiting_ticks': 8, 'chunks': 4,
         'inference_latency_s': {'p50': 0.25, 'p95': 0.385, 'max': 0.4},
         'sim_seconds': 8.0, 'wall_seconds': 14.0}
     per = summarize_by_instruction(episodes, ['a', 'b', 'c'])

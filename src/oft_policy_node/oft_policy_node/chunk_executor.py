@@ -48,8 +48,10 @@ PARAMETERS = (
                   'interbotix_xs_sdk).', one_of(*BACKENDS)),
     ParameterSpec('merge_rule', 'newest',
                   'How overlapping chunks merge: "newest" (the newest observation wins), '
-                  '"blend" (weights exp(-blend_decay * age difference)) or "commit" (play each '
-                  'chunk to its end, then the newest: OFT on ALOHA; the bringup default).',
+                  '"blend" (weights exp(-blend_decay * age difference)), "commit" (play each '
+                  'chunk to its end, then the newest: OFT on ALOHA; the bringup default) or '
+                  '"sync" (play each chunk to its end, hold until a chunk observed after it '
+                  'lands, play that from its first row: no rows lost to a slow policy).',
                   one_of(*MERGE_RULES), read_only=False),
     ParameterSpec('blend_decay', 5.0,
                   'Decay (1/s) of the blend weights by observation age; 0 = plain mean.',
@@ -137,7 +139,8 @@ class ChunkExecutor(Node):
                  ExecutorState.WAITING_FOR_POSE: DiagnosticStatus.WARN,
                  ExecutorState.STOPPED: DiagnosticStatus.WARN}[core.state]
         values = {**self._stats.summary(), 'ticks': core.ticks, 'fresh_ticks': core.fresh_ticks,
-                  'stalls': core.stalls, 'clamped_commands': core.safety.clamped_commands,
+                  'stalls': core.stalls, 'waits': core.waits,
+                  'clamped_commands': core.safety.clamped_commands,
                   'accepted_chunks': core.accepted_chunks,
                   'rejected_chunks': core.rejected_chunks, 'ignored_chunks': core.ignored_chunks,
                   'inference_latency_s': core.inference_latency, 'queued_chunks': len(core.queue),

@@ -77,6 +77,29 @@ def test_commit_watchdog_drops_the_committed_chunk():
     assert queue.target(10.52) is None  # and it times out as well
 
 
+def test_sync_plays_each_chunk_from_its_first_row_after_a_pause():
+    queue = ChunkQueue('sync', max_age=0.3)
+    queue.push(chunk(10.0, 0.0))
+    queue.push(chunk(9.9, 500.0))  # older observation: the newest one starts
+    assert queue.target(10.12)[0] == 0.0  # 3 rows late, yet from its first row
+    assert not queue.waiting
+    assert queue.target(10.2)[0] == 2.0
+    queue.push(chunk(10.8, 100.0))  # observed before the last row (10.12 + 24 * 0.04 = 11.08)
+    assert queue.target(11.08)[0] == 24.0
+    assert queue.target(11.12) is None and queue.waiting  # holds: no chunk observed since
+    queue.push(chunk(11.08, 200.0))  # observed at the last row's time
+    queue.push(chunk(11.12, 300.0))
+    assert queue.target(11.16)[0] == 300.0  # the newest such chunk, from its first row
+    assert queue.target(11.2)[0] == 301.0
+    assert queue.target(12.08)[0] == 323.0
+    assert queue.target(12.12)[0] == 324.0  # its last row, 0.96 s after it began
+    assert queue.target(12.4) is None and queue.waiting  # max_age after that row: still a wait
+    assert queue.target(12.44) is None and not queue.waiting  # then a stall (the watchdog)
+    queue.clear()
+    queue.push(chunk(10.5, 400.0))  # clear() forgot what had been played
+    assert queue.target(10.6)[0] == 400.0
+
+
 def test_watchdog_refuses_old_observations():
     queue = ChunkQueue(max_age=0.3)
     queue.push(chunk(10.0, 0.0))
@@ -85,7 +108,7 @@ def test_watchdog_refuses_old_observations():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="merge_rule 'mean'"):
+    with pytest.raises(ValueError, match="merge_rule 'mean'.*'sync'"):
         ChunkQueue('mean')
     with pytest.raises(ValueError, match='blend_decay -1'):
         ChunkQueue(blend_decay=-1.0)

@@ -60,7 +60,7 @@ def test_filter_keeps_limits_and_step(target, previous_unit):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(received_chunks(), min_size=1, max_size=6),
-       merge_rule=st.sampled_from(['newest', 'blend', 'commit']),
+       merge_rule=st.sampled_from(['newest', 'blend', 'commit', 'sync']),
        start=st.lists(st.floats(-5.0, 5.0), min_size=D, max_size=D))
 def test_executor_core_survives_any_chunk_stream(chunks, merge_rule, start):
     core = ExecutorCore(ChunkQueue(merge_rule, blend_decay=3.0), SafetyFilter(LIMITS))
@@ -78,7 +78,7 @@ def test_executor_core_survives_any_chunk_stream(chunks, merge_rule, start):
             assert_safe(command, previous)
             previous = command
     assert core.accepted_chunks + core.rejected_chunks == len(chunks)
-    assert core.fresh_ticks + core.stalls == core.ticks - 1
+    assert core.fresh_ticks + core.stalls + core.waits == core.ticks - 1
 
 
 def test_validate_chunk_names_the_problem():

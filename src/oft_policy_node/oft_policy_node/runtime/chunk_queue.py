@@ -13,6 +13,14 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
   (OFT on ALOHA executes all 25 steps open loop before the next query). Why it matters: a
   policy trained on demos that start slowly, re-queried every tick from the start pose, keeps
   answering with its first, slow rows and never leaves; committing to whole chunks moves it on.
+* `sync`: play one chunk to its last row, then hold there until a chunk arrives whose
+  observation was taken after that row's time, and play it from its *first* row (re-timed to
+  start at the tick it begins): inference as a synchronous call, the robot pausing for the
+  latency once per chunk, as the OFT authors' ALOHA scripts query their server. Why: with
+  `commit` the next chunk was predicted from an observation taken rows before the hand-over
+  while the arm was still moving, and starts at a later row; with a slow (CPU) policy those
+  rows disagree with where the arm is and get clamped. Held ticks count as waits, not stalls,
+  for up to `max_age`; a chunk plays its K rows open loop from when it begins.
 
 A target is only used while its observation is at most `max_age` old (the watchdog): a policy
 that stopped publishing cannot drive the robot open loop for longer than that.
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MERGE_RULES = ('newest', 'blend', 'commit')
+MERGE_RULES = ('newest', 'blend', 'commit', 'sync')
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,10 @@ class ChunkQueue:
         self.max_age = max_age
         self._max_chunks = max_chunks
         self._chunks: list[Chunk] = []  # sorted by stamp, oldest first
-        self._committed: Chunk | None = None  # the chunk being played out (`commit` rule)
+        self._committed: Chunk | None = None  # the chunk being played out (`commit`, `sync`)
+        self._sync_start = 0.0  # `sync`: when the committed chunk's first row was played
+        self._sync_after = -math.inf  # `sync`: the next chunk's observation must not be older
+        self.waiting = False  # `sync`: the last target() held for a chunk observed after a row
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -84,12 +95,16 @@ class ChunkQueue:
     def clear(self) -> None:
         self._chunks.clear()
         self._committed = None
+        self._sync_after = -math.inf
+        self.waiting = False
 
     def target(self, now: float) -> np.ndarray | None:
         """The merged target for time `now`, (D,), or None when no fresh chunk covers it."""
         # Chunks past their end, or older than the watchdog allows, can never answer again.
         self._chunks = [c for c in self._chunks
                         if c.end_time() > now and now - c.stamp <= self.max_age]
+        if self.merge_rule == 'sync':
+            return self._sync_target(now)
         rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]
         if not rows:
             return None
@@ -106,3 +121,21 @@ class ChunkQueue:
         weights = np.array([math.exp(-self.blend_decay * (newest - c.stamp)) for c, _ in rows])
         stacked = np.stack([c.actions[i] for c, i in rows])  # (N, D)
         return weights @ stacked / weights.sum()
+
+    def _sync_target(self, now: float) -> np.ndarray | None:
+        chunk = self._committed
+        if chunk is not None:
+            row = round((now - self._sync_start) / chunk.period)
+            if row < chunk.num_steps:
+                return chunk.actions[row].copy()
+            self._sync_after = self._sync_start + (chunk.num_steps - 1) * chunk.period
+            self._committed = None
+        candidates = [c for c in self._chunks if c.stamp >= self._sync_after]
+        if not candidates:
+            # Holding for the next observation is the rule's pause, not a stall; once the
+            # policy is max_age late it is a stall (the watchdog), as for the other rules.
+            self.waiting = now - self._sync_after <= self.max_age
+            return None
+        self.waiting = False
+        self._committed, self._sync_start = candidates[-1], now
+        return self._committed.actions[0].copy()

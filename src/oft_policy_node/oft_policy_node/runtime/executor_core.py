@@ -5,7 +5,7 @@ The node (chunk_executor.py) only converts messages and drives `tick` from its t
   into the limits), so starting the executor never makes the arms jump.
 * Each tick takes the queue's target for now and passes it through the safety filter. No valid
   target (queue empty, chunks expired or past the watchdog) -> the last command is repeated and
-  a stall is counted.
+  a stall is counted (a wait instead while the `sync` merge rule holds for its next chunk).
 * `stop` holds the pose, drops queued chunks and ignores new ones until `resume`.
 """
 
@@ -44,6 +44,7 @@ class ExecutorCore:
         self.ticks = 0
         self.fresh_ticks = 0
         self.stalls = 0
+        self.waits = 0  # held ticks of the `sync` merge rule's pause for the next chunk
         self.accepted_chunks = 0
         self.rejected_chunks = 0
         self.ignored_chunks = 0  # arrived while stopped
@@ -109,7 +110,10 @@ class ExecutorCore:
         target = None if self._stopped else self.queue.target(now)
         command = None if target is None else self.safety.apply(target, self._last_command)
         if command is None:
-            self.stalls += 1
+            if target is None and self.queue.waiting and not self._stopped:
+                self.waits += 1
+            else:
+                self.stalls += 1
             return TickResult(self._last_command.copy(), fresh=False)
         self.fresh_ticks += 1
         self._last_command = command
