@@ -21,7 +21,8 @@ MAX_SECONDS = 2.0
 REAL_TIME_FACTOR = 0.5  # capped below what this CPU reaches, so the cap is what it runs at
 STATE_RATE_HZ = 25.0  # aloha_sim's default state_rate_hz
 SUMMARY_KEYS = {'episodes', 'successes', 'success_rate', 'approached', 'followed_language',
-                'language_following_rate', 'stalled_ticks', 'clamped_ticks', 'waiting_ticks',
+                'language_following_rate', 'target_closest_m_median', 'stalled_ticks',
+                'clamped_ticks', 'waiting_ticks',
                 'chunks',
                 'inference_latency_s', 'sim_seconds', 'wall_seconds'}
 
@@ -91,6 +92,10 @@ def test_episode_measurements_are_complete_and_plausible(evaluation):
             episode['instruction']).name.replace(' ', '_')
         assert episode['followed_language'] == (approach is not None
                                                 and approach['object'] == episode['target_object'])
+        # How near the gripper got to the instructed object: never farther than its approach.
+        assert 0.0 < episode['target_closest_m'] < 2.0
+        if approach is not None and approach['object'] == episode['target_object']:
+            assert episode['target_closest_m'] <= approach['distance'] + 1e-4
         if approach is not None:
             assert approach['distance'] <= report['approach_distance_m']
             assert 0.0 <= approach['t'] <= episode['sim_seconds']

@@ -89,6 +89,15 @@ def first_approach(samples: Iterable[StateSample], candidates: Sequence[str],
     return None
 
 
+def closest_distance(samples: Iterable[StateSample], target: str) -> float | None:
+    """The smallest distance (m) from either grasp point to `target` over an episode, or None
+    without samples. Why: the approach distance says whether a gripper went for an object, this
+    says how near it got, which is what a grasp needs (about 1-2 cm here)."""
+    distances = [float(np.linalg.norm(np.subtract(grasp, sample.objects[target])))
+                 for sample in samples for grasp in sample.grasp.values()]
+    return round(min(distances), 4) if distances else None
+
+
 def followed_language(task: LanguageTask | None, approach: Approach | None) -> bool | None:
     """True when the first approached object is the instructed one; None when undefined."""
     if task is None:
@@ -117,6 +126,7 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
     approached = sum(e['first_approach'] is not None for e in defined)
     followed = sum(bool(e['followed_language']) for e in defined)
     latencies = [v for e in episodes for v in e['inference_latencies_s']]
+    closest = [e['target_closest_m'] for e in episodes if e['target_closest_m'] is not None]
     return {
         'episodes': total,
         'successes': successes,
@@ -124,6 +134,7 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
         'approached': approached if defined else None,
         'followed_language': followed if defined else None,
         'language_following_rate': _rate(followed, len(defined)) if defined else None,
+        'target_closest_m_median': round(float(np.median(closest)), 4) if closest else None,
         'stalled_ticks': sum(e['stalled_ticks'] for e in episodes),
         'clamped_ticks': sum(e['clamped_ticks'] for e in episodes),
         'waiting_ticks': sum(e['waiting_ticks'] for e in episodes),

@@ -40,8 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 from aloha_bringup.closed_loop_metrics import DEFAULT_APPROACH_DISTANCE, StateSample, \
-    approach_record, first_approach, followed_language, language_task, summarize, \
-    summarize_by_instruction
+    approach_record, closest_distance, first_approach, followed_language, language_task, \
+    summarize, summarize_by_instruction
 from aloha_bringup.demo import DIAGNOSTICS_PERIOD_S, REPO_ROOT, choose_checkpoint
 from aloha_bringup.demo_report import CameraVideo, ExecutorCounters, latency_stats, write_report
 from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
@@ -303,6 +303,7 @@ class Evaluation:
             if success else None,
             'target_object': task.target if task else None,
             'first_approach': approach_record(approach),
+            'target_closest_m': closest_distance(states, task.target) if task else None,
             'followed_language': followed_language(task, approach),
             'state_samples': len(states),
             'stalled_ticks': monitor.counters.first_at_or_after('stalls', monitor.window_end),

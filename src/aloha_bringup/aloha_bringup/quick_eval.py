@@ -22,8 +22,9 @@ import numpy as np
 from oft_policy_node import robot
 from oft_policy_node.model.policy import OftPolicy
 
-from aloha_bringup.closed_loop_metrics import (StateSample, approach_record, first_approach,
-                                               followed_language, language_task, summarize)
+from aloha_bringup.closed_loop_metrics import (StateSample, approach_record, closest_distance,
+                                               first_approach, followed_language, language_task,
+                                               summarize)
 from aloha_bringup.eval_sim import (EpisodePlan, add_episode_arguments,
                                     check_episode_arguments, episode_plans)
 from aloha_bringup.layout_views import proprio
@@ -66,6 +67,7 @@ def run_episode(sim: AlohaSim, policy: OftPolicy, plan: EpisodePlan, max_seconds
             'success': success, 'success_time_s': round(sim.time, 3) if success else None,
             'target_object': task.target if task else None,
             'first_approach': approach_record(approach),
+            'target_closest_m': closest_distance(samples, task.target) if task else None,
             'followed_language': followed_language(task, approach),
             'stalled_ticks': 0, 'clamped_ticks': 0, 'waiting_ticks': 0, 'chunks': chunks,
             'inference_latencies_s': latencies, 'sim_seconds': round(sim.time, 3),

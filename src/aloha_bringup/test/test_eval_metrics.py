@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aloha_bringup.closed_loop_metrics import Approach, LanguageTask, StateSample, \
-    first_approach, followed_language, language_task, summarize, summarize_by_instruction
+    closest_distance, first_approach, followed_language, language_task, summarize, \
+    summarize_by_instruction
 from aloha_bringup.eval_sim import EpisodePlan, episode_plans
 from aloha_bringup.sim.scenes import get_scene
 
@@ -25,6 +26,18 @@ def test_first_approach_is_the_earliest_sample_within_the_distance():
                sample(0.08, far, (0.1, 0.5, 0.06)),  # 4 cm above red: the first approach
                sample(0.12, (-0.1, 0.5, 0.02), far)]  # on green, but later
     assert first_approach(samples, ITEMS, 0.05) == Approach(0.08, 'right', 'red_pepper', 0.04)
+
+
+def test_closest_distance_is_the_minimum_over_samples_and_arms():
+    far = (0.0, 0.0, 0.3)
+    samples = [sample(0.0, far, far),
+               sample(0.04, (-0.1, 0.5, 0.09), far),  # 7 cm above green
+               sample(0.08, far, (-0.1, 0.53, 0.06)),  # 5 cm from green (3-4-5), right arm
+               sample(0.12, (-0.1, 0.5, 0.08), far)]  # 6 cm: it moved away again
+    assert closest_distance(samples, 'green_pepper') == pytest.approx(0.05, abs=1e-9)
+    # Red pepper: nearest to the right grasp point at 0.08, (0.2, 0.03, 0.04) away.
+    assert closest_distance(samples, 'red_pepper') == round(0.0425 ** 0.5, 4)
+    assert closest_distance([], 'green_pepper') is None
 
 
 def test_closest_pair_wins_when_two_are_within_reach_in_one_sample():
@@ -71,24 +84,26 @@ def test_followed_language():
 
 
 def record(instruction: str, success: bool, approached: str | None, target: str,
-           latencies: list[float], stalls: int = 0) -> dict:
+           latencies: list[float], stalls: int = 0, closest: float | None = None) -> dict:
     return {'instruction': instruction, 'success': success,
             'first_approach': None if approached is None else {'object': approached},
             'followed_language': approached == target, 'stalled_ticks': stalls,
+            'target_closest_m': closest,
             'clamped_ticks': 1, 'waiting_ticks': 2, 'chunks': len(latencies),
             'inference_latencies_s': latencies,
             'sim_seconds': 2.0, 'wall_seconds': 3.5}
 
 
 def test_summaries_are_counts_over_episodes():
-    episodes = [record('a', True, 'red_pepper', 'red_pepper', [0.1, 0.2], stalls=2),
-                record('a', False, 'green_pepper', 'red_pepper', [0.3]),
-                record('b', False, None, 'yellow_corn', []),
-                record('b', False, 'yellow_corn', 'yellow_corn', [0.4], stalls=1)]
+    episodes = [record('a', True, 'red_pepper', 'red_pepper', [0.1, 0.2], stalls=2, closest=0.01),
+                record('a', False, 'green_pepper', 'red_pepper', [0.3], closest=0.12),
+                record('b', False, None, 'yellow_corn', [], closest=0.2),
+                record('b', False, 'yellow_corn', 'yellow_corn', [0.4], stalls=1, closest=0.03)]
     overall = summarize(episodes)
     assert overall == {
         'episodes': 4, 'successes': 1, 'success_rate': 0.25, 'approached': 3,
-        'followed_language': 2, 'language_following_rate': 0.5, 'stalled_ticks': 3,
+        'followed_language': 2, 'language_following_rate': 0.5,
+        'target_closest_m_median': 0.075, 'stalled_ticks': 3,
         'clamped_ticks': 4, 'waiting_ticks': 8, 'chunks': 4,
         'inference_latency_s': {'p50': 0.25, 'p95': 0.385, 'max': 0.4},
         'sim_seconds': 8.0, 'wall_seconds': 14.0}
