@@ -22,8 +22,8 @@ from dataclasses import replace
 import numpy as np
 from builtin_interfaces.msg import Time
 from oft_policy_node import robot
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, non_negative, one_of, \
-    positive
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, fraction, \
+    non_negative, one_of, positive
 from oft_policy_node.node_runner import run_node
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -59,10 +59,6 @@ def _seed_in_range(value: int) -> str | None:
     return None if 0 <= value < 2**32 else 'must be in [0, 2**32)'
 
 
-def _fraction(value: float) -> str | None:
-    return None if 0.0 < value <= 1.0 else 'must be in (0, 1]'
-
-
 SCENE_PARAMETER = ParameterSpec('scene', 'put_x_into_pot', f'Scene, one of {list(SCENES)}.',
                                 one_of(*SCENES))
 # Declared once the scene is known: `instruction` is checked against that scene's instructions.
@@ -80,7 +76,7 @@ EPISODE_PARAMETERS = (
     ParameterSpec('state_rate_hz', 25.0, 'Ground-truth /task/state messages (grasp points, '
                   'object positions) per sim second.', positive),
     ParameterSpec('max_real_time_factor', 1.0, 'Upper bound of sim time / wall time, in (0, 1].',
-                  _fraction),
+                  fraction),
     ParameterSpec('tracking_noise_std', 0.0, 'Demo recording (DART): the arm joints track the '
                   'command plus a drifting offset of this standard deviation (rad); 0 = exact '
                   'tracking. See sim/tracking_noise.py.', non_negative),

@@ -49,6 +49,7 @@ from aloha_bringup.run_graph import GraphProcesses, node_command
 from aloha_bringup.sim.scenes import SCENES, get_scene
 from oft_policy_node import robot
 from oft_policy_node.child_process import sigterm_as_ctrl_c
+from oft_policy_node.node_parameters import fraction
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES
 
 EXECUTOR = 'chunk_executor'
@@ -418,8 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              'loaded, first chunk (default: %(default)s)')
     args = parser.parse_args(argv)
     check_episode_arguments(parser, args)
-    if not 0.0 < args.real_time_factor <= 1.0:
-        parser.error(f'--real-time-factor must be in (0, 1], got {args.real_time_factor}')
+    if problem := fraction(args.real_time_factor):  # aloha_sim's own check, up front
+        parser.error(f'--real-time-factor {problem}, got {args.real_time_factor}')
     return args
 
 

@@ -5,9 +5,9 @@ r"""quick_eval: screen a checkpoint in seconds, policy and MuJoCo in one process
 
 The same episodes as eval_sim (seed S + k, instructions interleaved, the same language-following
 measure), but each chunk is predicted from the state at the tick it starts and all its rows are
-played (the `commit` rule) with no transport, no inference latency and no executor safety
-layer. It answers "is this checkpoint worth a full eval-sim?" in about 13 s for 12 episodes
-instead of 5 min; only `eval_sim` measures the deployed system.
+played (the `sync` rule without its pause) with no transport, no inference latency and no
+executor safety layer. It answers "is this checkpoint worth a full eval-sim?" in about 13 s
+for 12 episodes instead of 5 min; only `eval_sim` measures the deployed system.
 """
 
 from __future__ import annotations

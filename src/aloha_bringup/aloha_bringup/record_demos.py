@@ -95,6 +95,11 @@ class EpisodeRecorder:
         return counts
 
 
+def bag_name(scene: str, seed: int) -> str:
+    """The folder name of the bag of the episode with this seed."""
+    return f'{scene}_{seed:04d}'
+
+
 def start_sim(scene: str, height: int, width: int, camera_rate: float,
               tracking_noise: float) -> subprocess.Popen:
     return subprocess.Popen(
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.wait_for_sim(timeout=120.0)
         for k in tqdm(range(args.episodes), desc=f'recording {args.scene}', unit='ep'):
             seed = args.seed + k
-            path = args.output / f'{args.scene}_{seed:04d}'
+            path = args.output / bag_name(args.scene, seed)
             if path.exists():
                 raise FileExistsError(f'{path} exists; remove it or pick another --seed')
             recorder.arm(path, seed)

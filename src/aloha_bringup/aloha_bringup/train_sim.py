@@ -43,6 +43,7 @@ from pathlib import Path
 from oft_policy_node.model.config import PRESETS
 
 from aloha_bringup.demo import REPO_ROOT
+from aloha_bringup.record_demos import bag_name
 from aloha_bringup.sim.scenes import SCENES
 
 # Camera size of the recorded demos and of `make eval-sim` for these checkpoints: 4:3 like the
@@ -54,6 +55,7 @@ DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH = 120, 160
 GROUNDED_STEPS = (4000, 6000, 4000, 3000)
 GROUNDED_EPISODES, GROUNDED_START_EPISODES = 144, 36
 GROUNDED_LATER_LR, GROUNDED_LATER_WEIGHT = '2.5e-4', '0.5'
+PYTHON_M = [sys.executable, '-m']  # each stage runs a module of this environment
 INTERRUPTED = 130  # the exit code of a stage stopped by Ctrl-C (its own checkpoint is saved)
 SUMMARY_FILE = 'train_sim.json'
 
@@ -61,7 +63,7 @@ SUMMARY_FILE = 'train_sim.json'
 def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str, list[str]]:
     """The command of every stage, in order: record is absent when demos are reused, convert
     when resuming onto a converted training set (the run being resumed was trained on it)."""
-    py = [sys.executable, '-m']
+    py = PYTHON_M
     commands = {}
     if not (demos / 'summary.json').exists():
         commands['record'] = [*py, 'aloha_bringup.record_demos', '--scene', args.scene,
@@ -114,11 +116,11 @@ def grounded_stages(args: argparse.Namespace, out: Path, demos: Path, init_visio
     up (the loss collapses within a few hundred steps); more demos and trainable encoders
     then buy the action precision. --resume continues the first unfinished stage."""
     first, resumed_to, frozen, unfrozen = args.recipe_steps
-    start_bags = [str(demos / f'{args.scene}_{args.demo_seed + k:04d}')
+    start_bags = [str(demos / bag_name(args.scene, args.demo_seed + k))
                   for k in range(args.start_episodes)]
     stages = {}
     if not (out / 'dataset-start' / 'index.json').exists():
-        stages['convert_start'] = [sys.executable, '-m', 'oft_training.convert', *start_bags,
+        stages['convert_start'] = [*PYTHON_M, 'oft_training.convert', *start_bags,
                                    '--out', str(out / 'dataset-start'), '--preset', args.preset,
                                    '--overwrite']
     ground = ['--init-vision', str(init_vision), '--freeze-vision', '--grounding',

@@ -28,8 +28,8 @@ from std_srvs.srv import Trigger
 from oft_msgs.msg import ActionChunk
 from oft_policy_node import robot
 from oft_policy_node.command_backends import BACKENDS
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, non_negative, one_of, \
-    positive
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, fraction, \
+    non_negative, one_of, positive
 from oft_policy_node.node_runner import run_node
 from oft_policy_node.ros_conversions import seconds_to_stamp, stamp_to_seconds
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES, ChunkQueue
@@ -49,9 +49,9 @@ PARAMETERS = (
     ParameterSpec('merge_rule', 'newest',
                   'How overlapping chunks merge: "newest" (the newest observation wins), '
                   '"blend" (weights exp(-blend_decay * age difference)), "commit" (play each '
-                  'chunk to its end, then the newest: OFT on ALOHA; the bringup default) or '
-                  '"sync" (play each chunk to its end, hold until a chunk observed after it '
-                  'lands, play that from its first row: no rows lost to a slow policy).',
+                  'chunk to its end, then the newest: OFT on ALOHA) or "sync" (play each '
+                  'chunk to its end, hold until a chunk observed after it lands, play that '
+                  'from its first row: no rows lost to a slow policy; the bringup default).',
                   one_of(*MERGE_RULES), read_only=False),
     ParameterSpec('blend_decay', 5.0,
                   'Decay (1/s) of the blend weights by observation age; 0 = plain mean.',
@@ -63,7 +63,7 @@ PARAMETERS = (
     ParameterSpec('velocity_scale', 1.0,
                   'Fraction (0, 1] of the vx300s velocity limits (pi rad/s arm, 4/s gripper '
                   'opening) allowed per tick.',
-                  lambda v: None if 0.0 < v <= 1.0 else 'must be in (0, 1]'),
+                  fraction),
     ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),
 )
 

@@ -37,6 +37,10 @@ def non_negative(value: float) -> str | None:
     return None if math.isfinite(value) and value >= 0.0 else 'must be a finite number >= 0'
 
 
+def fraction(value: float) -> str | None:
+    return None if 0.0 < value <= 1.0 else 'must be in (0, 1]'
+
+
 def one_of(*choices: str) -> Check:
     return lambda value: None if value in choices else f'must be one of {list(choices)}'
 

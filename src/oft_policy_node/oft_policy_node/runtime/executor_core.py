@@ -110,7 +110,7 @@ class ExecutorCore:
         target = None if self._stopped else self.queue.target(now)
         command = None if target is None else self.safety.apply(target, self._last_command)
         if command is None:
-            if target is None and self.queue.waiting and not self._stopped:
+            if target is None and self.queue.waiting:
                 self.waits += 1
             else:
                 self.stalls += 1
