@@ -80,6 +80,16 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path, visi
     assert chunk.shape == (25, 14) and np.isfinite(chunk).all()
 
 
+def test_train_sim_json_names_the_vision_backbone_each_recipe_starts_from():
+    from aloha_bringup.train_sim import parse_args, vision_source
+
+    # The grounded recipe pretrains its backbone unless given one; the plain one starts random.
+    assert vision_source(parse_args(['--recipe', 'grounded'])) == 'pretrained'
+    assert vision_source(parse_args(['--recipe', 'grounded', '--init-vision', 'b.pt'])) == 'b.pt'
+    assert vision_source(parse_args(['--pretrain-vision'])) == 'pretrained'
+    assert vision_source(parse_args([])) == 'random'
+
+
 @pytest.mark.slow
 def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_path, vision):
     out = tmp_path / 'grounded'

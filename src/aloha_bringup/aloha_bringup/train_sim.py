@@ -71,7 +71,7 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                               '-o', str(demos), '--image-height', str(DEMO_IMAGE_HEIGHT),
                               '--image-width', str(DEMO_IMAGE_WIDTH)]
     init_vision = args.init_vision
-    if args.pretrain_vision or (args.recipe == 'grounded' and init_vision is None):
+    if pretrains_vision(args):
         init_vision = out / 'vision' / 'backbone.pt'
         if not init_vision.exists():
             commands['pretrain_vision'] = [*py, 'aloha_bringup.pretrain_vision', '--scene',
@@ -107,6 +107,19 @@ def stage_commands(args: argparse.Namespace, out: Path, demos: Path) -> dict[str
                             '--run', str(out / 'train'), '--out', str(out / 'evaluate'),
                             '--every', '5']
     return commands
+
+
+def pretrains_vision(args: argparse.Namespace) -> bool:
+    """Whether the run pretrains its own vision backbone: asked for, or the grounded recipe's
+    default when no --init-vision is given."""
+    return args.pretrain_vision or (args.recipe == 'grounded' and args.init_vision is None)
+
+
+def vision_source(args: argparse.Namespace) -> str:
+    """train_sim.json's account of the vision backbone the policy starts from."""
+    if pretrains_vision(args):
+        return 'pretrained'
+    return str(args.init_vision) if args.init_vision else 'random'
 
 
 def grounded_stages(args: argparse.Namespace, out: Path, demos: Path, init_vision: Path,
@@ -236,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     demos = args.demos if args.demos is not None else out / 'demos'
     summary = {'scene': args.scene, 'preset': args.preset, 'film': not args.no_film,
-               'vision': ('pretrained' if args.pretrain_vision
-                          else str(args.init_vision) if args.init_vision else 'random'),
+               'vision': vision_source(args),
                'recipe': args.recipe, 'grounding': args.grounding or args.recipe == 'grounded',
                'steps': list(args.recipe_steps) if args.recipe == 'grounded' else args.steps,
                'batch_size': args.batch_size, 'stages': {}}
