@@ -7,6 +7,11 @@ run the whole chunk, then ask for the next and wait, so the arms stand still dur
 publishes its chunks over DDS to a chunk_executor process, which plays the target for *now*
 (latency compensation). A tick carries a fresh target when it follows a chunk row rather than
 holding; a stall is a tick (after the first command) without one. Goal: 25.0 Hz, 0 stalls.
+
+The executor runs once per merge rule: `newest` and `commit` compensate the latency; `sync`
+(the bringup default) plays each chunk from its first row and holds until a chunk observed
+after its last row arrives, so it trades rate (`waits`: held ticks) for chunks that start where
+the arm is, and at this latency comes down to the synchronous baseline's rate.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from oft_policy_node.child_process import stop_process
 
 LATENCY_S = 0.321
 DURATION_S = 20.0
+MERGE_RULES = ('newest', 'commit', 'sync')
 
 
 def synchronous_baseline(driver: Driver) -> dict:
@@ -64,20 +70,24 @@ def executor_run(driver: Driver) -> dict:
         policy.join()
     return {'fresh_hz': round((after['fresh_ticks'] - before['fresh_ticks']) / elapsed, 2),
             'stalls': int(after['stalls'] - before['stalls']),
+            'waits': int(after['waits'] - before['waits']),
             'clamped_commands': int(after['clamped_commands'] - before['clamped_commands']),
             'ticks_hz': round((after['ticks'] - before['ticks']) / elapsed, 2),
             'duration_s': round(elapsed, 2)}
 
 
 def run() -> dict:
-    executor = start_executor()
-    driver = Driver()
-    try:
-        driver.start_commanding()
-        result = {'policy_latency_s': LATENCY_S, 'anchor_hz': round(25 / (1 + LATENCY_S), 1),
-                  'goal_hz': 25.0, 'executor': executor_run(driver)}
-        result['synchronous_baseline'] = synchronous_baseline(driver)
-    finally:
-        driver.close()
-        stop_process(executor)
+    result = {'policy_latency_s': LATENCY_S, 'anchor_hz': round(25 / (1 + LATENCY_S), 1),
+              'goal_hz': 25.0, 'executor': {}}
+    for rule in MERGE_RULES:
+        executor = start_executor('-p', f'merge_rule:={rule}')
+        driver = Driver()
+        try:
+            driver.start_commanding()
+            result['executor'][rule] = executor_run(driver)
+            if rule == MERGE_RULES[-1]:
+                result['synchronous_baseline'] = synchronous_baseline(driver)
+        finally:
+            driver.close()
+            stop_process(executor)
     return result

@@ -109,6 +109,21 @@ def approach_record(approach: Approach | None) -> dict | None:
     return None if approach is None else asdict(approach)
 
 
+def episode_measures(scene: Scene, instruction: str, samples: Sequence[StateSample],
+                     approach_distance: float = DEFAULT_APPROACH_DISTANCE) -> dict:
+    """The per-episode keys eval_sim and quick_eval share. Every scene has an object the robot
+    must reach first (transfer_cube: the cube), so how near a grasp point came to it is
+    measured everywhere: it shows progress towards a grasp before any success does. The first
+    approach and language following exist only where the instruction chooses an object."""
+    task = language_task(scene, instruction)
+    approach = first_approach(samples, task.candidates, approach_distance) if task else None
+    target = scene.target_object(instruction)
+    return {'target_object': target,
+            'first_approach': approach_record(approach),
+            'target_closest_m': closest_distance(samples, target),
+            'followed_language': followed_language(task, approach)}
+
+
 def _rate(count: int, total: int) -> float | None:
     return round(count / total, 4) if total else None
 

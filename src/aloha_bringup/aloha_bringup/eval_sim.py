@@ -40,8 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aloha_bringup.closed_loop_metrics import DEFAULT_APPROACH_DISTANCE, StateSample, \
-    approach_record, closest_distance, first_approach, followed_language, language_task, \
-    summarize, summarize_by_instruction
+    episode_measures, language_task, summarize, summarize_by_instruction
 from aloha_bringup.demo import DIAGNOSTICS_PERIOD_S, REPO_ROOT, choose_checkpoint
 from aloha_bringup.demo_report import CameraVideo, ExecutorCounters, latency_stats, write_report
 from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
@@ -284,10 +283,7 @@ class Evaluation:
     def _record(self, plan: EpisodePlan, episode: dict, wall_end: float) -> dict:
         monitor = self.monitor
         success = monitor.success_time is not None
-        task = language_task(get_scene(self.args.scene), plan.instruction)
         states = monitor.window_states()
-        approach = (first_approach(states, task.candidates, self.args.approach_distance)
-                    if task else None)
         if success and monitor.video.path.exists():
             monitor.video.path.unlink()  # videos of failures only
         return {
@@ -302,10 +298,8 @@ class Evaluation:
             'success': success,
             'success_time_s': round(monitor.success_time - monitor.window_start, 3)
             if success else None,
-            'target_object': task.target if task else None,
-            'first_approach': approach_record(approach),
-            'target_closest_m': closest_distance(states, task.target) if task else None,
-            'followed_language': followed_language(task, approach),
+            **episode_measures(get_scene(self.args.scene), plan.instruction, states,
+                               self.args.approach_distance),
             'state_samples': len(states),
             'stalled_ticks': monitor.counters.first_at_or_after('stalls', monitor.window_end),
             'clamped_ticks': monitor.counters.first_at_or_after('clamped_commands',
@@ -478,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     overall = report['overall']
     print(f"eval_sim: {overall['episodes']} episodes, success rate {overall['success_rate']}, "
           f"language following {overall['language_following_rate']} "
-          f"(chance {report['chance_language_following']}); wrote {run_dir}/eval.json",
+          f"(chance {report['chance_language_following']}), closest to the target "
+          f"{overall['target_closest_m_median']} m (median); wrote {run_dir}/eval.json",
           flush=True)
     return status
 

@@ -22,9 +22,7 @@ import numpy as np
 from oft_policy_node import robot
 from oft_policy_node.model.policy import OftPolicy
 
-from aloha_bringup.closed_loop_metrics import (StateSample, approach_record, closest_distance,
-                                               first_approach, followed_language, language_task,
-                                               summarize)
+from aloha_bringup.closed_loop_metrics import StateSample, episode_measures, summarize
 from aloha_bringup.eval_sim import (EpisodePlan, add_episode_arguments,
                                     check_episode_arguments, episode_plans)
 from aloha_bringup.layout_views import proprio
@@ -59,16 +57,10 @@ def run_episode(sim: AlohaSim, policy: OftPolicy, plan: EpisodePlan, max_seconds
             samples.append(StateSample(round(sim.time, 4), state['grasp'], state['objects']))
             if over():
                 break
-    task = language_task(sim.scene, plan.instruction)
-    approach = (first_approach(samples, task.candidates, approach_distance) if task
-                else None)
     success = sim.success()
     return {'index': plan.index, 'instruction': plan.instruction, 'seed': plan.seed,
             'success': success, 'success_time_s': round(sim.time, 3) if success else None,
-            'target_object': task.target if task else None,
-            'first_approach': approach_record(approach),
-            'target_closest_m': closest_distance(samples, task.target) if task else None,
-            'followed_language': followed_language(task, approach),
+            **episode_measures(sim.scene, plan.instruction, samples, approach_distance),
             'stalled_ticks': 0, 'clamped_ticks': 0, 'waiting_ticks': 0, 'chunks': chunks,
             'inference_latencies_s': latencies, 'sim_seconds': round(sim.time, 3),
             'wall_seconds': round(time.perf_counter() - started, 3)}
@@ -105,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             episodes.append(record)
             approach = record['first_approach']
             print(f'seed {plan.seed} {plan.instruction!r}: success {record["success"]}, first '
-                  f'approach {approach["object"] if approach else None}', flush=True)
+                  f'approach {approach["object"] if approach else None}, closest to '
+                  f'{record["target_object"]} {record["target_closest_m"]} m', flush=True)
     finally:
         sim.close()
     result = {'scene': args.scene, 'checkpoint': str(args.checkpoint),
@@ -114,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
               'overall': summarize(episodes), 'episodes': episodes}
     overall = result['overall']
     print(f'quick_eval: {overall["successes"]}/{overall["episodes"]} successes, language '
-          f'following {overall["followed_language"]} ({overall["approached"]} approached)')
+          f'following {overall["followed_language"]} ({overall["approached"]} approached), '
+          f'closest to the target {overall["target_closest_m_median"]} m (median)')
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + '\n')

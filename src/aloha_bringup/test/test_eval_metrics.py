@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aloha_bringup.closed_loop_metrics import Approach, LanguageTask, StateSample, \
-    closest_distance, first_approach, followed_language, language_task, summarize, \
-    summarize_by_instruction
+    closest_distance, episode_measures, first_approach, followed_language, language_task, \
+    summarize, summarize_by_instruction
 from aloha_bringup.eval_sim import EpisodePlan, episode_plans
 from aloha_bringup.sim.scenes import get_scene
 
@@ -38,6 +38,26 @@ def test_closest_distance_is_the_minimum_over_samples_and_arms():
     # Red pepper: nearest to the right grasp point at 0.08, (0.2, 0.03, 0.04) away.
     assert closest_distance(samples, 'red_pepper') == round(0.0425 ** 0.5, 4)
     assert closest_distance([], 'green_pepper') is None
+
+
+def test_episode_measures_name_a_target_in_every_scene():
+    """The pot scene gets following and the target's distance; transfer_cube, which has no
+    language choice, still gets how near a grasp point came to its cube."""
+    far = (0.0, 0.0, 0.3)
+    pot = [sample(0.0, far, far), sample(0.04, far, (0.1, 0.5, 0.05))]  # 3 cm above red
+    measures = episode_measures(get_scene('put_x_into_pot'), 'put red pepper into pot', pot)
+    assert measures == {'target_object': 'red_pepper',
+                        'first_approach': {'t': 0.04, 'arm': 'right', 'object': 'red_pepper',
+                                           'distance': 0.03},
+                        'target_closest_m': 0.03, 'followed_language': True}
+    cube = [sample(0.0, far, far, {'box': (0.1, 0.5, 0.02)}),
+            sample(0.04, far, (0.1, 0.5, 0.06), {'box': (0.1, 0.5, 0.02)})]
+    scene = get_scene('transfer_cube')
+    assert episode_measures(scene, scene.default_instruction, cube) == {
+        'target_object': 'box', 'first_approach': None, 'target_closest_m': 0.04,
+        'followed_language': None}
+    with pytest.raises(ValueError):  # an instruction the scene does not know
+        episode_measures(scene, 'put red pepper into pot', cube)
 
 
 def test_closest_pair_wins_when_two_are_within_reach_in_one_sample():
