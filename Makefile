@@ -36,7 +36,7 @@ OUT ?=
 VISION ?=
 # GROUNDING=1: co-train "where is the named object" on rendered views (train --grounding).
 GROUNDING ?=
-# RECIPE=grounded: pretrained vision + grounding + three training stages (144 demos, ~3.5 h);
+# RECIPE=grounded: pretrained vision + grounding + four training stages (144 demos, ~4 h);
 # STEPS does not apply to it (train_sim --recipe-steps).
 RECIPE ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).

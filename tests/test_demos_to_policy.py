@@ -95,7 +95,7 @@ def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_pa
     out = tmp_path / 'grounded'
     command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
                '--recipe', 'grounded', '--episodes', '4', '--start-episodes', '3',
-               '--demo-seed', '1', '--preset', 'tiny', '--recipe-steps', '2', '3', '2', '2',
+               '--demo-seed', '1', '--preset', 'tiny', '--recipe-steps', '2', '3', '2', '2', '2',
                '--batch-size', '2', '--val-every', '1', '--grounding-layouts', '6',
                '--out', str(out), '--init-vision', str(vision / 'backbone.pt')]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
@@ -104,7 +104,7 @@ def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_pa
     summary = json.loads((out / 'train_sim.json').read_text())
     assert list(summary['stages']) == ['record', 'render_grounding', 'convert', 'convert_start',
                                        'train_ground', 'train_ground_more', 'train_demos',
-                                       'train', 'evaluate']
+                                       'train_unfrozen', 'train', 'evaluate']
     assert all(stage['exit'] == 0 for stage in summary['stages'].values())
     stages = {name: stage['command'] for name, stage in summary['stages'].items()}
 
@@ -115,16 +115,21 @@ def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_pa
     # (three, so that every instruction is among them, as train requires for grounding)
     assert episodes('dataset-start') == [f'put_x_into_pot_000{seed}' for seed in (1, 2, 3)]
     assert len(episodes('dataset')) == 4
-    # Each stage starts from the previous one's last checkpoint; only the last trains vision.
+    # Each stage starts from the previous one's last checkpoint; only the last two train vision,
+    # the last at a lower learning rate.
     ground = out / 'train-ground' / 'checkpoints'
     assert '--steps 3' in stages['train_ground_more'] and '--resume' in stages['train_ground_more']
     assert f'--init-policy {ground / "step_0000003"}' in stages['train_demos']
     assert '--freeze-vision' in stages['train_demos'] and '--lr 2.5e-4' in stages['train_demos']
     assert f'--init-policy {out / "train-demos" / "checkpoints" / "step_0000002"}' in \
+        stages['train_unfrozen']
+    assert f'--init-policy {out / "train-unfrozen" / "checkpoints" / "step_0000002"}' in \
         stages['train']
-    assert '--freeze-vision' not in stages['train'] and '--grounding ' in stages['train']
+    for stage in ('train_unfrozen', 'train'):
+        assert '--freeze-vision' not in stages[stage] and '--grounding ' in stages[stage]
+    assert '--lr 2.5e-4' in stages['train_unfrozen'] and '--lr 1e-4' in stages['train']
     assert (out / 'train' / 'final' / 'model.safetensors').is_file()
-    assert result.stdout.count('train: all weights from') == 2
+    assert result.stdout.count('train: all weights from') == 3
 
     # Everything finished: --resume re-runs nothing but the evaluation.
     result = subprocess.run([*command, '--resume'], cwd=REPO_ROOT, capture_output=True,

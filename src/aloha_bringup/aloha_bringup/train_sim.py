@@ -17,12 +17,13 @@ a user would type by hand, and each stage's progress bar shows):
      from the pretrained backbone, kept frozen (--pretrain-vision, or --init-vision FILE to
      reuse one), co-trained on the grounding views with --grounding;
   5. evaluate: open-loop L1 on the run's held-out episodes, with plots.
-`--recipe grounded` (the policy that goes for the instructed object; about 3.5 h here) records
-144 demos, pretrains the vision backbone and renders grounding views, then trains in three
+`--recipe grounded` (the policy that goes for the instructed object; about 4 h here) records
+144 demos, pretrains the vision backbone and renders grounding views, then trains in four
 stages, each starting from the last (train --init-policy): grounding co-training on the first
 36 demos with the backbone frozen (4000 steps, resumed to 6000); all 144 demos at half the
 learning rate and half the grounding weight (4000); the same with DINOv2 + SigLIP trainable
-(3000); --recipe-steps sets the four step counts.
+(3000); the same again at lr 1e-4 (2400), which buys the grasp precision; --recipe-steps sets
+the five step counts.
 
 Writes <out>/train_sim.json: every stage's command and wall time. --install copies the final
 checkpoint to a folder (checkpoints/<scene> is what `make demo` and `make eval-sim` pick up).
@@ -50,11 +51,13 @@ from aloha_bringup.sim.scenes import SCENES
 # real 480x640 cameras, small enough to render three of them at 25 Hz on two cores. The model
 # resizes them to its preset's input (56 px `small`, 112 px `small-112`).
 DEMO_IMAGE_HEIGHT, DEMO_IMAGE_WIDTH = 120, 160
-# --recipe grounded: steps of (first stage, resumed to, 144 demos frozen, 144 demos unfrozen);
-# demos of the first stage; lr and grounding weight of the later stages (README, session 8).
-GROUNDED_STEPS = (4000, 6000, 4000, 3000)
+# --recipe grounded: steps of (first stage, resumed to, 144 demos frozen, 144 demos unfrozen,
+# polish); demos of the first stage; lr and grounding weight of the later stages (README,
+# session 8), lr of the polish stage (session 12).
+GROUNDED_STEPS = (4000, 6000, 4000, 3000, 2400)
 GROUNDED_EPISODES, GROUNDED_START_EPISODES = 144, 36
 GROUNDED_LATER_LR, GROUNDED_LATER_WEIGHT = '2.5e-4', '0.5'
+GROUNDED_POLISH_LR = '1e-4'
 PYTHON_M = [sys.executable, '-m']  # each stage runs a module of this environment
 INTERRUPTED = 130  # the exit code of a stage stopped by Ctrl-C (its own checkpoint is saved)
 SUMMARY_FILE = 'train_sim.json'
@@ -124,11 +127,12 @@ def vision_source(args: argparse.Namespace) -> str:
 
 def grounded_stages(args: argparse.Namespace, out: Path, demos: Path, init_vision: Path,
                     grounding: Path, train: Callable[..., list[str]]) -> dict[str, list[str]]:
-    """The grounded recipe's convert of its first demos and its four training commands. Why
+    """The grounded recipe's convert of its first demos and its five training commands. Why
     stages: on 36 layouts the grounding head first teaches the Llama to look the named object
     up (the loss collapses within a few hundred steps); more demos and trainable encoders
-    then buy the action precision. --resume continues the first unfinished stage."""
-    first, resumed_to, frozen, unfrozen = args.recipe_steps
+    then buy the action precision, and a last run at a lower learning rate the last
+    centimetres a grasp needs. --resume continues the first unfinished stage."""
+    first, resumed_to, frozen, unfrozen, polish = args.recipe_steps
     start_bags = [str(demos / bag_name(args.scene, args.demo_seed + k))
                   for k in range(args.start_episodes)]
     stages = {}
@@ -138,15 +142,22 @@ def grounded_stages(args: argparse.Namespace, out: Path, demos: Path, init_visio
                                    '--overwrite']
     ground = ['--init-vision', str(init_vision), '--freeze-vision', '--grounding',
               str(grounding)]
-    later = ['--grounding', str(grounding), '--lr', GROUNDED_LATER_LR,
-             '--grounding-weight', GROUNDED_LATER_WEIGHT]
+
+    def later(lr: str) -> list[str]:
+        return ['--grounding', str(grounding), '--lr', lr,
+                '--grounding-weight', GROUNDED_LATER_WEIGHT]
+
     plan = [('train_ground', 'train-ground', 'dataset-start', first, ground),
             ('train_ground_more', 'train-ground', 'dataset-start', resumed_to, ground),
             ('train_demos', 'train-demos', 'dataset', frozen,
              ['--init-policy', checkpoint(out / 'train-ground', resumed_to), '--freeze-vision',
-              *later]),
-            ('train', 'train', 'dataset', unfrozen,
-             ['--init-policy', checkpoint(out / 'train-demos', frozen), *later])]
+              *later(GROUNDED_LATER_LR)]),
+            ('train_unfrozen', 'train-unfrozen', 'dataset', unfrozen,
+             ['--init-policy', checkpoint(out / 'train-demos', frozen),
+              *later(GROUNDED_LATER_LR)]),
+            ('train', 'train', 'dataset', polish,
+             ['--init-policy', checkpoint(out / 'train-unfrozen', unfrozen),
+              *later(GROUNDED_POLISH_LR)])]
     for stage, run, data, steps, options in plan:
         trained = latest_step(out / run)
         if trained >= steps or (stage == 'train_ground_more' and resumed_to == first):
@@ -173,7 +184,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='simulation scene (default: %(default)s)')
     parser.add_argument('--recipe', choices=('plain', 'grounded'), default='plain',
                         help='plain: one training stage (the options below); grounded: '
-                             'pretrained vision, grounding co-training and three stages, the '
+                             'pretrained vision, grounding co-training and staged training, the '
                              'policy that follows language (see above; default: %(default)s)')
     parser.add_argument('--episodes', type=int, default=None,
                         help=f'scripted demos to record (default: 36; grounded: '
@@ -181,8 +192,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--start-episodes', type=int, default=GROUNDED_START_EPISODES,
                         help='grounded: the first stage trains on the first this many demos '
                              '(default: %(default)s)')
-    parser.add_argument('--recipe-steps', type=int, nargs=4, default=GROUNDED_STEPS,
-                        metavar=('FIRST', 'RESUMED_TO', 'FROZEN', 'UNFROZEN'),
+    parser.add_argument('--recipe-steps', type=int, nargs=5, default=GROUNDED_STEPS,
+                        metavar=('FIRST', 'RESUMED_TO', 'FROZEN', 'UNFROZEN', 'POLISH'),
                         help='grounded: the steps of its stages (default: %(default)s)')
     parser.add_argument('--grounding-layouts', type=int, default=6000,
                         help='layouts render_grounding renders (default: %(default)s)')
@@ -233,10 +244,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if grounded and args.start_episodes > args.episodes:
         parser.error(f'--start-episodes {args.start_episodes} exceeds --episodes '
                      f'{args.episodes}')
-    first, resumed_to, frozen, unfrozen = args.recipe_steps
-    if grounded and not (1 <= first <= resumed_to and frozen >= 1 and unfrozen >= 1):
+    first, resumed_to, *later = args.recipe_steps
+    if grounded and not (1 <= first <= resumed_to and min(later) >= 1):
         parser.error(f'--recipe-steps {args.recipe_steps}: need 1 <= FIRST <= RESUMED_TO and '
-                     'FROZEN, UNFROZEN >= 1')
+                     'FROZEN, UNFROZEN, POLISH >= 1')
     if args.out is None:
         args.out = REPO_ROOT / 'runs' / 'train_sim' / (
             args.scene + ('-grounded' if grounded else '') + ('-nofilm' if args.no_film else ''))
