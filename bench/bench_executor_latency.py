@@ -85,9 +85,12 @@ def run() -> dict:
         try:
             driver.start_commanding()
             result['executor'][rule] = executor_run(driver)
-            if rule == MERGE_RULES[-1]:
-                result['synchronous_baseline'] = synchronous_baseline(driver)
         finally:
             driver.close()
             stop_process(executor)
+    driver = Driver()  # the baseline publishes its own commands: no executor runs
+    try:
+        result['synchronous_baseline'] = synchronous_baseline(driver)
+    finally:
+        driver.close()
     return result
