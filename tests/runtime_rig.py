@@ -1,12 +1,14 @@
 """A test rig around the chunk_executor over real DDS: it owns /clock (so every tick happens
 at a time the test chooses), publishes the arms' joint states and action chunks, records the
-executor's commands and /diagnostics, and calls ~/stop and ~/resume."""
+executor's commands and /diagnostics, and calls ~/stop and ~/resume. By default it is a
+perfect arm: after every tick it reports the command it received as the measured pose."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from oft_policy_node import robot
 from tests.ros_fixtures import spin_until
@@ -36,8 +38,15 @@ def interbotix_joint_state(arm_pose: np.ndarray) -> object:
                                 float(robot.normalized_to_motor(arm_pose[6])), finger, -finger])
 
 
+def diagnostic_level(status: object) -> str:
+    """OK, WARN, ERROR or STALE of a DiagnosticStatus (its level is one byte)."""
+    level = status.level[0] if isinstance(status.level, bytes) else status.level
+    return {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}[int(level)]
+
+
 class ExecutorRig:
-    def __init__(self, context: object, executor_node: object | None = None) -> None:
+    def __init__(self, context: object, executor_node: object | None = None,
+                 follow: bool = True) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -50,6 +59,7 @@ class ExecutorRig:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.executor_node = executor_node
+        self.follow = follow
         if executor_node is not None:
             self.executor.add_node(executor_node)
         self.now_ns = T0_NS
@@ -68,7 +78,8 @@ class ExecutorRig:
         self.node.create_subscription(
             DiagnosticArray, '/diagnostics',
             lambda msg: self.diagnostics.extend(
-                {kv.key: kv.value for kv in s.values} | {'message': s.message}
+                {kv.key: kv.value for kv in s.values}
+                | {'message': s.message, 'level': diagnostic_level(s)}
                 for s in msg.status if s.name == '/chunk_executor'), 10)
 
     @property
@@ -113,7 +124,10 @@ class ExecutorRig:
         got = self.spin_until(lambda: all(cmds and cmds[-1][0] >= self.now - 1e-6
                                           for cmds in self.commands.values()), timeout=10.0)
         assert got, f'no command for t={self.now}'
-        return self.last_command()
+        command = self.last_command()
+        if self.follow:
+            self.publish_pose(command)
+        return command
 
     def last_command(self) -> np.ndarray:
         columns = []
@@ -137,3 +151,45 @@ class ExecutorRig:
         self.node.destroy_node()
         if self.executor_node is not None:
             self.executor_node.destroy_node()
+
+
+# A pose well inside the limits, (D,): per arm 6 joints (rad) and the gripper opening.
+POSE = np.array([0.1, -0.2, 0.3, 0.05, -0.1, 0.2, 0.5, -0.1, 0.25, -0.3, 0.0, 0.15, -0.2, 0.4])
+
+
+def ramp(offset: float, k: int = robot.CHUNK_SIZE) -> np.ndarray:
+    """A chunk (K, D) that starts at POSE + offset and moves 0.004 per row: every row differs,
+    and no step comes near the per-tick limit, so the expected command is the target itself."""
+    rows = POSE + offset + 0.004 * np.arange(k)[:, None]
+    return rows.astype(np.float32).astype(np.float64)  # what survives the float32 message
+
+
+def make_rig(rclpy_context, **params) -> ExecutorRig:
+    from rclpy.parameter import Parameter
+
+    from oft_policy_node.chunk_executor import ChunkExecutor
+
+    # No start ramp unless asked for: these tests check targets exactly.
+    params = {'start_ramp_duration': 0.0, **params}
+    overrides = [Parameter('use_sim_time', value=True), Parameter('diagnostics_period', value=0.2),
+                 *(Parameter(name, value=value) for name, value in params.items())]
+    node = ChunkExecutor(context=rclpy_context, parameter_overrides=overrides)
+    rig = ExecutorRig(rclpy_context, node)
+    rig.wait_for_subscribers()
+    rig.publish_clock()
+    rig.publish_pose(POSE)
+    assert rig.spin_until(lambda: node._core.has_measured_pose), 'joint states never arrived'
+    return rig
+
+
+@pytest.fixture
+def rig_factory(rclpy_context):
+    rigs: list[ExecutorRig] = []
+
+    def factory(**params) -> ExecutorRig:
+        rigs.append(make_rig(rclpy_context, **params))
+        return rigs[-1]
+
+    yield factory
+    for rig in rigs:
+        rig.close()

@@ -16,7 +16,7 @@ from tests.ros_fixtures import REPO_ROOT
 
 REPORT_KEYS = {'instruction', 'scene', 'sim_seconds', 'wall_seconds', 'real_time_factor',
                'ticks', 'control_rate_hz', 'stalled_ticks', 'clamped_ticks', 'waiting_ticks',
-               'chunks',
+               'tracking_faults', 'tracking_error_peak', 'tracking_error_peak_joint', 'chunks',
                'inference_latency_s', 'success'}
 
 
@@ -40,6 +40,7 @@ def test_short_demo_writes_a_report_without_stalls(tmp_path):
     assert report['sim_seconds'] == pytest.approx(duration, abs=0.1)
     assert 0.0 < report['real_time_factor'] <= 1.05
     assert report['stalled_ticks'] == 0
+    assert report['tracking_faults'] == 0  # the new checks at their defaults never trip here
     # At most 25 Hz of sim time (fewer when a loaded CPU makes /clock jump past a tick).
     assert 0 < report['ticks'] <= 25 * duration + 1
     assert report['control_rate_hz'] == pytest.approx(report['ticks'] / report['sim_seconds'],

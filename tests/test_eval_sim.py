@@ -12,6 +12,7 @@ import pytest
 
 from aloha_bringup.eval_sim import parse_args
 from aloha_bringup.sim.scenes import get_scene
+from oft_policy_node import robot
 from oft_policy_node.model.testing import make_tiny_checkpoint
 from tests.ros_fixtures import REPO_ROOT
 
@@ -22,7 +23,7 @@ REAL_TIME_FACTOR = 0.5  # capped below what this CPU reaches, so the cap is what
 STATE_RATE_HZ = 25.0  # aloha_sim's default state_rate_hz
 SUMMARY_KEYS = {'episodes', 'successes', 'success_rate', 'approached', 'followed_language',
                 'language_following_rate', 'target_closest_m_median', 'stalled_ticks',
-                'clamped_ticks', 'waiting_ticks',
+                'clamped_ticks', 'waiting_ticks', 'tracking_faults', 'tracking_error_peak',
                 'chunks',
                 'inference_latency_s', 'sim_seconds', 'wall_seconds'}
 
@@ -85,6 +86,10 @@ def test_episode_measurements_are_complete_and_plausible(evaluation):
         assert isinstance(episode['stalled_ticks'], int) and episode['stalled_ticks'] >= 0
         assert isinstance(episode['clamped_ticks'], int) and episode['clamped_ticks'] >= 0
         assert isinstance(episode['waiting_ticks'], int) and episode['waiting_ticks'] >= 0
+        # The safety layer measured tracking and never tripped on the simulated arms.
+        assert episode['tracking_faults'] == 0
+        assert 0.0 <= episode['tracking_error_peak'] < 1.0
+        assert episode['tracking_error_peak_joint'] in robot.action_joint_names()
         # The sim got the cap: no episode ran faster than REAL_TIME_FACTOR x wall time.
         assert episode['wall_seconds'] >= 0.95 * episode['sim_seconds'] / REAL_TIME_FACTOR
         approach = episode['first_approach']
@@ -117,6 +122,7 @@ def test_rates_are_counts_over_episodes(evaluation):
     assert overall['stalled_ticks'] == sum(e['stalled_ticks'] for e in episodes)
     assert overall['clamped_ticks'] == sum(e['clamped_ticks'] for e in episodes)
     assert overall['waiting_ticks'] == sum(e['waiting_ticks'] for e in episodes)
+    assert overall['tracking_faults'] == sum(e['tracking_faults'] for e in episodes)
     for instruction, summary in report['per_instruction'].items():
         (episode,) = [e for e in episodes if e['instruction'] == instruction]
         assert summary['episodes'] == 1

@@ -12,47 +12,9 @@ import numpy as np
 import pytest
 
 from oft_policy_node import robot
-from tests.runtime_rig import PERIOD, ExecutorRig, chunk_message
+from tests.runtime_rig import PERIOD, POSE, ExecutorRig, chunk_message, ramp, rig_factory
 
-# A pose well inside the limits, (D,): per arm 6 joints (rad) and the gripper opening.
-POSE = np.array([0.1, -0.2, 0.3, 0.05, -0.1, 0.2, 0.5, -0.1, 0.25, -0.3, 0.0, 0.15, -0.2, 0.4])
-
-
-def ramp(offset: float, k: int = robot.CHUNK_SIZE) -> np.ndarray:
-    """A chunk (K, D) that starts at POSE + offset and moves 0.004 per row: every row differs,
-    and no step comes near the per-tick limit, so the expected command is the target itself."""
-    rows = POSE + offset + 0.004 * np.arange(k)[:, None]
-    return rows.astype(np.float32).astype(np.float64)  # what survives the float32 message
-
-
-def make_rig(rclpy_context, **params) -> ExecutorRig:
-    from rclpy.parameter import Parameter
-
-    from oft_policy_node.chunk_executor import ChunkExecutor
-
-    overrides = [Parameter('use_sim_time', value=True), Parameter('diagnostics_period', value=0.2),
-                 *(Parameter(name, value=value) for name, value in params.items())]
-    node = ChunkExecutor(context=rclpy_context, parameter_overrides=overrides)
-    rig = ExecutorRig(rclpy_context, node)
-    rig.wait_for_subscribers()
-    rig.publish_clock()
-    rig.publish_pose(POSE)
-    assert rig.spin_until(lambda: node._core.has_measured_pose), 'joint states never arrived'
-    return rig
-
-
-@pytest.fixture
-def rig_factory(rclpy_context):
-    rigs: list[ExecutorRig] = []
-
-    def factory(**params) -> ExecutorRig:
-        rigs.append(make_rig(rclpy_context, **params))
-        return rigs[-1]
-
-    yield factory
-    for rig in rigs:
-        rig.close()
-
+__all__ = ['rig_factory']  # the fixture, used by name
 
 def row_at(stamp: float, now: float) -> int:
     return round((now - stamp) / PERIOD)
@@ -148,63 +110,133 @@ def test_stop_holds_and_ignores_chunks_until_resume(rig_factory):
     held = rig.tick()
     np.testing.assert_allclose(held, a[2], atol=1e-9)
 
+    from rcl_interfaces.msg import Log
+
+    logged: list[Log] = []
+    rig.node.create_subscription(Log, '/rosout', logged.append, 50)
     response = rig.call('/chunk_executor/stop')
     assert response.success, response.message
-    rig.publish_chunk(chunk_message(rig.now, ramp(0.02), chunk_id=2))  # ignored while stopped
+    for chunk_id in range(2, 7):  # ignored while stopped: counted, logged once
+        rig.publish_chunk(chunk_message(rig.now, ramp(0.02), chunk_id=chunk_id))
     for _ in range(6):
         np.testing.assert_allclose(rig.tick(), held, atol=1e-9)
     assert rig.spin_until(lambda: rig.diagnostics and rig.diagnostics[-1]['message'] == 'stopped'
-                          and rig.diagnostics[-1]['ignored_chunks'] == '1')
+                          and rig.diagnostics[-1]['ignored_chunks'] == '5')
+    about_chunks = [m for m in logged if m.name == 'chunk_executor' and m.function == '_on_chunk']
+    assert len(about_chunks) == 1 and about_chunks[0].level == Log.WARN, \
+        [m.msg for m in about_chunks]
+    assert 'ignoring chunks (counted in ignored_chunks)' in about_chunks[0].msg
 
     assert rig.call('/chunk_executor/resume').success
     np.testing.assert_allclose(rig.tick(), held, atol=1e-9)  # the old chunk was dropped
     c, stamp_c = ramp(0.03), rig.now
-    rig.publish_chunk(chunk_message(stamp_c, c, chunk_id=3))
+    rig.publish_chunk(chunk_message(stamp_c, c, chunk_id=7))
     for _ in range(3):
         np.testing.assert_allclose(rig.tick(), c[row_at(stamp_c, rig.now)], atol=1e-9)
 
 
-def test_interbotix_backend_sends_group_and_single_commands(rclpy_context, monkeypatch):
+def interbotix_rig(rclpy_context, monkeypatch, omit: tuple[str, ...] = (), **params
+                   ) -> tuple[ExecutorRig, object]:
+    """A chunk_executor with backend interbotix beside the xs_sdk stub (both arms at POSE)."""
+    from rclpy.parameter import Parameter
+
     from tests.interface_build import load_test_interface
 
     load_test_interface('interbotix_xs_msgs', monkeypatch)
-    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from oft_policy_node.chunk_executor import ChunkExecutor
+    from tests.peers.xs_sdk_stub import XsSdkStub
 
-    rig = make_rig(rclpy_context, backend='interbotix')
+    overrides = [Parameter('use_sim_time', value=True), Parameter('backend', value='interbotix'),
+                 Parameter('diagnostics_period', value=0.2),
+                 *(Parameter(name, value=value) for name, value in params.items())]
+    node = ChunkExecutor(context=rclpy_context, parameter_overrides=overrides)
+    stub = XsSdkStub(rclpy_context, POSE, omit)
+    rig = ExecutorRig(rclpy_context, node, follow=False)
+    rig.executor.add_node(stub)
+    return rig, stub
+
+
+def advance_clock(rig: ExecutorRig, stub: object, seconds: float) -> None:
+    """Let `seconds` of wall time pass with the clock ticking at 25 Hz."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rig.now_ns += 40_000_000
+        rig.publish_clock()
+        rig.spin_until(lambda: False, timeout=0.04)
+
+
+def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_context,
+                                                                      monkeypatch):
+    """The bring-up as Trossen's opening_ceremony does it, before any command; then the first
+    move from the measured pose to a target 1 rad away ramps up over start_ramp_duration."""
+    from oft_policy_node.runtime.arm_bringup import follower_bringup
+
+    rig, stub = interbotix_rig(rclpy_context, monkeypatch, merge_rule='sync')
     try:
-        received = {(arm, kind): [] for arm in robot.ARMS for kind in ('group', 'single')}
+        for _ in range(300):  # up to 12 s of ticks until the first command
+            advance_clock(rig, stub, 0.04)
+            if stub.commands:
+                break
+        expected = follower_bringup()
+        seen = [(name, fields) for _, name, fields in stub.calls]
+        assert seen == [(call.name, call.request) for call in expected], seen
+        assert min(t for t, *_ in stub.commands) > max(t for t, *_ in stub.calls)
+        print('\nbring-up the stub xs_sdk saw:', *(f'{n} {f}' for n, f in seen), sep='\n  ')
+        for arm in robot.ARMS:  # the first command is the measured pose
+            np.testing.assert_allclose(stub.group_commands(arm)[0],
+                                       POSE[robot.arm_columns(arm)][:6], atol=1e-6)
+
+        target = POSE.copy()
         for arm in robot.ARMS:
-            rig.node.create_subscription(JointGroupCommand, robot.joint_group_topic(arm),
-                                         received[arm, 'group'].append, 50)
-            rig.node.create_subscription(JointSingleCommand, robot.joint_single_topic(arm),
-                                         received[arm, 'single'].append, 50)
-
-        def tick_and_collect() -> dict:
-            counts = {key: len(msgs) for key, msgs in received.items()}
-            rig.now_ns += 40_000_000
-            rig.publish_clock()
-            assert rig.spin_until(lambda: all(len(msgs) > counts[key]
-                                              for key, msgs in received.items()))
-            return {key: msgs[-1] for key, msgs in received.items()}
-
-        def check(sent: dict, pose: np.ndarray) -> None:
-            for arm in robot.ARMS:
-                expected = pose[robot.arm_columns(arm)]
-                group, single = sent[arm, 'group'], sent[arm, 'single']
-                assert group.name == 'arm' and single.name == 'gripper'
-                np.testing.assert_allclose(group.cmd, expected[:6], atol=1e-6)  # float32
-                assert single.cmd == pytest.approx(robot.normalized_to_motor(expected[6]),
-                                                   abs=1e-6)
-
-        assert rig.spin_until(lambda: all(rig.node.count_subscribers(t) for arm in robot.ARMS
-                                          for t in (robot.joint_group_topic(arm),
-                                                    robot.joint_single_topic(arm))))
-        rig.spin_until(lambda: False, timeout=0.3)  # drain a command of the start-up clock
-        check(tick_and_collect(), POSE)
-        a, stamp = ramp(0.0), rig.now
-        rig.publish_chunk(chunk_message(stamp, a))
-        check(tick_and_collect(), a[1])
+            target[robot.arm_columns(arm)][:6] += 1.0
+        rig.publish_chunk(chunk_message(rig.now, np.tile(target, (60, 1))))
+        start = len(stub.group_commands('left'))
+        for _ in range(60):  # at the robot's pace: joint states arrive between the ticks
+            before = len(stub.group_commands('left'))
+            advance_clock(rig, stub, 0.04)
+            assert rig.spin_until(lambda n=before: len(stub.group_commands('left')) > n)
+            if np.allclose(stub.group_commands('left')[-1], target[:6], atol=1e-5):
+                break
+        left = stub.group_commands('left')[start - 1:]  # from the held measured pose
+        speeds = np.abs(np.diff(left, axis=0)).max(axis=1) / PERIOD  # rad/s per tick
+        duration = (len(left) - 1) * PERIOD
+        print(f'start ramp: {duration:.2f} s to a target 1 rad away, peak {speeds.max():.3f} '
+              f'rad/s (limit {math.pi:.3f})')
+        # start_ramp_duration 2 s = 50 ticks: tick n moves at most n/50 of pi rad/s.
+        assert duration == pytest.approx(1.12)
+        assert speeds.max() == pytest.approx(27 / 50 * math.pi, rel=1e-4)
+        np.testing.assert_allclose(speeds[:27], math.pi * np.arange(1, 28) / 50, rtol=1e-4)
     finally:
+        rig.executor.remove_node(stub)
+        stub.destroy_node()
+        rig.close()
+
+
+def test_a_missing_xs_sdk_service_stops_the_bringup_and_nothing_is_commanded(rclpy_context,
+                                                                             monkeypatch):
+    rig, stub = interbotix_rig(rclpy_context, monkeypatch, omit=('set_motor_registers',),
+                               bringup_timeout=1.0)
+    try:
+        for _ in range(50):  # the diagnostics timer runs on the rig's clock
+            advance_clock(rig, stub, 0.1)
+            if rig.diagnostics and rig.diagnostics[-1]['level'] == 'ERROR':
+                break
+        report = rig.diagnostics[-1]
+        assert 'bring-up stopped at 4/12, /follower_left/set_motor_registers: the service is ' \
+               'not offered after 1.0 s' in report['message'], report
+        assert [name for _, name, _ in stub.calls] == [
+            '/follower_left/reboot_motors', '/follower_left/set_operating_modes',
+            '/follower_left/set_operating_modes']
+        assert stub.commands == []
+        response = rig.call('/chunk_executor/resume')
+        assert not response.success and 'bring-up stopped' in response.message
+        advance_clock(rig, stub, 0.5)
+        assert stub.commands == []
+    finally:
+        rig.executor.remove_node(stub)
+        stub.destroy_node()
         rig.close()
 
 

@@ -1,9 +1,12 @@
-"""A chunk_executor process on the wall clock, fed over DDS with hypothesis-generated chunks
-(random, huge, NaN/inf, mis-shaped, wrong names, any stamp/period): every command it sends stays
-inside the joint limits and within the per-tick step limit, it keeps commanding, counts the
-rejections, and still shuts down cleanly on Ctrl-C."""
+"""A chunk_executor process on the wall clock beside a driver that follows its commands, fed
+over DDS with hypothesis-generated chunks (random, huge, NaN/inf, mis-shaped, wrong names, any
+stamp/period): every command it sends stays inside the joint limits and within the per-tick
+step limit, it keeps commanding, counts the rejections, and still shuts down cleanly on
+Ctrl-C."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from hypothesis import strategies as st
 from oft_policy_node import robot
 from oft_policy_node.runtime.safety import SafetyLimits
 from tests.ros_fixtures import spin_until, spinning_node
-from tests.runtime_rig import PERIOD, chunk_message, interbotix_joint_state
+from tests.runtime_rig import PERIOD, chunk_message
 
 D = robot.ACTION_DIM
 NAMES = robot.action_joint_names()
@@ -53,13 +56,12 @@ def live_executor(rclpy_context, spawn):
         node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diagnostics.extend(
             {kv.key: kv.value for kv in s.values} for s in m.status), 10)
         chunks = node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 50)
-        states = {arm: node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
-                  for arm in robot.ARMS}
-        pose = np.array([0.0, -0.5, 0.5, 0.0, 0.3, 0.0, 0.7])
-        # Start from a measured pose, then wait for the executor to command.
-        assert spin_until(executor, lambda: [s.publish(interbotix_joint_state(pose))
-                                             for s in states.values()] and commands['left'],
-                          timeout=20.0), spawn.output(proc)
+        # A driver that follows every command (its own process), from a pose inside the limits.
+        pose = np.tile([0.0, -0.5, 0.5, 0.0, 0.3, 0.0, 0.7], 2)
+        arm = spawn.python('-m', 'tests.peers.perfect_arm', json.dumps(pose.tolist()),
+                           name='perfect_arm')
+        assert spin_until(executor, lambda: commands['left'], timeout=20.0), \
+            spawn.output(proc) + spawn.output(arm)
         yield node, executor, chunks, commands, diagnostics, proc, spawn
 
 
@@ -106,6 +108,7 @@ def test_hostile_chunks_never_leave_the_limits(live_executor):
         (diagnostics[-1:], len(sent))
     assert int(diagnostics[-1]['rejected_chunks']) > 0
     assert int(diagnostics[-1]['clamped_commands']) > 0
+    assert diagnostics[-1]['tracking_faults'] == '0'  # the arm follows: no false trip
     lower, upper = LIMITS.lower, LIMITS.upper
     for arm in robot.ARMS:
         columns = robot.arm_columns(arm)

@@ -18,6 +18,7 @@ import json
 import sys
 import threading
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -85,8 +86,8 @@ EPISODE_PARAMETERS = (
 
 
 class AlohaSimNode(Node):
-    def __init__(self) -> None:
-        super().__init__('aloha_sim')
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('aloha_sim', **kwargs)
         self.scene = get_scene(declare_all(self, (SCENE_PARAMETER,))['scene'])
         p = declare_all(self, [replace(spec, check=self._instruction_problem)
                                if spec.name == 'instruction' else spec

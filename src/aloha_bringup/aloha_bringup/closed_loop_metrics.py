@@ -153,11 +153,24 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
         'stalled_ticks': sum(e['stalled_ticks'] for e in episodes),
         'clamped_ticks': sum(e['clamped_ticks'] for e in episodes),
         'waiting_ticks': sum(e['waiting_ticks'] for e in episodes),
+        # None where nothing measured them (quick_eval has no executor).
+        'tracking_faults': _sum_known(e['tracking_faults'] for e in episodes),
+        'tracking_error_peak': _max_known(e['tracking_error_peak'] for e in episodes),
         'chunks': sum(e['chunks'] for e in episodes),
         'inference_latency_s': latency_stats(latencies),
         'sim_seconds': round(sum(e['sim_seconds'] for e in episodes), 3),
         'wall_seconds': round(sum(e['wall_seconds'] for e in episodes), 3),
     }
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _max_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def summarize_by_instruction(episodes: Sequence[Mapping], instructions: Sequence[str]

@@ -257,6 +257,7 @@ def _build_report(monitor: DemoMonitor, args: argparse.Namespace, checkpoint: Pa
         'stalled_ticks': monitor.executor_counters.change('stalls', start, end),
         'clamped_ticks': monitor.executor_counters.change('clamped_commands', start, end),
         'waiting_ticks': monitor.executor_counters.change('waits', start, end),
+        **monitor.executor_counters.tracking_at_or_after(end),
         'chunks': len(monitor.latencies),
         'inference_latency_s': latency_stats(monitor.latencies),
         'success': monitor.success,

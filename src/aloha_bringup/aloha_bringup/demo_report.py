@@ -86,9 +86,22 @@ class ExecutorCounters:
         if status_name.endswith('chunk_executor'):
             self.reports.append((t, values))
 
-    def first_at_or_after(self, key: str, t: float) -> int | None:
+    def value_at_or_after(self, key: str, t: float) -> str | None:
         later = [values for stamp, values in self.reports if stamp >= t]
-        return int(later[0][key]) if later else None
+        return later[0][key] if later else None
+
+    def first_at_or_after(self, key: str, t: float) -> int | None:
+        value = self.value_at_or_after(key, t)
+        return None if value is None else int(value)
+
+    def tracking_at_or_after(self, t: float) -> dict:
+        """Tracking faults and the largest tracking error (target - measured, rad or
+        opening) up to the first report at/after `t`: the executor's safety layer at work."""
+        peak = self.value_at_or_after('tracking_error_peak', t)
+        return {'tracking_faults': self.first_at_or_after('tracking_faults', t),
+                'tracking_error_peak': None if peak is None else round(float(peak), 4),
+                'tracking_error_peak_joint': self.value_at_or_after('tracking_error_peak_joint',
+                                                                    t)}
 
     def change(self, key: str, start: float, end: float) -> int:
         """Change of a counter between its first reports at/after `start` and `end`."""
@@ -147,7 +160,9 @@ def summary_lines(report: dict) -> list[str]:
         f"(real-time factor {report['real_time_factor']:.2f})",
         f"control: {report['ticks']} ticks at {report['control_rate_hz']:.1f} Hz, "
         f"{report['stalled_ticks']} stalled, {report['clamped_ticks']} clamped, "
-        f"{report['waiting_ticks']} waiting",
+        f"{report['waiting_ticks']} waiting; {report['tracking_faults']} tracking faults, "
+        f"peak tracking error {report['tracking_error_peak']} on "
+        f"{report['tracking_error_peak_joint']}",
         f"chunks: {report['chunks']}, inference latency p50 {latency['p50']} s, "
         f"p95 {latency['p95']} s, max {latency['max']} s",
         f"success: {report['success']}",

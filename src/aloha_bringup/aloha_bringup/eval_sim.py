@@ -305,6 +305,7 @@ class Evaluation:
             'clamped_ticks': monitor.counters.first_at_or_after('clamped_commands',
                                                                 monitor.window_end),
             'waiting_ticks': monitor.counters.first_at_or_after('waits', monitor.window_end),
+            **monitor.counters.tracking_at_or_after(monitor.window_end),
             'chunks': len(monitor.latencies),
             'inference_latency_s': latency_stats(monitor.latencies),
             'inference_latencies_s': monitor.latencies,

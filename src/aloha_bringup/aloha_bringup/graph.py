@@ -108,10 +108,11 @@ def _arm_remappings(graph: dict[str, Any], args: dict[str, str]) -> tuple[tuple[
         wanted = _substitute(graph.get('arm_namespaces', {}).get(default, default), args)
         if wanted == default:
             continue
-        for topic_of in (robot.joint_states_topic, robot.joint_group_topic,
-                         robot.joint_single_topic, robot.joint_positions_topic):
-            topic = topic_of(arm)
-            remaps.append((topic, topic.replace(f'/{default}/', f'/{wanted}/', 1)))
+        names = [topic_of(arm) for topic_of in (
+            robot.joint_states_topic, robot.joint_group_topic, robot.joint_single_topic,
+            robot.joint_positions_topic)]
+        names += [robot.driver_service(arm, service) for service in robot.DRIVER_SERVICES]
+        remaps += [(name, name.replace(f'/{default}/', f'/{wanted}/', 1)) for name in names]
     return tuple(remaps)
 
 

@@ -61,7 +61,8 @@ def run_episode(sim: AlohaSim, policy: OftPolicy, plan: EpisodePlan, max_seconds
     return {'index': plan.index, 'instruction': plan.instruction, 'seed': plan.seed,
             'success': success, 'success_time_s': round(sim.time, 3) if success else None,
             **episode_measures(sim.scene, plan.instruction, samples, approach_distance),
-            'stalled_ticks': 0, 'clamped_ticks': 0, 'waiting_ticks': 0, 'chunks': chunks,
+            'stalled_ticks': 0, 'clamped_ticks': 0, 'waiting_ticks': 0,
+            'tracking_faults': None, 'tracking_error_peak': None, 'chunks': chunks,
             'inference_latencies_s': latencies, 'sim_seconds': round(sim.time, 3),
             'wall_seconds': round(time.perf_counter() - started, 3)}
 

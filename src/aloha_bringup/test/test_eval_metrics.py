@@ -104,19 +104,23 @@ def test_followed_language():
 
 
 def record(instruction: str, success: bool, approached: str | None, target: str,
-           latencies: list[float], stalls: int = 0, closest: float | None = None) -> dict:
+           latencies: list[float], stalls: int = 0, closest: float | None = None,
+           peak: float | None = None) -> dict:
     return {'instruction': instruction, 'success': success,
             'first_approach': None if approached is None else {'object': approached},
             'followed_language': approached == target, 'stalled_ticks': stalls,
             'target_closest_m': closest,
             'clamped_ticks': 1, 'waiting_ticks': 2, 'chunks': len(latencies),
+            'tracking_faults': None if peak is None else int(peak > 0.2),
+            'tracking_error_peak': peak,
             'inference_latencies_s': latencies,
             'sim_seconds': 2.0, 'wall_seconds': 3.5}
 
 
 def test_summaries_are_counts_over_episodes():
-    episodes = [record('a', True, 'red_pepper', 'red_pepper', [0.1, 0.2], stalls=2, closest=0.01),
-                record('a', False, 'green_pepper', 'red_pepper', [0.3], closest=0.12),
+    episodes = [record('a', True, 'red_pepper', 'red_pepper', [0.1, 0.2], stalls=2, closest=0.01,
+                       peak=0.1),
+                record('a', False, 'green_pepper', 'red_pepper', [0.3], closest=0.12, peak=0.3),
                 record('b', False, None, 'yellow_corn', [], closest=0.2),
                 record('b', False, 'yellow_corn', 'yellow_corn', [0.4], stalls=1, closest=0.03)]
     overall = summarize(episodes)
@@ -124,13 +128,16 @@ def test_summaries_are_counts_over_episodes():
         'episodes': 4, 'successes': 1, 'success_rate': 0.25, 'approached': 3,
         'followed_language': 2, 'language_following_rate': 0.5,
         'target_closest_m_median': 0.075, 'stalled_ticks': 3,
-        'clamped_ticks': 4, 'waiting_ticks': 8, 'chunks': 4,
+        'clamped_ticks': 4, 'waiting_ticks': 8, 'tracking_faults': 1,
+        'tracking_error_peak': 0.3, 'chunks': 4,
         'inference_latency_s': {'p50': 0.25, 'p95': 0.385, 'max': 0.4},
         'sim_seconds': 8.0, 'wall_seconds': 14.0}
     per = summarize_by_instruction(episodes, ['a', 'b', 'c'])
     assert (per['a']['success_rate'], per['a']['language_following_rate']) == (0.5, 0.5)
     assert (per['b']['success_rate'], per['b']['language_following_rate']) == (0.0, 0.5)
     assert per['c']['episodes'] == 0 and per['c']['success_rate'] is None
+    # Episodes without an executor (quick_eval) report no tracking figures at all.
+    assert per['b']['tracking_faults'] is None and per['b']['tracking_error_peak'] is None
 
 
 def test_scene_without_language_choice_has_no_following_rate():

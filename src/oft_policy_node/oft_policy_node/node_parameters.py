@@ -37,6 +37,11 @@ def non_negative(value: float) -> str | None:
     return None if math.isfinite(value) and value >= 0.0 else 'must be a finite number >= 0'
 
 
+def positive_each(values: list[float]) -> str | None:
+    return None if len(values) and all(positive(v) is None for v in values) else \
+        'must be a non-empty list of finite numbers > 0'
+
+
 def fraction(value: float) -> str | None:
     return None if 0.0 < value <= 1.0 else 'must be in (0, 1]'
 

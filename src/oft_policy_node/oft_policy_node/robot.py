@@ -128,6 +128,16 @@ def joint_single_topic(arm: str) -> str:
     return f'/{arm_namespace(arm)}/commands/joint_single'
 
 
+def driver_service(arm: str, service: str) -> str:
+    """A service of the arm's interbotix_xs_sdk node, e.g. /follower_left/torque_enable."""
+    return f'/{arm_namespace(arm)}/{service}'
+
+
+# The xs_sdk services the executor's bring-up calls (runtime/arm_bringup.py).
+DRIVER_SERVICES = ('reboot_motors', 'set_operating_modes', 'set_motor_registers',
+                   'torque_enable')
+
+
 def joint_positions_topic(arm: str) -> str:
     """The simulation backend's command topic: sensor_msgs/JointState with the 6 arm joints and
     `gripper` (motor angle, rad), i.e. the same units the Interbotix driver is commanded in."""

@@ -11,9 +11,12 @@ import pytest
 from oft_policy_node.runtime.chunk_queue import Chunk, ChunkQueue
 
 
-def chunk(stamp: float, base: float, k: int = 25, d: int = 2) -> Chunk:
-    """Row i = base + i in every column: the row index can be read off the target."""
-    return Chunk(stamp, 0.04, np.full((k, d), base) + np.arange(k)[:, None])
+def chunk(stamp: float, base: float, k: int = 25, d: int = 2,
+          received: float | None = None) -> Chunk:
+    """Row i = base + i in every column: the row index can be read off the target. Received
+    at its stamp unless told otherwise."""
+    return Chunk(stamp, 0.04, np.full((k, d), base) + np.arange(k)[:, None],
+                 stamp if received is None else received)
 
 
 def test_row_for_now_skips_the_stale_prefix():
@@ -105,6 +108,37 @@ def test_watchdog_refuses_old_observations():
     queue.push(chunk(10.0, 0.0))
     assert queue.target(10.28)[0] == 7.0
     assert queue.target(10.32) is None
+
+
+@pytest.mark.parametrize('merge_rule', ['newest', 'blend', 'commit', 'sync'])
+def test_watchdog_also_bounds_the_time_since_arrival(merge_rule):
+    """A chunk stamped 0.5 s ahead of the executor's clock (a camera host whose clock runs
+    ahead) passes the stamp-age test until 0.5 s + max_age after it arrived; the arrival bound
+    stops it max_age after arrival (sync: once begun, it plays its rows to the end)."""
+    queue = ChunkQueue(merge_rule, max_age=0.3)
+    queue.push(chunk(10.5, 0.0, received=10.0))
+    answered = [t for t in np.arange(10.0, 13.0, 0.04).round(2) if queue.target(t) is not None]
+    if merge_rule == 'sync':
+        # Begins at once (the stamp is no older than anything played) and plays 25 rows.
+        assert answered[0] == 10.0 and answered[-1] == pytest.approx(10.96)
+        assert len(answered) == 25
+    else:
+        # Row lookups start at the stamp; the arrival bound ends them 0.3 s after arrival.
+        assert answered == []
+    queue = ChunkQueue(merge_rule, max_age=0.3)
+    queue.push(chunk(10.1, 0.0, received=10.0))
+    last = max(t for t in np.arange(10.0, 13.0, 0.04).round(2) if queue.target(t) is not None)
+    assert last <= (10.0 + 0.3 + 24 * 0.04 if merge_rule == 'sync' else 10.0 + 0.3) + 1e-9
+
+
+def test_sync_plays_a_future_stamped_chunk_once():
+    """A chunk stamped after its own last row must not qualify as its own successor (it did,
+    and kept the arms moving for as long as its stamp lay in the future)."""
+    queue = ChunkQueue('sync', max_age=10.0)
+    queue.push(chunk(15.0, 0.0, received=10.0))
+    rows = [queue.target(10.0 + 0.04 * i) for i in range(60)]
+    played = [row[0] for row in rows if row is not None]
+    assert played == list(range(25))
 
 
 def test_bad_settings_are_named():

@@ -22,8 +22,16 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
   rows disagree with where the arm is and get clamped. Held ticks count as waits, not stalls,
   for up to `max_age`; a chunk plays its K rows open loop from when it begins.
 
-A target is only used while its observation is at most `max_age` old (the watchdog): a policy
-that stopped publishing cannot drive the robot open loop for longer than that.
+The watchdog: a chunk answers only while its observation is at most `max_age` old *and* it
+arrived at most `max_age` ago, on the executor's clock. The second bound is what makes the
+watchdog hold against clocks that disagree: a chunk stamped ahead of the executor's clock (a
+camera host whose clock runs ahead; the executor also rejects stamps beyond a small tolerance)
+would pass the age test for as long as its stamp lies in the future. So once the policy falls
+silent, the arms follow targets for at most, after the last chunk arrived:
+* `newest`, `blend`, `commit`: `max_age`;
+* `sync`: `max_age` (the latest a chunk may begin) plus the rest of the chunk being played,
+  at most (K - 1) periods: a chunk that began plays its rows to the end, and each chunk is
+  played once (it leaves the queue when it begins).
 
 ROS-free: times are float seconds on the node clock.
 """
@@ -38,13 +46,14 @@ import numpy as np
 MERGE_RULES = ('newest', 'blend', 'commit', 'sync')
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: the queue removes what it played
 class Chunk:
     """K targets predicted from the observation taken at `stamp` (s), one every `period` s."""
 
     stamp: float
     period: float
     actions: np.ndarray  # (K, D) float64, robot units
+    received: float  # s on the executor's clock when the chunk arrived
 
     @property
     def num_steps(self) -> int:
@@ -58,6 +67,10 @@ class Chunk:
     def end_time(self) -> float:
         """The last time this chunk can answer (half a period after its last row)."""
         return self.stamp + (self.num_steps - 0.5) * self.period
+
+    def fresh(self, now: float, max_age: float) -> bool:
+        """The watchdog: observed and received at most `max_age` before `now`."""
+        return now - self.stamp <= max_age and now - self.received <= max_age
 
 
 class ChunkQueue:
@@ -102,7 +115,7 @@ class ChunkQueue:
         """The merged target for time `now`, (D,), or None when no fresh chunk covers it."""
         # Chunks past their end, or older than the watchdog allows, can never answer again.
         self._chunks = [c for c in self._chunks
-                        if c.end_time() > now and now - c.stamp <= self.max_age]
+                        if c.end_time() > now and c.fresh(now, self.max_age)]
         if self.merge_rule == 'sync':
             return self._sync_target(now)
         rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]
@@ -138,4 +151,7 @@ class ChunkQueue:
             return None
         self.waiting = False
         self._committed, self._sync_start = candidates[-1], now
+        # Played once: a chunk whose stamp lies after its own last row (a clock ahead of ours)
+        # must not qualify as its own successor.
+        self._chunks.remove(self._committed)
         return self._committed.actions[0].copy()

@@ -3,15 +3,30 @@
 The node (chunk_executor.py) only converts messages and drives `tick` from its timer. Rules:
 * No command before both arms' measured pose is known; the first command is that pose (clipped
   into the limits), so starting the executor never makes the arms jump.
-* Each tick takes the queue's target for now and passes it through the safety filter. No valid
-  target (queue empty, chunks expired or past the watchdog) -> the last command is repeated and
-  a stall is counted (a wait instead while the `sync` merge rule holds for its next chunk).
+* Each tick takes the queue's target for now and passes it through the safety filter (limits,
+  step, tracking bound). No valid target (queue empty, chunks expired or past the watchdog) ->
+  the last command is repeated and a stall is counted (a wait instead while the `sync` merge
+  rule holds for its next chunk).
+* Chunks stamped ahead of the executor's clock by more than `max_future_stamp` are rejected
+  whole; the queue's watchdog also bounds the time since arrival (chunk_queue.py).
+* Start ramp: after the first command, after ~/resume and after joint states come back, the
+  per-tick step limit rises linearly from 1/start_ramp_ticks of the velocity limit to all of it
+  over start_ramp_ticks fresh ticks, so the first move to the policy's target is slow.
+* Tracking error (tracking.py): a joint beyond its tolerance for `tracking_ticks` ticks trips a
+  fault: the pose is re-based on the measured one, held, and no chunk is taken until `resume`.
+* Stale joint states: no state from an arm for `max_joint_state_age` -> hold and count. The
+  executor takes up again on its own when fresh states return, because it checks the held
+  command against the fresh measured pose *before* anything moves: an arm that was moved
+  meanwhile (pushed, torqued off, rebooted) trips the tracking fault, which waits for resume;
+  otherwise the arm is where it was told to stay, and the start ramp applies again.
 * `stop` holds the pose, drops queued chunks and ignores new ones until `resume`.
+Every held tick repeats the held pose and counts as a hold, never as a fresh target.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,13 +34,41 @@ import numpy as np
 
 from oft_policy_node import robot
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
-from oft_policy_node.runtime.safety import ChunkRejected, SafetyFilter, validate_chunk
+from oft_policy_node.runtime.safety import FutureStamp, ChunkRejected, SafetyFilter, \
+    validate_chunk
+from oft_policy_node.runtime.tracking import TrackingFault, TrackingMonitor, rebase
 
 
 class ExecutorState(enum.Enum):
     WAITING_FOR_POSE = 'waiting for joint states'
     RUNNING = 'running'
     STOPPED = 'stopped'
+    TRACKING_FAULT = 'tracking fault'
+    STALE_JOINT_STATES = 'joint states stale'
+
+
+# States in which chunks are ignored until ~/resume.
+NEEDS_RESUME = (ExecutorState.STOPPED, ExecutorState.TRACKING_FAULT)
+
+
+@dataclass(frozen=True)
+class ExecutorRules:
+    """The executor's time and tracking rules (the limits live in SafetyLimits)."""
+
+    max_future_stamp: float = 0.1  # s a chunk's stamp may lie ahead of the executor's clock
+    max_joint_state_age: float = 0.25  # s without a state from an arm before holding
+    tracking_ticks: int = 5  # consecutive ticks beyond the tolerance that trip a fault
+    start_ramp_ticks: int = 50  # fresh ticks of the start ramp (2 s at 25 Hz); 0 = none
+
+    def __post_init__(self) -> None:
+        for name in ('max_future_stamp', 'max_joint_state_age'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f'{name} {value!r} must be a finite number of seconds >= 0')
+        if self.tracking_ticks < 1:
+            raise ValueError(f'tracking_ticks {self.tracking_ticks!r} must be >= 1')
+        if self.start_ramp_ticks < 0:
+            raise ValueError(f'start_ramp_ticks {self.start_ramp_ticks!r} must be >= 0')
 
 
 @dataclass(frozen=True)
@@ -35,19 +78,31 @@ class TickResult:
 
 
 class ExecutorCore:
-    def __init__(self, queue: ChunkQueue, safety: SafetyFilter) -> None:
+    def __init__(self, queue: ChunkQueue, safety: SafetyFilter,
+                 rules: ExecutorRules | None = None) -> None:
         self.queue = queue
         self.safety = safety
+        self.rules = rules or ExecutorRules()
+        self.tracking = TrackingMonitor(safety.limits.tracking_tolerance,
+                                        self.rules.tracking_ticks)
         self._measured: dict[str, np.ndarray] = {}  # arm -> (7,)
+        self._measured_at: dict[str, float] = {}  # arm -> executor clock (s) of its state
         self._last_command: np.ndarray | None = None  # (D,)
         self._stopped = False
+        self._stale: tuple[str, ...] = ()  # arms whose joint states are stale
+        self._ramp_ticks = 0  # fresh ticks since the ramp (re)started
+        self.fault: TrackingFault | None = None
         self.ticks = 0
         self.fresh_ticks = 0
         self.stalls = 0
         self.waits = 0  # held ticks of the `sync` merge rule's pause for the next chunk
+        self.holds = 0  # held ticks of a rule: stopped, tracking fault, stale joint states
         self.accepted_chunks = 0
         self.rejected_chunks = 0
-        self.ignored_chunks = 0  # arrived while stopped
+        self.future_chunks = 0  # rejected for a stamp ahead of the executor's clock
+        self.ignored_chunks = 0  # arrived while stopped or after a tracking fault
+        self.tracking_faults = 0
+        self.stale_events = 0  # times an arm's joint states went stale
         self.last_rejection = ''
         self.inference_latency = float('nan')  # s, of the newest accepted chunk
 
@@ -55,7 +110,15 @@ class ExecutorCore:
     def state(self) -> ExecutorState:
         if self._last_command is None:
             return ExecutorState.WAITING_FOR_POSE
-        return ExecutorState.STOPPED if self._stopped else ExecutorState.RUNNING
+        if self.fault is not None:
+            return ExecutorState.TRACKING_FAULT
+        if self._stopped:
+            return ExecutorState.STOPPED
+        return ExecutorState.STALE_JOINT_STATES if self._stale else ExecutorState.RUNNING
+
+    @property
+    def stale_arms(self) -> tuple[str, ...]:
+        return self._stale
 
     @property
     def has_measured_pose(self) -> bool:
@@ -65,25 +128,38 @@ class ExecutorCore:
     def last_command(self) -> np.ndarray | None:
         return None if self._last_command is None else self._last_command.copy()
 
-    def set_measured_arm(self, arm: str, state: np.ndarray) -> None:
-        """The measured (7,) pose of one arm: 6 joints (rad) + gripper opening (0..1)."""
+    def measured_pose(self) -> np.ndarray:
+        """(D,) the newest measured pose of both arms (known only once has_measured_pose)."""
+        return np.concatenate([self._measured[arm] for arm in robot.ARMS])
+
+    def set_measured_arm(self, arm: str, state: np.ndarray, now: float) -> None:
+        """The measured (7,) pose of one arm (6 joints in rad + gripper opening 0..1) as it
+        arrived at `now` (s, executor clock: the stamp of the message is the driver's)."""
         state = np.asarray(state, dtype=np.float64)
         if state.shape != (len(robot.ARM_JOINTS) + 1,) or not np.isfinite(state).all():
             raise ValueError(f'measured pose of the {arm} arm must be 7 finite values, '
                              f'got {state!r}')
         self._measured[arm] = state
+        self._measured_at[arm] = now
+
+    def _stale_arms(self, now: float) -> tuple[str, ...]:
+        return tuple(arm for arm in robot.ARMS
+                     if now - self._measured_at[arm] > self.rules.max_joint_state_age)
 
     def receive_chunk(self, stamp: float, period: float, joint_names: Sequence[str],
                       num_steps: int, actions: Sequence[float] | np.ndarray,
-                      inference_latency: float) -> str | None:
-        """Validate and queue a chunk; returns the rejection reason, or None when accepted."""
-        if self._stopped:
+                      inference_latency: float, now: float) -> str | None:
+        """Validate and queue a chunk that arrived at `now` (s, executor clock); returns the
+        rejection reason, or None when accepted."""
+        if self.state in NEEDS_RESUME:
             self.ignored_chunks += 1
-            return 'the executor is stopped; call ~/resume'
+            return f'the executor is {self.state.value}; call ~/resume'
         try:
-            chunk = validate_chunk(stamp, period, joint_names, num_steps, actions)
+            chunk = validate_chunk(stamp, period, joint_names, num_steps, actions, now,
+                                   self.rules.max_future_stamp)
         except ChunkRejected as error:
             self.rejected_chunks += 1
+            self.future_chunks += isinstance(error, FutureStamp)
             self.last_rejection = str(error)
             return self.last_rejection
         self.queue.push(chunk)
@@ -96,25 +172,71 @@ class ExecutorCore:
         self.queue.clear()
 
     def resume(self) -> None:
+        """Leave stop and tracking fault. The held pose is re-based on the measured one, so
+        whatever moved the arm meanwhile is not undone at full speed; the ramp starts again."""
         self._stopped = False
+        self.fault = None
+        if self._last_command is not None and self.has_measured_pose:
+            self._last_command = self.safety.clip_to_limits(
+                rebase(self._last_command, self.measured_pose()))
+        self._restart()
+
+    def _restart(self) -> None:
+        self._ramp_ticks = 0
+        self.tracking.reset()
+
+    def _trip(self, fault: TrackingFault) -> None:
+        self.fault = fault
+        self.tracking_faults += 1
+        self.queue.clear()
+        self._last_command = self.safety.clip_to_limits(
+            rebase(self._last_command, self.measured_pose()))
+
+    def _ramp_scale(self) -> float:
+        ramp = self.rules.start_ramp_ticks
+        return 1.0 if ramp == 0 else min(1.0, (self._ramp_ticks + 1) / ramp)
+
+    def _hold(self) -> TickResult:
+        self.holds += 1
+        return TickResult(self._last_command.copy(), fresh=False)
 
     def tick(self, now: float) -> TickResult:
         """The command for time `now` (s on the node clock)."""
         self.ticks += 1
         if self._last_command is None:
-            if not self.has_measured_pose:
+            if not self.has_measured_pose or self._stale_arms(now):
                 return TickResult(None, fresh=False)
-            pose = np.concatenate([self._measured[arm] for arm in robot.ARMS])
-            self._last_command = self.safety.clip_to_limits(pose)
+            self._last_command = self.safety.clip_to_limits(self.measured_pose())
+            self._restart()
             return TickResult(self._last_command.copy(), fresh=False)
-        target = None if self._stopped else self.queue.target(now)
-        command = None if target is None else self.safety.apply(target, self._last_command)
-        if command is None:
+        stale = self._stale_arms(now)
+        if stale:
+            self.stale_events += not self._stale
+            self._stale = stale
+            return self._hold()
+        if self._stale:  # fresh states again: check where the arms are before moving them
+            self._stale = ()
+            self._restart()
+            if self.fault is None:
+                fault = self.tracking.gap_fault(self._last_command, self.measured_pose())
+                if fault is not None:
+                    self._trip(fault)
+        if self.state in NEEDS_RESUME:
+            return self._hold()
+        target = self.queue.target(now)
+        filtered = None if target is None else self.safety.apply(
+            target, self._last_command, self.measured_pose(), self._ramp_scale())
+        if filtered is None:
             if target is None and self.queue.waiting:
                 self.waits += 1
             else:
                 self.stalls += 1
             return TickResult(self._last_command.copy(), fresh=False)
+        fault = self.tracking.update(filtered)
+        if fault is not None:
+            self._trip(fault)
+            return self._hold()
+        self._ramp_ticks += 1
         self.fresh_ticks += 1
-        self._last_command = command
-        return TickResult(command.copy(), fresh=True)
+        self._last_command = filtered.command
+        return TickResult(filtered.command.copy(), fresh=True)

@@ -1,0 +1,57 @@
+"""A driver stand-in for both follower arms, as its own process: publishes joint_states in the
+vx300s layout at 50 Hz (wall clock) and takes every joint_positions command as the new
+position (a perfect arm). Killing it is a driver whose joint states stop.
+
+    python -m tests.peers.perfect_arm '[0.0, -0.5, ...]'   # the (D,) start pose
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+
+from oft_policy_node import robot
+from tests.runtime_rig import interbotix_joint_state
+
+
+class PerfectArm(Node):
+    def __init__(self, pose: np.ndarray) -> None:
+        super().__init__('perfect_arm')
+        self.pose = pose.copy()  # (D,) gripper as normalised opening
+        self._publishers = {arm: self.create_publisher(JointState, robot.joint_states_topic(arm),
+                                                       10) for arm in robot.ARMS}
+        for arm in robot.ARMS:
+            self.create_subscription(JointState, robot.joint_positions_topic(arm),
+                                     lambda msg, arm=arm: self._on_command(arm, msg), 10)
+        self.create_timer(0.02, self._publish)
+
+    def _on_command(self, arm: str, msg: JointState) -> None:
+        columns = self.pose[robot.arm_columns(arm)]
+        columns[:6] = msg.position[:6]
+        columns[6] = robot.motor_to_normalized(msg.position[6])
+
+    def _publish(self) -> None:
+        for arm, publisher in self._publishers.items():
+            publisher.publish(interbotix_joint_state(self.pose[robot.arm_columns(arm)]))
+
+
+def main() -> None:
+    rclpy.init()
+    node = PerfectArm(np.array(json.loads(sys.argv[1]), dtype=np.float64))
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
