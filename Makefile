@@ -12,10 +12,11 @@ BUILD_STAMP := install/.build-stamp
 # Anything that changes what colcon installs (Python sources are symlinked, so not those).
 BUILD_INPUTS := $(shell find src \( -name package.xml -o -name setup.py -o -name setup.cfg \
 	-o -name CMakeLists.txt -o -name '*.msg' -o -name '*.srv' -o -path '*/resource/*' \
-	-o -path '*/config/*' -o -path '*/launch/*' \) -type f 2>/dev/null)
+	-o -path '*/config/*' -o -path '*/launch/*' \) -type f 2>/dev/null) \
+	$(wildcard checkpoints/*/*)
 PYTEST_ARGS ?=
 
-.PHONY: help setup build test bench demo demos train-sim eval-sim clean
+.PHONY: help setup build test lint bench demo demos train-sim eval-sim clean
 TASK ?= put green pepper into pot
 SCENE ?= put_x_into_pot
 DURATION ?= 20
@@ -57,7 +58,7 @@ $(SETUP_STAMP): requirements.txt scripts/setup.sh scripts/fix_cmake_exports.py
 	bash scripts/setup.sh
 	touch $@
 
-build: $(BUILD_STAMP) ## colcon build the four packages into install/ (only when stale)
+build: $(BUILD_STAMP) ## colcon build the five packages into install/ (only when stale)
 
 $(BUILD_STAMP): $(SETUP_STAMP) $(BUILD_INPUTS)
 	$(ENV) colcon --log-base build/log build --symlink-install \
@@ -68,6 +69,9 @@ $(BUILD_STAMP): $(SETUP_STAMP) $(BUILD_INPUTS)
 
 test: $(BUILD_STAMP) ## run every package's test/ and tests/ with an isolated DDS
 	$(ENV) $(ISOLATED) python -m pytest $(PYTEST_ARGS)
+
+lint: $(SETUP_STAMP) ## ruff check + ruff format --check over the whole tree (ruff format . fixes it)
+	$(ENV) ruff check . && ruff format --check .
 
 bench: $(BUILD_STAMP) ## run every benchmark, one JSON per benchmark in bench_results/
 	$(ENV) $(ISOLATED) python -m bench
@@ -81,7 +85,7 @@ demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into d
 		-o demos/$(SCENE)
 
 train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=.. STEPS=7200 FILM=1 DEMOS=36 PRESET=small VISION=pretrain GROUNDING=1 RECIPE=grounded OUT= INSTALL=
-	$(ENV) $(ISOLATED) python -m aloha_bringup.train_sim --scene $(SCENE) --steps $(STEPS) \
+	$(ENV) $(ISOLATED) python -m aloha_bringup.recipes.train_sim --scene $(SCENE) --steps $(STEPS) \
 		$(if $(RECIPE),--recipe $(RECIPE)) \
 		$(if $(filter 0,$(FILM)),--no-film) $(if $(INSTALL),--install $(INSTALL)) \
 		$(if $(DEMOS),--episodes $(DEMOS)) $(if $(PRESET),--preset $(PRESET)) \
@@ -89,7 +93,7 @@ train-sim: $(BUILD_STAMP) ## demos -> convert -> train small -> evaluate: SCENE=
 		$(if $(filter pretrain,$(VISION)),--pretrain-vision,$(if $(VISION),--init-vision $(VISION)))
 
 eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCENE=.. EPISODES=10 -> runs/<time>/eval.json
-	$(ENV) $(ISOLATED) python -m aloha_bringup.eval_sim \
+	$(ENV) $(ISOLATED) python -m aloha_bringup.evaluation.eval_sim \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --scene $(SCENE) \
 		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS) \
 		--image-height $(IMAGE_HEIGHT) --image-width $(IMAGE_WIDTH) \

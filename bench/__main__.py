@@ -57,8 +57,11 @@ def run_one(name: str, out_dir: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m bench', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='python -m bench',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument('names', nargs='*', help='benchmarks to run (default: all)')
     parser.add_argument('--list', action='store_true', help='list the benchmarks and exit')
     parser.add_argument('--out', type=Path, default=RESULTS_DIR, help='result folder')

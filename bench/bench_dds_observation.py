@@ -47,12 +47,23 @@ def run() -> dict:
         latencies[topic].append((now_ns - stamp_ns) * 1e-6)
 
     for topic, msg_type in topics.items():
-        node.create_subscription(msg_type, topic, lambda m, t=topic: on_message(t, m),
-                                 qos_profile_sensor_data)
+        node.create_subscription(
+            msg_type, topic, lambda m, t=topic: on_message(t, m), qos_profile_sensor_data
+        )
     root = Path(__file__).resolve().parents[1]
     publisher = subprocess.Popen(
-        [sys.executable, '-m', 'bench.observation_publisher', '--rate', str(RATE_HZ),
-         '--duration', str(WARMUP_S + MEASURE_S + 5)], cwd=root, env=dict(os.environ))
+        [
+            sys.executable,
+            '-m',
+            'bench.observation_publisher',
+            '--rate',
+            str(RATE_HZ),
+            '--duration',
+            str(WARMUP_S + MEASURE_S + 5),
+        ],
+        cwd=root,
+        env=dict(os.environ),
+    )
     try:
         start = time.monotonic()
         while time.monotonic() - start < WARMUP_S:
@@ -78,5 +89,9 @@ def run() -> dict:
             'latency_ms_p99': round(float(np.percentile(lat, 99)), 2) if lat.size else None,
             'latency_ms_max': round(float(lat.max()), 2) if lat.size else None,
         }
-    return {'target_rate_hz': RATE_HZ, 'measure_seconds': MEASURE_S,
-            'image_shape': [480, 640, 3], 'topics': per_topic}
+    return {
+        'target_rate_hz': RATE_HZ,
+        'measure_seconds': MEASURE_S,
+        'image_shape': [480, 640, 3],
+        'topics': per_topic,
+    }

@@ -44,8 +44,11 @@ def synchronous_baseline(driver: Driver) -> dict:
             time.sleep(max(0.0, tick + PERIOD - time.monotonic()))
     elapsed = time.monotonic() - started
     ticks = int(elapsed / PERIOD)  # what a fixed 25 Hz clock would have offered
-    return {'fresh_hz': round(fresh / elapsed, 2), 'stalls': ticks - fresh,
-            'duration_s': round(elapsed, 2)}
+    return {
+        'fresh_hz': round(fresh / elapsed, 2),
+        'stalls': ticks - fresh,
+        'duration_s': round(elapsed, 2),
+    }
 
 
 def executor_run(driver: Driver) -> dict:
@@ -68,17 +71,23 @@ def executor_run(driver: Driver) -> dict:
     finally:
         stopping.set()
         policy.join()
-    return {'fresh_hz': round((after['fresh_ticks'] - before['fresh_ticks']) / elapsed, 2),
-            'stalls': int(after['stalls'] - before['stalls']),
-            'waits': int(after['waits'] - before['waits']),
-            'clamped_commands': int(after['clamped_commands'] - before['clamped_commands']),
-            'ticks_hz': round((after['ticks'] - before['ticks']) / elapsed, 2),
-            'duration_s': round(elapsed, 2)}
+    return {
+        'fresh_hz': round((after['fresh_ticks'] - before['fresh_ticks']) / elapsed, 2),
+        'stalls': int(after['stalls'] - before['stalls']),
+        'waits': int(after['waits'] - before['waits']),
+        'clamped_commands': int(after['clamped_commands'] - before['clamped_commands']),
+        'ticks_hz': round((after['ticks'] - before['ticks']) / elapsed, 2),
+        'duration_s': round(elapsed, 2),
+    }
 
 
 def run() -> dict:
-    result = {'policy_latency_s': LATENCY_S, 'anchor_hz': round(25 / (1 + LATENCY_S), 1),
-              'goal_hz': 25.0, 'executor': {}}
+    result = {
+        'policy_latency_s': LATENCY_S,
+        'anchor_hz': round(25 / (1 + LATENCY_S), 1),
+        'goal_hz': 25.0,
+        'executor': {},
+    }
     for rule in MERGE_RULES:
         executor = start_executor('-p', f'merge_rule:={rule}')
         driver = Driver()

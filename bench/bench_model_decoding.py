@@ -14,8 +14,10 @@ import torch
 from bench.bench_model_latency import summary, time_calls
 from oft_policy_node.model.testing import DEFAULT_INSTRUCTIONS, random_observation, random_policy
 
-RUNS = {'tiny': {'parallel': 20, 'autoregressive': 3}, 'small': {'parallel': 10,
-                                                                'autoregressive': 2}}
+RUNS = {
+    'tiny': {'parallel': 20, 'autoregressive': 3},
+    'small': {'parallel': 10, 'autoregressive': 2},
+}
 
 
 def run() -> dict:
@@ -26,11 +28,18 @@ def run() -> dict:
         images, proprio = random_observation(policy.config)
         row = {}
         for mode, n in runs.items():
-            row[mode] = summary(time_calls(
-                lambda p=policy, m=mode: p.predict_action_chunk(
-                    images, proprio, DEFAULT_INSTRUCTIONS[0], decoding=m), n, f'{preset} {mode}'),
-                policy.config.chunk_size)
-        row['speedup'] = round(row['parallel']['actions_per_s']
-                               / row['autoregressive']['actions_per_s'], 1)
+            row[mode] = summary(
+                time_calls(
+                    lambda p=policy, m=mode, i=images, q=proprio: p.predict_action_chunk(
+                        i, q, DEFAULT_INSTRUCTIONS[0], decoding=m
+                    ),
+                    n,
+                    f'{preset} {mode}',
+                ),
+                policy.config.chunk_size,
+            )
+        row['speedup'] = round(
+            row['parallel']['actions_per_s'] / row['autoregressive']['actions_per_s'], 1
+        )
         results[preset] = row
     return results

@@ -33,9 +33,12 @@ def time_calls(fn, n: int, label: str) -> list[float]:
 
 def summary(times: list[float], chunk_size: int) -> dict:
     t = np.asarray(times)
-    return {'runs': len(t), 'p50_ms': round(float(np.percentile(t, 50)) * 1e3, 2),
-            'p95_ms': round(float(np.percentile(t, 95)) * 1e3, 2),
-            'actions_per_s': round(chunk_size / float(np.median(t)), 1)}
+    return {
+        'runs': len(t),
+        'p50_ms': round(float(np.percentile(t, 50)) * 1e3, 2),
+        'p95_ms': round(float(np.percentile(t, 95)) * 1e3, 2),
+        'actions_per_s': round(chunk_size / float(np.median(t)), 1),
+    }
 
 
 def run() -> dict:
@@ -44,8 +47,15 @@ def run() -> dict:
     for preset, n in RUNS.items():
         policy = random_policy(preset)
         images, proprio = random_observation(policy.config)
-        results[preset] = summary(time_calls(
-            lambda p=policy, im=images, q=proprio: p.predict_action_chunk(
-                im, q, DEFAULT_INSTRUCTIONS[0]), n, preset), policy.config.chunk_size)
+        results[preset] = summary(
+            time_calls(
+                lambda p=policy, im=images, q=proprio: p.predict_action_chunk(
+                    im, q, DEFAULT_INSTRUCTIONS[0]
+                ),
+                n,
+                preset,
+            ),
+            policy.config.chunk_size,
+        )
         results[preset]['parameters'] = sum(p.numel() for p in policy.parameters())
     return results

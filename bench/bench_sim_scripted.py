@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from aloha_bringup.scripted_demo_node import instruction_for
-from aloha_bringup.sim.aloha_sim import AlohaSim
-from aloha_bringup.sim.scenes import SCENES
-from aloha_bringup.sim.scripted import ScriptedDemonstrator, run_episode
+from aloha_sim.physics import AlohaSim
+from aloha_sim.scenes import SCENES
+from aloha_sim.scripted import ScriptedDemonstrator, run_episode
+from aloha_sim.scripted_demo_node import instruction_for
 
 EPISODES = 50
 
@@ -19,8 +19,10 @@ def run() -> dict:
         sim = AlohaSim(name, 48, 64)
         demonstrator = ScriptedDemonstrator(sim.scene, sim.model)
         start = time.perf_counter()
-        wins = [run_episode(sim, demonstrator, seed, instruction_for(name, seed, None))
-                for seed in range(EPISODES)]
+        wins = [
+            run_episode(sim, demonstrator, seed, instruction_for(name, seed, None))
+            for seed in range(EPISODES)
+        ]
         sim.close()
         metrics['scenes'][name] = {
             'success_rate': sum(wins) / EPISODES,

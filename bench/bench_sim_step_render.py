@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from oft_policy_node import robot
 
-from aloha_bringup.sim.aloha_sim import AlohaSim
-from aloha_bringup.sim.scenes import SCENES
+from aloha_sim.physics import AlohaSim
+from aloha_sim.scenes import SCENES
+from oft_policy_node import robot
 
 STEPS = 2000
 RENDERS = 20

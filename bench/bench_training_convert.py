@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 
 from oft_policy_node.model import get_preset
-
 from oft_training.data.frames import to_model_size
 from oft_training.data.rosbag_episode import BagOptions, convert_bag
 from oft_training.data.training_set import TrainingSetWriter
@@ -28,6 +27,11 @@ def run() -> dict:
         report = convert_bag(bag, writer, BagOptions(), partial(to_model_size, size=(size, size)))
         writer.close()
         wall = time.perf_counter() - started
-    return {'episode_s': round(report.duration_s, 3), 'ticks': report.ticks,
-            'bag_mb': round(bag_mb, 1), 'image_size': size, 'convert_wall_s': round(wall, 3),
-            'real_time_factor': round(report.duration_s / wall, 2)}
+    return {
+        'episode_s': round(report.duration_s, 3),
+        'ticks': report.ticks,
+        'bag_mb': round(bag_mb, 1),
+        'image_size': size,
+        'convert_wall_s': round(wall, 3),
+        'real_time_factor': round(report.duration_s / wall, 2),
+    }

@@ -27,40 +27,57 @@ def trajectory(times: np.ndarray) -> np.ndarray:
 
 
 def start_executor(*ros_args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, '-m', 'oft_policy_node.chunk_executor',
-                             '--ros-args', '-p', 'diagnostics_period:=0.5', *ros_args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
+    return subprocess.Popen(
+        [
+            sys.executable,
+            '-m',
+            'oft_policy_node.chunk_executor',
+            '--ros-args',
+            '-p',
+            'diagnostics_period:=0.5',
+            *ros_args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def start_cpu_load() -> list[subprocess.Popen]:
     """One busy-looping process per core, at normal priority."""
-    return [subprocess.Popen([sys.executable, '-c', 'while True: pass'])
-            for _ in range(os.cpu_count() or 1)]
+    return [
+        subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+        for _ in range(os.cpu_count() or 1)
+    ]
 
 
 class Driver:
     def __init__(self) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from oft_msgs.msg import ActionChunk
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import JointState
+
+        from oft_msgs.msg import ActionChunk
 
         rclpy.init()
         self.node = rclpy.create_node('executor_bench_driver')
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.arrivals: list[float] = []  # wall time of each left-arm command
-        self.node.create_subscription(JointState, robot.joint_positions_topic('left'),
-                                      lambda _: self.arrivals.append(time.monotonic()), 100)
+        self.node.create_subscription(
+            JointState,
+            robot.joint_positions_topic('left'),
+            lambda _: self.arrivals.append(time.monotonic()),
+            100,
+        )
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.chunks = self.node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
         self._chunk_id = 0
-        self._states = [self.node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
-                        for arm in robot.ARMS]
+        self._states = [
+            self.node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
+            for arm in robot.ARMS
+        ]
 
     def _on_diagnostics(self, msg: object) -> None:
         for status in msg.status:
@@ -86,9 +103,10 @@ class Driver:
         from tests.runtime_rig import interbotix_joint_state
 
         def pose_sent_and_commanded() -> bool:
-            for arm, publisher in zip(robot.ARMS, self._states):
+            for arm, publisher in zip(robot.ARMS, self._states, strict=True):
                 publisher.publish(interbotix_joint_state(POSE[robot.arm_columns(arm)]))
             return bool(self.arrivals)
+
         if not self.spin_until(pose_sent_and_commanded, timeout=30.0):
             raise RuntimeError('the chunk_executor never commanded; is the workspace built?')
 
@@ -98,8 +116,11 @@ class Driver:
 
         rows = trajectory(stamp + PERIOD * np.arange(robot.CHUNK_SIZE))  # (K, D)
         self._chunk_id += 1
-        self.chunks.publish(action_chunk_msg(seconds_to_stamp(stamp), rows, self._chunk_id,
-                                             'bench', PERIOD, self.now() - stamp))
+        self.chunks.publish(
+            action_chunk_msg(
+                seconds_to_stamp(stamp), rows, self._chunk_id, 'bench', PERIOD, self.now() - stamp
+            )
+        )
 
     def counters(self) -> dict[str, float]:
         """The executor's newest diagnostics, numbers only (waits for a fresh message), with

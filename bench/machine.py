@@ -7,8 +7,17 @@ import platform
 import subprocess
 from importlib import metadata
 
-PACKAGES = ('torch', 'transformers', 'peft', 'numpy', 'mujoco', 'ros-rclpy', 'ros-fastdds',
-            'rosbags', 'opencv-python-headless')
+PACKAGES = (
+    'torch',
+    'transformers',
+    'peft',
+    'numpy',
+    'mujoco',
+    'ros-rclpy',
+    'ros-fastdds',
+    'rosbags',
+    'opencv-python-headless',
+)
 
 
 def _version(package: str) -> str | None:
@@ -41,8 +50,13 @@ def _gpu() -> str | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                             text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

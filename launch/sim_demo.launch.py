@@ -10,15 +10,19 @@ backend the simulation consumes); every other argument passes through unchanged.
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():
     bringup = Path(get_package_share_directory('aloha_bringup')) / 'launch'
-    return LaunchDescription([
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(str(bringup / 'oft_bimanual.launch.py')),
-            launch_arguments={'use_sim': 'true', 'backend': 'joint_positions'}.items()),
-    ])
+    return LaunchDescription(
+        [
+            IncludeLaunchDescription(
+                PythonLaunchDescriptionSource(str(bringup / 'oft_bimanual.launch.py')),
+                launch_arguments={'use_sim': 'true', 'backend': 'joint_positions'}.items(),
+            )
+        ]
+    )

@@ -26,6 +26,15 @@ elif [ -f "$OFT_ROOT/install/local_setup.sh" ]; then
     COLCON_CURRENT_PREFIX="$OFT_ROOT/install" . "$OFT_ROOT/install/local_setup.sh"
 fi
 
+# The packages' console scripts (run_graph, policy_node, chunk_executor, eval_sim, ...) by name,
+# as `ros2 run <package> <name>` would find them; appended, so system commands keep theirs
+# (ImageMagick's `convert`: use `python -m oft_training.convert`).
+for _scripts in "$OFT_ROOT"/install/*/lib/*/; do
+    case ":$PATH:" in *":${_scripts%/}:"*) ;; *) [ -d "$_scripts" ] && PATH="$PATH:${_scripts%/}" ;; esac
+done
+unset _scripts
+export PATH
+
 # DDS never leaves this machine: discovery on localhost only, and transports restricted to
 # shared memory + UDPv4 on 127.0.0.1 (src/aloha_bringup/config/fastdds_loopback.xml).
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"

@@ -80,8 +80,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     os.environ['OFT_NETNS_REEXEC'] = '1'
     argv = [sys.executable, '-m', 'pytest', *config.invocation_params.args]
     os.chdir(config.invocation_params.dir)
-    os.execvp('unshare', ['unshare', '--net', '--', 'bash', '-c',
-                          'ip link set lo up && exec "$@"', '_', *argv])
+    os.execvp(
+        'unshare',
+        ['unshare', '--net', '--', 'bash', '-c', 'ip link set lo up && exec "$@"', '_', *argv],
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,5 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     netns = 'private (loopback only)' if only_loopback() else 'host (loopback-only DDS profile)'
-    return (f"DDS: ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID')}, "
-            f"discovery {os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')}, network {netns}")
+    return (
+        f'DDS: ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID")}, '
+        f'discovery {os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")}, network {netns}'
+    )

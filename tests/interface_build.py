@@ -24,24 +24,43 @@ def build_test_interface(package: str) -> dict[str, str]:
     stamp = BUILD_ROOT / f'{package}.stamp'
     if not stamp.exists() or stamp.stat().st_mtime < _newest_source_mtime(package):
         result = subprocess.run(
-            ['colcon', '--log-base', str(BUILD_ROOT / 'log'), 'build',
-             '--base-paths', str(SOURCES / package), '--build-base', str(BUILD_ROOT / 'build'),
-             '--install-base', str(INSTALL), '--merge-install',
-             '--cmake-args', '-DBUILD_TESTING=OFF', f'-DPython3_EXECUTABLE={sys.executable}',
-             '--event-handlers', 'console_direct-'],
-            cwd=REPO_ROOT, capture_output=True, text=True)
+            [
+                'colcon',
+                '--log-base',
+                str(BUILD_ROOT / 'log'),
+                'build',
+                '--base-paths',
+                str(SOURCES / package),
+                '--build-base',
+                str(BUILD_ROOT / 'build'),
+                '--install-base',
+                str(INSTALL),
+                '--merge-install',
+                '--cmake-args',
+                '-DBUILD_TESTING=OFF',
+                f'-DPython3_EXECUTABLE={sys.executable}',
+                '--event-handlers',
+                'console_direct-',
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
-            raise RuntimeError(f'colcon build of {package} failed:\n{result.stdout}\n'
-                               f'{result.stderr}')
+            raise RuntimeError(
+                f'colcon build of {package} failed:\n{result.stdout}\n{result.stderr}'
+            )
         stamp.touch()
     site = next(INSTALL.glob('lib/python3*/site-packages'))
 
     def prepend(name: str, value: Path) -> str:
         return os.pathsep.join([str(value), *filter(None, [os.environ.get(name)])])
 
-    return {'AMENT_PREFIX_PATH': prepend('AMENT_PREFIX_PATH', INSTALL),
-            'LD_LIBRARY_PATH': prepend('LD_LIBRARY_PATH', INSTALL / 'lib'),
-            'PYTHONPATH': prepend('PYTHONPATH', site)}
+    return {
+        'AMENT_PREFIX_PATH': prepend('AMENT_PREFIX_PATH', INSTALL),
+        'LD_LIBRARY_PATH': prepend('LD_LIBRARY_PATH', INSTALL / 'lib'),
+        'PYTHONPATH': prepend('PYTHONPATH', site),
+    }
 
 
 def load_test_interface(package: str, monkeypatch: object) -> None:
@@ -55,7 +74,8 @@ def load_test_interface(package: str, monkeypatch: object) -> None:
     monkeypatch.setenv('AMENT_PREFIX_PATH', env['AMENT_PREFIX_PATH'])
     monkeypatch.syspath_prepend(env['PYTHONPATH'].split(os.pathsep)[0])
     # generator_c first: the type support libraries link against it.
-    for library in sorted((INSTALL / 'lib').glob(f'lib{package}__*.so'),
-                          key=lambda p: 'generator_c' not in p.name):
+    for library in sorted(
+        (INSTALL / 'lib').glob(f'lib{package}__*.so'), key=lambda p: 'generator_c' not in p.name
+    ):
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     importlib.invalidate_caches()

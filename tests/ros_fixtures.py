@@ -53,8 +53,9 @@ def spinning_node(context: object, name: str) -> Iterator[tuple[object, object]]
         node.destroy_node()
 
 
-def spin_until(executor: object, predicate: Callable[[], bool], timeout: float,
-               step: float = 0.02) -> bool:
+def spin_until(
+    executor: object, predicate: Callable[[], bool], timeout: float, step: float = 0.02
+) -> bool:
     """Spin `executor` until `predicate()` is true or `timeout` seconds pass; return the former."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,14 +73,29 @@ class ProcessGroup:
         self._procs: list[subprocess.Popen] = []
         self._logs: dict[int, Path] = {}
 
-    def python(self, *args: str, name: str = 'proc', env: dict[str, str] | None = None
-               ) -> subprocess.Popen:
+    def python(
+        self, *args: str, name: str = 'proc', env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start `python args...` with this run's isolated DDS environment; output to a log."""
+        return self.command(sys.executable, *args, name=name, env=env)
+
+    def command(
+        self,
+        *argv: str,
+        name: str = 'proc',
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> subprocess.Popen:
+        """Start `argv` (in `cwd`) with this run's isolated DDS environment; output to a log."""
         log = self._log_dir / f'{name}-{len(self._procs)}.log'
         with open(log, 'wb') as out:
-            proc = subprocess.Popen([sys.executable, *args], stdout=out,
-                                    stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                    env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})},
+            )
         self._procs.append(proc)
         self._logs[proc.pid] = log
         return proc

@@ -18,14 +18,20 @@ PERIOD_NS = 40_000_000
 T0_NS = 100_000_000_000  # the rig's clock starts at 100 s, a whole number of periods
 
 
-def chunk_message(stamp: float, actions: np.ndarray, chunk_id: int = 1,
-                  joint_names: list[str] | None = None, period: float = PERIOD,
-                  num_steps: int | None = None) -> object:
+def chunk_message(
+    stamp: float,
+    actions: np.ndarray,
+    chunk_id: int = 1,
+    joint_names: list[str] | None = None,
+    period: float = PERIOD,
+    num_steps: int | None = None,
+) -> object:
     """An ActionChunk of `actions` predicted from an observation at `stamp` (s)."""
     from oft_policy_node.ros_conversions import action_chunk_msg, seconds_to_stamp
 
-    return action_chunk_msg(seconds_to_stamp(stamp), actions, chunk_id, 'test', period, 0.1,
-                            joint_names, num_steps)
+    return action_chunk_msg(
+        seconds_to_stamp(stamp), actions, chunk_id, 'test', period, 0.1, joint_names, num_steps
+    )
 
 
 def interbotix_joint_state(arm_pose: np.ndarray) -> object:
@@ -33,9 +39,15 @@ def interbotix_joint_state(arm_pose: np.ndarray) -> object:
     from sensor_msgs.msg import JointState
 
     finger = float(robot.normalized_to_finger(arm_pose[6]))
-    return JointState(name=list(robot.INTERBOTIX_JOINT_STATE_ORDER),
-                      position=[*map(float, arm_pose[:6]),
-                                float(robot.normalized_to_motor(arm_pose[6])), finger, -finger])
+    return JointState(
+        name=list(robot.INTERBOTIX_JOINT_STATE_ORDER),
+        position=[
+            *map(float, arm_pose[:6]),
+            float(robot.normalized_to_motor(arm_pose[6])),
+            finger,
+            -finger,
+        ],
+    )
 
 
 def diagnostic_level(status: object) -> str:
@@ -44,10 +56,30 @@ def diagnostic_level(status: object) -> str:
     return {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}[int(level)]
 
 
+def record_executor_diagnostics(node: object) -> list[dict[str, str]]:
+    """Subscribe `node` to /diagnostics; the list fills with the chunk_executor's reports, each
+    its values plus `message` and `level`."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    reports: list[dict[str, str]] = []
+    node.create_subscription(
+        DiagnosticArray,
+        '/diagnostics',
+        lambda msg: reports.extend(
+            {kv.key: kv.value for kv in s.values}
+            | {'message': s.message, 'level': diagnostic_level(s)}
+            for s in msg.status
+            if s.name == '/chunk_executor'
+        ),
+        10,
+    )
+    return reports
+
+
 class ExecutorRig:
-    def __init__(self, context: object, executor_node: object | None = None,
-                 follow: bool = True) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
+    def __init__(
+        self, context: object, executor_node: object | None = None, follow: bool = True
+    ) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rosgraph_msgs.msg import Clock
@@ -65,22 +97,24 @@ class ExecutorRig:
         self.now_ns = T0_NS
         self._clock = self.node.create_publisher(Clock, '/clock', 10)
         self._chunks = self.node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
-        self._joint_states = {arm: self.node.create_publisher(
-            JointState, robot.joint_states_topic(arm), 10) for arm in robot.ARMS}
+        self._joint_states = {
+            arm: self.node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
+            for arm in robot.ARMS
+        }
         self.commands: dict[str, list[tuple[float, np.ndarray]]] = {a: [] for a in robot.ARMS}
         for arm in robot.ARMS:
             self.node.create_subscription(
-                JointState, robot.joint_positions_topic(arm),
+                JointState,
+                robot.joint_positions_topic(arm),
                 lambda msg, arm=arm: self.commands[arm].append(
-                    (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
-                     np.array(msg.position))), 100)
-        self.diagnostics: list[dict[str, str]] = []
-        self.node.create_subscription(
-            DiagnosticArray, '/diagnostics',
-            lambda msg: self.diagnostics.extend(
-                {kv.key: kv.value for kv in s.values}
-                | {'message': s.message, 'level': diagnostic_level(s)}
-                for s in msg.status if s.name == '/chunk_executor'), 10)
+                    (
+                        msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                        np.array(msg.position),
+                    )
+                ),
+                100,
+            )
+        self.diagnostics = record_executor_diagnostics(self.node)
 
     @property
     def now(self) -> float:
@@ -98,8 +132,9 @@ class ExecutorRig:
 
     def wait_for_subscribers(self) -> None:
         publishers = [self._clock, self._chunks, *self._joint_states.values()]
-        assert self.spin_until(lambda: all(p.get_subscription_count() for p in publishers),
-                               timeout=20.0), 'the executor never subscribed'
+        assert self.spin_until(
+            lambda: all(p.get_subscription_count() for p in publishers), timeout=20.0
+        ), 'the executor never subscribed'
 
     def publish_pose(self, pose: np.ndarray) -> None:
         """Both arms' measured (D,) pose as Interbotix joint states."""
@@ -109,20 +144,28 @@ class ExecutorRig:
     def publish_chunk(self, msg: object, accepted: bool | None = True) -> None:
         """Publish a chunk and, for an in-process executor, wait until it was handled."""
         core = self.executor_node._core if self.executor_node is not None else None
-        before = None if core is None else core.accepted_chunks + core.rejected_chunks \
-            + core.ignored_chunks
+        before = (
+            None
+            if core is None
+            else core.accepted_chunks + core.rejected_chunks + core.ignored_chunks
+        )
         self._chunks.publish(msg)
         if core is not None:
-            assert self.spin_until(lambda: core.accepted_chunks + core.rejected_chunks
-                                   + core.ignored_chunks > before), 'chunk never arrived'
+            assert self.spin_until(
+                lambda: core.accepted_chunks + core.rejected_chunks + core.ignored_chunks > before
+            ), 'chunk never arrived'
 
     def tick(self) -> np.ndarray:
         """Advance the clock one period; return the (D,) command of that tick (policy units:
         gripper as normalised opening)."""
         self.now_ns += PERIOD_NS
         self.publish_clock()
-        got = self.spin_until(lambda: all(cmds and cmds[-1][0] >= self.now - 1e-6
-                                          for cmds in self.commands.values()), timeout=10.0)
+        got = self.spin_until(
+            lambda: all(
+                cmds and cmds[-1][0] >= self.now - 1e-6 for cmds in self.commands.values()
+            ),
+            timeout=10.0,
+        )
         assert got, f'no command for t={self.now}'
         command = self.last_command()
         if self.follow:
@@ -171,8 +214,11 @@ def make_rig(rclpy_context, **params) -> ExecutorRig:
 
     # No start ramp unless asked for: these tests check targets exactly.
     params = {'start_ramp_duration': 0.0, **params}
-    overrides = [Parameter('use_sim_time', value=True), Parameter('diagnostics_period', value=0.2),
-                 *(Parameter(name, value=value) for name, value in params.items())]
+    overrides = [
+        Parameter('use_sim_time', value=True),
+        Parameter('diagnostics_period', value=0.2),
+        *(Parameter(name, value=value) for name, value in params.items()),
+    ]
     node = ChunkExecutor(context=rclpy_context, parameter_overrides=overrides)
     rig = ExecutorRig(rclpy_context, node)
     rig.wait_for_subscribers()

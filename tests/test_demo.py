@@ -14,19 +14,46 @@ import pytest
 
 from tests.ros_fixtures import REPO_ROOT
 
-REPORT_KEYS = {'instruction', 'scene', 'sim_seconds', 'wall_seconds', 'real_time_factor',
-               'ticks', 'control_rate_hz', 'stalled_ticks', 'clamped_ticks', 'waiting_ticks',
-               'tracking_faults', 'tracking_error_peak', 'tracking_error_peak_joint', 'chunks',
-               'inference_latency_s', 'success'}
+REPORT_KEYS = {
+    'instruction',
+    'scene',
+    'sim_seconds',
+    'wall_seconds',
+    'real_time_factor',
+    'ticks',
+    'control_rate_hz',
+    'stalled_ticks',
+    'clamped_ticks',
+    'waiting_ticks',
+    'tracking_faults',
+    'tracking_error_peak',
+    'tracking_error_peak_joint',
+    'chunks',
+    'inference_latency_s',
+    'success',
+}
 
 
 @pytest.mark.slow
 def test_short_demo_writes_a_report_without_stalls(tmp_path):
     duration = 3.0
     result = subprocess.run(
-        [sys.executable, '-m', 'aloha_bringup.demo', '--task', 'put red pepper into pot',
-         '--duration', str(duration), '--out', str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            '-m',
+            'aloha_bringup.demo',
+            '--task',
+            'put red pepper into pot',
+            '--duration',
+            str(duration),
+            '--out',
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
     report = json.loads((run_dir / 'report.json').read_text())
@@ -43,8 +70,9 @@ def test_short_demo_writes_a_report_without_stalls(tmp_path):
     assert report['tracking_faults'] == 0  # the new checks at their defaults never trip here
     # At most 25 Hz of sim time (fewer when a loaded CPU makes /clock jump past a tick).
     assert 0 < report['ticks'] <= 25 * duration + 1
-    assert report['control_rate_hz'] == pytest.approx(report['ticks'] / report['sim_seconds'],
-                                                      abs=0.01)
+    assert report['control_rate_hz'] == pytest.approx(
+        report['ticks'] / report['sim_seconds'], abs=0.01
+    )
     assert report['chunks'] >= 1
     latency = report['inference_latency_s']
     assert 0.0 < latency['p50'] <= latency['p95'] <= latency['max']
@@ -72,9 +100,12 @@ def test_sigterm_stops_every_node_and_still_writes_the_report(tmp_path):
     """`kill PID` on the demo (what CI timeouts and process managers send) takes the Ctrl-C
     path: the sim, policy and executor it started stop too, and the report is written."""
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'aloha_bringup.demo', '--duration', '120', '--out',
-         str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        [sys.executable, '-m', 'aloha_bringup.demo', '--duration', '120', '--out', str(tmp_path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -20,10 +20,29 @@ from tests.ros_fixtures import REPO_ROOT
 def vision(tmp_path_factory) -> Path:
     """A tiny pretrain_vision backbone folder, shared by the recipes' runs."""
     vision = tmp_path_factory.mktemp('vision')
-    result = subprocess.run([sys.executable, '-m', 'aloha_bringup.pretrain_vision', '--scene',
-                             'put_x_into_pot', '--preset', 'tiny', '--layouts', '20', '--steps',
-                             '4', '--batch-size', '4', '--out', str(vision)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'aloha_bringup.recipes.pretrain_vision',
+            '--scene',
+            'put_x_into_pot',
+            '--preset',
+            'tiny',
+            '--layouts',
+            '20',
+            '--steps',
+            '4',
+            '--batch-size',
+            '4',
+            '--out',
+            str(vision),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     pretrained = json.loads((vision / 'pretrain_vision.json').read_text())
     assert set(pretrained['error_cm']) == {'pot', 'green_pepper', 'red_pepper', 'yellow_corn'}
@@ -36,12 +55,32 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path, visi
     from oft_policy_node.model import OftPolicy
 
     out, installed = tmp_path / 'run', tmp_path / 'checkpoints' / 'put_x_into_pot'
-    command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
-               '--episodes', '2', '--demo-seed', '1', '--preset', 'tiny', '--steps', '3',
-               '--batch-size', '2', '--val-every', '3', '--out', str(out), '--install',
-               str(installed), '--init-vision', str(vision / 'backbone.pt')]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=400)
+    command = [
+        sys.executable,
+        '-m',
+        'aloha_bringup.recipes.train_sim',
+        '--scene',
+        'put_x_into_pot',
+        '--episodes',
+        '2',
+        '--demo-seed',
+        '1',
+        '--preset',
+        'tiny',
+        '--steps',
+        '3',
+        '--batch-size',
+        '2',
+        '--val-every',
+        '3',
+        '--out',
+        str(out),
+        '--install',
+        str(installed),
+        '--init-vision',
+        str(vision / 'backbone.pt'),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / 'train_sim.json').read_text())
     assert list(summary['stages']) == ['record', 'convert', 'train', 'evaluate']
@@ -51,9 +90,18 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path, visi
     dataset_written = (out / 'dataset' / 'index.json').stat().st_mtime_ns
 
     # Resuming (here: two more steps) neither records nor converts again.
-    result = subprocess.run([*command[:command.index('--steps') + 1], '5',
-                             *command[command.index('--steps') + 2:], '--resume'],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(
+        [
+            *command[: command.index('--steps') + 1],
+            '5',
+            *command[command.index('--steps') + 2 :],
+            '--resume',
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resumed = json.loads((out / 'train_sim.json').read_text())
     assert list(resumed['stages']) == ['train', 'evaluate']
@@ -64,8 +112,9 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path, visi
     assert [r['seed'] for r in recorded] == [1, 2] and all(r['success'] for r in recorded)
     index = json.loads((out / 'dataset' / 'index.json').read_text())
     # The bags' metadata carries the instruction the demonstrator was given.
-    assert {e['name']: e['instruction'] for e in index['episodes']} == \
-        {r['bag']: r['instruction'] for r in recorded}
+    assert {e['name']: e['instruction'] for e in index['episodes']} == {
+        r['bag']: r['instruction'] for r in recorded
+    }
     # A 25 Hz grid over the ~9 s scripted episodes.
     assert all(200 < e['length'] < 300 for e in index['episodes'])
     # One of the two episodes is held out, and evaluate scored exactly that one.
@@ -75,13 +124,14 @@ def test_train_sim_records_converts_trains_evaluates_and_installs(tmp_path, visi
     policy = OftPolicy.from_pretrained(installed, device='cpu')
     assert set(policy.instructions) == {r['instruction'] for r in recorded}
     images = {cam: np.zeros((120, 160, 3), np.uint8) for cam in policy.config.camera_names}
-    chunk = policy.predict_action_chunk(images, np.zeros(14, np.float32),
-                                        recorded[0]['instruction'])
+    chunk = policy.predict_action_chunk(
+        images, np.zeros(14, np.float32), recorded[0]['instruction']
+    )
     assert chunk.shape == (25, 14) and np.isfinite(chunk).all()
 
 
 def test_train_sim_json_names_the_vision_backbone_each_recipe_starts_from():
-    from aloha_bringup.train_sim import parse_args, vision_source
+    from aloha_bringup.recipes.train_sim import parse_args, vision_source
 
     # The grounded recipe pretrains its backbone unless given one; the plain one starts random.
     assert vision_source(parse_args(['--recipe', 'grounded'])) == 'pretrained'
@@ -93,25 +143,63 @@ def test_train_sim_json_names_the_vision_backbone_each_recipe_starts_from():
 @pytest.mark.slow
 def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_path, vision):
     out = tmp_path / 'grounded'
-    command = [sys.executable, '-m', 'aloha_bringup.train_sim', '--scene', 'put_x_into_pot',
-               '--recipe', 'grounded', '--episodes', '4', '--start-episodes', '3',
-               '--demo-seed', '1', '--preset', 'tiny', '--recipe-steps', '2', '3', '2', '2', '2',
-               '--batch-size', '2', '--val-every', '1', '--grounding-layouts', '6',
-               '--out', str(out), '--init-vision', str(vision / 'backbone.pt')]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=600)
+    command = [
+        sys.executable,
+        '-m',
+        'aloha_bringup.recipes.train_sim',
+        '--scene',
+        'put_x_into_pot',
+        '--recipe',
+        'grounded',
+        '--episodes',
+        '4',
+        '--start-episodes',
+        '3',
+        '--demo-seed',
+        '1',
+        '--preset',
+        'tiny',
+        '--recipe-steps',
+        '2',
+        '3',
+        '2',
+        '2',
+        '2',
+        '--batch-size',
+        '2',
+        '--val-every',
+        '1',
+        '--grounding-layouts',
+        '6',
+        '--out',
+        str(out),
+        '--init-vision',
+        str(vision / 'backbone.pt'),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / 'train_sim.json').read_text())
-    assert list(summary['stages']) == ['record', 'render_grounding', 'convert', 'convert_start',
-                                       'train_ground', 'train_ground_more', 'train_demos',
-                                       'train_unfrozen', 'train', 'evaluate']
+    assert list(summary['stages']) == [
+        'record',
+        'render_grounding',
+        'convert',
+        'convert_start',
+        'train_ground',
+        'train_ground_more',
+        'train_demos',
+        'train_unfrozen',
+        'train',
+        'evaluate',
+    ]
     assert all(stage['exit'] == 0 for stage in summary['stages'].values())
     stages = {name: stage['command'] for name, stage in summary['stages'].items()}
 
     # The first stage trains on the first demos only; the later ones on all of them.
     def episodes(dataset: str) -> list[str]:
-        return [e['name'] for e in json.loads((out / dataset / 'index.json').read_text())
-                ['episodes']]
+        return [
+            e['name'] for e in json.loads((out / dataset / 'index.json').read_text())['episodes']
+        ]
+
     # (three, so that every instruction is among them, as train requires for grounding)
     assert episodes('dataset-start') == [f'put_x_into_pot_000{seed}' for seed in (1, 2, 3)]
     assert len(episodes('dataset')) == 4
@@ -121,10 +209,14 @@ def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_pa
     assert '--steps 3' in stages['train_ground_more'] and '--resume' in stages['train_ground_more']
     assert f'--init-policy {ground / "step_0000003"}' in stages['train_demos']
     assert '--freeze-vision' in stages['train_demos'] and '--lr 2.5e-4' in stages['train_demos']
-    assert f'--init-policy {out / "train-demos" / "checkpoints" / "step_0000002"}' in \
-        stages['train_unfrozen']
-    assert f'--init-policy {out / "train-unfrozen" / "checkpoints" / "step_0000002"}' in \
-        stages['train']
+    assert (
+        f'--init-policy {out / "train-demos" / "checkpoints" / "step_0000002"}'
+        in stages['train_unfrozen']
+    )
+    assert (
+        f'--init-policy {out / "train-unfrozen" / "checkpoints" / "step_0000002"}'
+        in stages['train']
+    )
     for stage in ('train_unfrozen', 'train'):
         assert '--freeze-vision' not in stages[stage] and '--grounding ' in stages[stage]
     assert '--lr 2.5e-4' in stages['train_unfrozen'] and '--lr 1e-4' in stages['train']
@@ -132,7 +224,8 @@ def test_grounded_recipe_chains_its_stages_and_resumes_past_finished_ones(tmp_pa
     assert result.stdout.count('train: all weights from') == 3
 
     # Everything finished: --resume re-runs nothing but the evaluation.
-    result = subprocess.run([*command, '--resume'], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [*command, '--resume'], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert list(json.loads((out / 'train_sim.json').read_text())['stages']) == ['evaluate']

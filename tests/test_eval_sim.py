@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from aloha_bringup.eval_sim import parse_args
-from aloha_bringup.sim.scenes import get_scene
+from aloha_bringup.evaluation.eval_sim import parse_args
+from aloha_sim.scenes import get_scene
 from oft_policy_node import robot
 from oft_policy_node.model.testing import make_tiny_checkpoint
 from tests.ros_fixtures import REPO_ROOT
@@ -21,11 +21,24 @@ SEED = 11
 MAX_SECONDS = 2.0
 REAL_TIME_FACTOR = 0.5  # capped below what this CPU reaches, so the cap is what it runs at
 STATE_RATE_HZ = 25.0  # aloha_sim's default state_rate_hz
-SUMMARY_KEYS = {'episodes', 'successes', 'success_rate', 'approached', 'followed_language',
-                'language_following_rate', 'target_closest_m_median', 'stalled_ticks',
-                'clamped_ticks', 'waiting_ticks', 'tracking_faults', 'tracking_error_peak',
-                'chunks',
-                'inference_latency_s', 'sim_seconds', 'wall_seconds'}
+SUMMARY_KEYS = {
+    'episodes',
+    'successes',
+    'success_rate',
+    'approached',
+    'followed_language',
+    'language_following_rate',
+    'target_closest_m_median',
+    'stalled_ticks',
+    'clamped_ticks',
+    'waiting_ticks',
+    'tracking_faults',
+    'tracking_error_peak',
+    'chunks',
+    'inference_latency_s',
+    'sim_seconds',
+    'wall_seconds',
+}
 
 
 @pytest.fixture(scope='module')
@@ -35,11 +48,34 @@ def evaluation(tmp_path_factory):
     scene = get_scene(SCENE)
     checkpoint = make_tiny_checkpoint(tmp / 'tiny', instructions=scene.instructions())
     result = subprocess.run(
-        [sys.executable, '-m', 'aloha_bringup.eval_sim', '--checkpoint', str(checkpoint),
-         '--scene', SCENE, '--episodes-per-instruction', '1', '--seed', str(SEED),
-         '--max-seconds', str(MAX_SECONDS), '--image-height', '96', '--image-width', '128',
-         '--real-time-factor', str(REAL_TIME_FACTOR), '--out', str(tmp / 'runs')],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            '-m',
+            'aloha_bringup.evaluation.eval_sim',
+            '--checkpoint',
+            str(checkpoint),
+            '--scene',
+            SCENE,
+            '--episodes-per-instruction',
+            '1',
+            '--seed',
+            str(SEED),
+            '--max-seconds',
+            str(MAX_SECONDS),
+            '--image-height',
+            '96',
+            '--image-width',
+            '128',
+            '--real-time-factor',
+            str(REAL_TIME_FACTOR),
+            '--out',
+            str(tmp / 'runs'),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = result.stdout[-4000:] + result.stderr[-4000:]
     assert result.returncode == 0, output
     (run_dir,) = (tmp / 'runs').iterdir()
@@ -57,8 +93,10 @@ def test_every_instruction_ran_on_a_freshly_reset_seeded_episode(evaluation):
     assert [e['instruction'] for e in episodes] == list(scene.instructions())
     for episode in episodes:
         # The sim was reset with this episode's seed and instruction ...
-        assert (episode['sim_seed'], episode['sim_instruction']) == (episode['seed'],
-                                                                     episode['instruction'])
+        assert (episode['sim_seed'], episode['sim_instruction']) == (
+            episode['seed'],
+            episode['instruction'],
+        )
         expected = scene.sample_layout(episode['seed']).positions
         assert episode['initial_objects'] == {k: list(v) for k, v in expected.items()}
         # ... and every chunk the episode ran on was predicted for its instruction.
@@ -79,8 +117,9 @@ def test_episode_measurements_are_complete_and_plausible(evaluation):
         else:
             assert episode['video'] is None
             assert 0.0 <= episode['success_time_s'] <= episode['sim_seconds']
-        assert episode['state_samples'] == pytest.approx(STATE_RATE_HZ * episode['sim_seconds'],
-                                                         abs=3)
+        assert episode['state_samples'] == pytest.approx(
+            STATE_RATE_HZ * episode['sim_seconds'], abs=3
+        )
         assert episode['chunks'] == len(episode['inference_latencies_s']) >= 1
         assert 0.0 < episode['inference_latency_s']['p50'] <= episode['inference_latency_s']['max']
         assert isinstance(episode['stalled_ticks'], int) and episode['stalled_ticks'] >= 0
@@ -94,9 +133,11 @@ def test_episode_measurements_are_complete_and_plausible(evaluation):
         assert episode['wall_seconds'] >= 0.95 * episode['sim_seconds'] / REAL_TIME_FACTOR
         approach = episode['first_approach']
         assert episode['target_object'] == get_scene(SCENE).target_item(
-            episode['instruction']).name.replace(' ', '_')
-        assert episode['followed_language'] == (approach is not None
-                                                and approach['object'] == episode['target_object'])
+            episode['instruction']
+        ).name.replace(' ', '_')
+        assert episode['followed_language'] == (
+            approach is not None and approach['object'] == episode['target_object']
+        )
         # How near the gripper got to the instructed object: never farther than its approach.
         assert 0.0 < episode['target_closest_m'] < 2.0
         if approach is not None and approach['object'] == episode['target_object']:
@@ -118,7 +159,8 @@ def test_rates_are_counts_over_episodes(evaluation):
     assert overall['success_rate'] == pytest.approx(overall['successes'] / 3, abs=1e-4)
     assert overall['followed_language'] == sum(e['followed_language'] for e in episodes)
     assert overall['language_following_rate'] == pytest.approx(
-        overall['followed_language'] / 3, abs=1e-4)
+        overall['followed_language'] / 3, abs=1e-4
+    )
     assert overall['stalled_ticks'] == sum(e['stalled_ticks'] for e in episodes)
     assert overall['clamped_ticks'] == sum(e['clamped_ticks'] for e in episodes)
     assert overall['waiting_ticks'] == sum(e['waiting_ticks'] for e in episodes)
@@ -134,9 +176,16 @@ def test_rates_are_counts_over_episodes(evaluation):
 def test_command_reproduces_the_run(evaluation):
     report, _, _ = evaluation
     argv = shlex.split(report['command'])
-    assert argv[:3] == ['python', '-m', 'aloha_bringup.eval_sim']
+    assert argv[:3] == ['python', '-m', 'aloha_bringup.evaluation.eval_sim']
     args = parse_args(argv[3:])
-    assert (args.checkpoint, args.scene, args.episodes_per_instruction, args.seed,
-            args.max_seconds, args.image_height, args.image_width, args.real_time_factor) == (
-        report['checkpoint'], SCENE, 1, SEED, MAX_SECONDS, 96, 128, REAL_TIME_FACTOR)
+    assert (
+        args.checkpoint,
+        args.scene,
+        args.episodes_per_instruction,
+        args.seed,
+        args.max_seconds,
+        args.image_height,
+        args.image_width,
+        args.real_time_factor,
+    ) == (report['checkpoint'], SCENE, 1, SEED, MAX_SECONDS, 96, 128, REAL_TIME_FACTOR)
     assert report['real_time_factor'] == REAL_TIME_FACTOR

@@ -9,11 +9,13 @@ import pytest
 from tests.peers import reference_messages as ref
 from tests.ros_fixtures import spin_until, spinning_node
 
+
 @pytest.fixture
 def peer_node(rclpy_context, spawn):
     peer = spawn.python('-m', 'tests.peers.interface_peer', name='interface_peer')
     with spinning_node(rclpy_context, 'interface_test') as (node, executor):
         yield node, executor, peer, spawn
+
 
 def test_action_chunk_arrives_exactly(peer_node):
     from oft_msgs.msg import ActionChunk
@@ -31,9 +33,12 @@ def test_action_chunk_arrives_exactly(peer_node):
     assert list(msg.joint_names) == ref.JOINT_NAMES
     assert msg.period == ref.PERIOD
     assert msg.num_steps == ref.K
-    actions = np.asarray(msg.actions, dtype=np.float32).reshape(msg.num_steps, len(msg.joint_names))
+    actions = np.asarray(msg.actions, dtype=np.float32).reshape(
+        msg.num_steps, len(msg.joint_names)
+    )
     np.testing.assert_array_equal(actions, ref.ACTIONS)
     assert msg.inference_latency == np.float32(ref.LATENCY)
+
 
 def test_set_instruction_round_trip(peer_node):
     from oft_msgs.srv import SetInstruction

@@ -16,6 +16,7 @@ from tests.runtime_rig import PERIOD, POSE, ExecutorRig, chunk_message, ramp, ri
 
 __all__ = ['rig_factory']  # the fixture, used by name
 
+
 def row_at(stamp: float, now: float) -> int:
     return round((now - stamp) / PERIOD)
 
@@ -90,7 +91,7 @@ def test_empty_queue_and_watchdog_hold_the_pose_and_count_stalls(rig_factory):
         followed.append(rig.tick())
     # Rows 1..4 are at most 0.16 s old; from 0.2 s on the watchdog refuses the chunk (which
     # still covers 1 s) and the executor holds the last commanded row.
-    for command, row in zip(followed[:4], range(1, 5)):
+    for command, row in zip(followed[:4], range(1, 5), strict=True):
         np.testing.assert_allclose(command, a[row], atol=1e-9)
     for command in followed[4:]:
         np.testing.assert_allclose(command, a[4], atol=1e-9)
@@ -120,11 +121,17 @@ def test_stop_holds_and_ignores_chunks_until_resume(rig_factory):
         rig.publish_chunk(chunk_message(rig.now, ramp(0.02), chunk_id=chunk_id))
     for _ in range(6):
         np.testing.assert_allclose(rig.tick(), held, atol=1e-9)
-    assert rig.spin_until(lambda: rig.diagnostics and rig.diagnostics[-1]['message'] == 'stopped'
-                          and rig.diagnostics[-1]['ignored_chunks'] == '5')
+    assert rig.spin_until(
+        lambda: (
+            rig.diagnostics
+            and rig.diagnostics[-1]['message'] == 'stopped'
+            and rig.diagnostics[-1]['ignored_chunks'] == '5'
+        )
+    )
     about_chunks = [m for m in logged if m.name == 'chunk_executor' and m.function == '_on_chunk']
-    assert len(about_chunks) == 1 and about_chunks[0].level == Log.WARN, \
-        [m.msg for m in about_chunks]
+    assert len(about_chunks) == 1 and about_chunks[0].level == Log.WARN, [
+        m.msg for m in about_chunks
+    ]
     assert 'ignoring chunks (counted in ignored_chunks)' in about_chunks[0].msg
 
     assert rig.call('/chunk_executor/resume').success
@@ -135,8 +142,9 @@ def test_stop_holds_and_ignores_chunks_until_resume(rig_factory):
         np.testing.assert_allclose(rig.tick(), c[row_at(stamp_c, rig.now)], atol=1e-9)
 
 
-def interbotix_rig(rclpy_context, monkeypatch, omit: tuple[str, ...] = (), **params
-                   ) -> tuple[ExecutorRig, object]:
+def interbotix_rig(
+    rclpy_context, monkeypatch, omit: tuple[str, ...] = (), **params
+) -> tuple[ExecutorRig, object]:
     """A chunk_executor with backend interbotix beside the xs_sdk stub (both arms at POSE)."""
     from rclpy.parameter import Parameter
 
@@ -146,9 +154,12 @@ def interbotix_rig(rclpy_context, monkeypatch, omit: tuple[str, ...] = (), **par
     from oft_policy_node.chunk_executor import ChunkExecutor
     from tests.peers.xs_sdk_stub import XsSdkStub
 
-    overrides = [Parameter('use_sim_time', value=True), Parameter('backend', value='interbotix'),
-                 Parameter('diagnostics_period', value=0.2),
-                 *(Parameter(name, value=value) for name, value in params.items())]
+    overrides = [
+        Parameter('use_sim_time', value=True),
+        Parameter('backend', value='interbotix'),
+        Parameter('diagnostics_period', value=0.2),
+        *(Parameter(name, value=value) for name, value in params.items()),
+    ]
     node = ChunkExecutor(context=rclpy_context, parameter_overrides=overrides)
     stub = XsSdkStub(rclpy_context, POSE, omit)
     rig = ExecutorRig(rclpy_context, node, follow=False)
@@ -167,8 +178,7 @@ def advance_clock(rig: ExecutorRig, stub: object, seconds: float) -> None:
         rig.spin_until(lambda: False, timeout=0.04)
 
 
-def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_context,
-                                                                      monkeypatch):
+def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_context, monkeypatch):
     """The bring-up as Trossen's opening_ceremony does it, before any command; then the first
     move from the measured pose to a target 1 rad away ramps up over start_ramp_duration."""
     from oft_policy_node.runtime.arm_bringup import follower_bringup
@@ -185,8 +195,9 @@ def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_conte
         assert min(t for t, *_ in stub.commands) > max(t for t, *_ in stub.calls)
         print('\nbring-up the stub xs_sdk saw:', *(f'{n} {f}' for n, f in seen), sep='\n  ')
         for arm in robot.ARMS:  # the first command is the measured pose
-            np.testing.assert_allclose(stub.group_commands(arm)[0],
-                                       POSE[robot.arm_columns(arm)][:6], atol=1e-6)
+            np.testing.assert_allclose(
+                stub.group_commands(arm)[0], POSE[robot.arm_columns(arm)][:6], atol=1e-6
+            )
 
         target = POSE.copy()
         for arm in robot.ARMS:
@@ -199,11 +210,13 @@ def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_conte
             assert rig.spin_until(lambda n=before: len(stub.group_commands('left')) > n)
             if np.allclose(stub.group_commands('left')[-1], target[:6], atol=1e-5):
                 break
-        left = stub.group_commands('left')[start - 1:]  # from the held measured pose
+        left = stub.group_commands('left')[start - 1 :]  # from the held measured pose
         speeds = np.abs(np.diff(left, axis=0)).max(axis=1) / PERIOD  # rad/s per tick
         duration = (len(left) - 1) * PERIOD
-        print(f'start ramp: {duration:.2f} s to a target 1 rad away, peak {speeds.max():.3f} '
-              f'rad/s (limit {math.pi:.3f})')
+        print(
+            f'start ramp: {duration:.2f} s to a target 1 rad away, peak {speeds.max():.3f} '
+            f'rad/s (limit {math.pi:.3f})'
+        )
         # start_ramp_duration 2 s = 50 ticks: tick n moves at most n/50 of pi rad/s.
         assert duration == pytest.approx(1.12)
         assert speeds.max() == pytest.approx(27 / 50 * math.pi, rel=1e-4)
@@ -214,21 +227,27 @@ def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_conte
         rig.close()
 
 
-def test_a_missing_xs_sdk_service_stops_the_bringup_and_nothing_is_commanded(rclpy_context,
-                                                                             monkeypatch):
-    rig, stub = interbotix_rig(rclpy_context, monkeypatch, omit=('set_motor_registers',),
-                               bringup_timeout=1.0)
+def test_a_missing_xs_sdk_service_stops_the_bringup_and_nothing_is_commanded(
+    rclpy_context, monkeypatch
+):
+    rig, stub = interbotix_rig(
+        rclpy_context, monkeypatch, omit=('set_motor_registers',), bringup_timeout=1.0
+    )
     try:
         for _ in range(50):  # the diagnostics timer runs on the rig's clock
             advance_clock(rig, stub, 0.1)
             if rig.diagnostics and rig.diagnostics[-1]['level'] == 'ERROR':
                 break
         report = rig.diagnostics[-1]
-        assert 'bring-up stopped at 4/12, /follower_left/set_motor_registers: the service is ' \
-               'not offered after 1.0 s' in report['message'], report
+        assert (
+            'bring-up stopped at 4/12, /follower_left/set_motor_registers: the service is '
+            'not offered after 1.0 s' in report['message']
+        ), report
         assert [name for _, name, _ in stub.calls] == [
-            '/follower_left/reboot_motors', '/follower_left/set_operating_modes',
-            '/follower_left/set_operating_modes']
+            '/follower_left/reboot_motors',
+            '/follower_left/set_operating_modes',
+            '/follower_left/set_operating_modes',
+        ]
         assert stub.commands == []
         response = rig.call('/chunk_executor/resume')
         assert not response.success and 'bring-up stopped' in response.message

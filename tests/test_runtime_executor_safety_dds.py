@@ -13,8 +13,16 @@ import pytest
 
 from oft_policy_node import robot
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES
+from oft_policy_node.runtime.safety import ARM_TRACKING_TOLERANCE
 from tests.ros_fixtures import spin_until, spinning_node
-from tests.runtime_rig import PERIOD, POSE, chunk_message, ramp, rig_factory
+from tests.runtime_rig import (
+    PERIOD,
+    POSE,
+    chunk_message,
+    ramp,
+    record_executor_diagnostics,
+    rig_factory,
+)
 
 __all__ = ['rig_factory']  # the fixture, used by name
 K = robot.CHUNK_SIZE
@@ -41,42 +49,51 @@ def test_a_clock_skewed_publisher_cannot_keep_the_arms_moving(rig_factory, merge
     changed = [i for i in range(1, 40) if not np.allclose(commands[i], commands[i - 1])]
     held_after = (changed[-1] + 1) * PERIOD  # the tick of the last new target, after arrival
     bound = max_age + ((K - 1) * PERIOD if merge_rule == 'sync' else 0.0)
-    print(f'\n{merge_rule}: chunk 0.09 s in the future, then silence: hold after '
-          f'{held_after:.2f} s (bound {bound:.2f} s)')
+    print(
+        f'\n{merge_rule}: chunk 0.09 s in the future, then silence: hold after '
+        f'{held_after:.2f} s (bound {bound:.2f} s)'
+    )
     assert 0.2 <= held_after <= bound + 1e-9
-    assert all(np.allclose(c, commands[-1]) for c in commands[changed[-1]:])
+    assert all(np.allclose(c, commands[-1]) for c in commands[changed[-1] :])
 
 
 @pytest.fixture
 def executor_and_arm(rclpy_context, spawn):
     """A chunk_executor process (wall clock) and a perfect-arm driver process; the test node
     publishes chunks and records commands and diagnostics."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from oft_msgs.msg import ActionChunk
     from sensor_msgs.msg import JointState
 
-    from tests.runtime_rig import diagnostic_level
+    from oft_msgs.msg import ActionChunk
 
-    executor_proc = spawn.python('-m', 'oft_policy_node.chunk_executor', '--ros-args',
-                                 '-p', 'diagnostics_period:=0.1', '-p', 'merge_rule:=newest',
-                                 '-p', 'start_ramp_duration:=0.0', name='chunk_executor')
+    executor_proc = spawn.python(
+        '-m',
+        'oft_policy_node.chunk_executor',
+        '--ros-args',
+        '-p',
+        'diagnostics_period:=0.1',
+        '-p',
+        'merge_rule:=newest',
+        '-p',
+        'start_ramp_duration:=0.0',
+        name='chunk_executor',
+    )
     with spinning_node(rclpy_context, 'safety_probe') as (node, executor):
         commands: list[tuple[float, np.ndarray]] = []  # (monotonic s, left arm (7,))
-        node.create_subscription(JointState, robot.joint_positions_topic('left'),
-                                 lambda m: commands.append((time.monotonic(),
-                                                            np.array(m.position))), 100)
-        diagnostics: list[dict[str, str]] = []
-        node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diagnostics.extend(
-            {kv.key: kv.value for kv in s.values} | {'message': s.message,
-                                                     'level': diagnostic_level(s)}
-            for s in m.status if s.name == '/chunk_executor'), 10)
+        node.create_subscription(
+            JointState,
+            robot.joint_positions_topic('left'),
+            lambda m: commands.append((time.monotonic(), np.array(m.position))),
+            100,
+        )
+        diagnostics = record_executor_diagnostics(node)
         chunks = node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
         yield node, executor, chunks, commands, diagnostics, executor_proc, spawn
 
 
 def start_arm(spawn, pose: np.ndarray) -> object:
-    return spawn.python('-m', 'tests.peers.perfect_arm', json.dumps(pose.tolist()),
-                        name='perfect_arm')
+    return spawn.python(
+        '-m', 'tests.peers.perfect_arm', json.dumps(pose.tolist()), name='perfect_arm'
+    )
 
 
 def test_a_killed_joint_state_publisher_holds_the_arms_until_it_returns(executor_and_arm):
@@ -104,43 +121,52 @@ def test_a_killed_joint_state_publisher_holds_the_arms_until_it_returns(executor
         recent = [c for t, c in commands if t >= since]
         return len(recent) > 2 and not np.allclose(recent[0], recent[-1])
 
-    assert keep_publishing(20.0, lambda: diagnostics and diagnostics[-1]['message'] == 'running'
-                           and len(commands) > 10), spawn.output(executor_proc)
-    keep_publishing(1.0)
-    assert moving(time.monotonic() - 1.0), spawn.output(executor_proc)
+    assert keep_publishing(
+        20.0,
+        lambda: diagnostics and diagnostics[-1]['message'] == 'running' and len(commands) > 10,
+    ), spawn.output(executor_proc)
+    # Moving for half a second before the kill (a loaded machine may hold a tick or two).
+    assert keep_publishing(20.0, lambda: moving(time.monotonic() - 0.5)), spawn.output(
+        executor_proc
+    )
+    stale_before = int(diagnostics[-1]['stale_events'])
     killed_at = time.monotonic()
     arm.kill()  # SIGKILL by PID: the driver is gone, its joint states stop mid-stream
     arm.wait()
     keep_publishing(1.5)
-    last_change = max(t for (t, c), (_, p) in zip(commands[1:], commands[:-1])
-                      if not np.allclose(c, p))
+    last_change = max(
+        t
+        for (t, c), (_, p) in zip(commands[1:], commands[:-1], strict=False)
+        if not np.allclose(c, p)
+    )
     held_after = last_change - killed_at
     print(f'\njoint states stopped: hold after {held_after:.3f} s (max_joint_state_age 0.25)')
     assert held_after <= 0.25 + 0.35  # 0.25 s, a tick, and the scheduling of a busy machine
     assert not moving(killed_at + 0.7)
     report = diagnostics[-1]
     assert report['message'] == 'joint states stale: left, right' and report['level'] == 'WARN'
-    assert report['stale_events'] == '1'
+    assert int(report['stale_events']) == stale_before + 1
 
     # The driver comes back where the arm was held: the executor takes up again on its own.
     held = commands[-1][1]
     held_pose = POSE.copy()
     held_pose[:6], held_pose[6] = held[:6], robot.motor_to_normalized(held[6])
     arm = start_arm(spawn, held_pose)
-    assert keep_publishing(20.0, lambda: diagnostics[-1]['message'] == 'running'), \
-        sorted({d['message'] for d in diagnostics})
+    assert keep_publishing(20.0, lambda: diagnostics[-1]['message'] == 'running'), sorted(
+        {d['message'] for d in diagnostics}
+    )
     back_at = time.monotonic()
     keep_publishing(1.0)
     assert moving(back_at), diagnostics[-1]
     assert diagnostics[-1]['tracking_faults'] == '0'
 
-    # Silent again, and this time the arm comes back 0.5 rad away (pushed, or torqued off).
+    # Silent again, and this time the arm comes back 0.8 rad away (pushed, or torqued off).
     arm.kill()
     arm.wait()
     keep_publishing(1.0)
     moved = POSE.copy()
     moved[:6] = commands[-1][1][:6]
-    moved[1] += 0.5
+    moved[1] += 0.8
     start_arm(spawn, moved)
     assert keep_publishing(20.0, lambda: diagnostics[-1]['level'] == 'ERROR'), diagnostics[-1]
     assert 'tracking error on follower_left/shoulder' in diagnostics[-1]['message']
@@ -158,53 +184,75 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
     the policy pushes it at 0.6 rad/s: the commands never leave the tracking tolerance of the
     measured pose, the fault trips with the joint named, and the executor holds the measured
     pose until ~/resume."""
-    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
 
-    from aloha_bringup.aloha_sim_node import AlohaSimNode
-    from aloha_bringup.sim.scenes import MJ_ARM_PREFIX
+    from aloha_sim.aloha_sim_node import AlohaSimNode
+    from aloha_sim.scenes import MJ_ARM_PREFIX
     from oft_msgs.msg import ActionChunk
     from oft_policy_node.chunk_executor import ChunkExecutor
     from oft_policy_node.runtime.sensor_decoding import arm_state_from_joint_state
-    from tests.runtime_rig import diagnostic_level
 
-    sim = AlohaSimNode(context=rclpy_context, parameter_overrides=[
-        Parameter('image_height', value=32), Parameter('image_width', value=32),
-        Parameter('camera_rate_hz', value=1.0)])
+    sim = AlohaSimNode(
+        context=rclpy_context,
+        parameter_overrides=[
+            Parameter('image_height', value=32),
+            Parameter('image_width', value=32),
+            Parameter('camera_rate_hz', value=1.0),
+        ],
+    )
     shoulder = sim.sim.model.joint(f'{MJ_ARM_PREFIX["left"]}/shoulder')
     with sim.lock:  # hold the joint where it stands: its range becomes one point
         q = float(sim.sim.data.qpos[shoulder.qposadr[0]])
         sim.sim.model.jnt_range[shoulder.id] = (q - 1e-4, q + 1e-4)
-    executor_node = ChunkExecutor(context=rclpy_context, parameter_overrides=[
-        Parameter('use_sim_time', value=True), Parameter('diagnostics_period', value=0.2),
-        Parameter('start_ramp_duration', value=0.0)])
+    executor_node = ChunkExecutor(
+        context=rclpy_context,
+        parameter_overrides=[
+            Parameter('use_sim_time', value=True),
+            Parameter('diagnostics_period', value=0.2),
+            Parameter('start_ramp_duration', value=0.0),
+        ],
+    )
     probe = Node('blocked_probe', context=rclpy_context)
     spinner = MultiThreadedExecutor(num_threads=3, context=rclpy_context)
     for n in (sim, executor_node, probe):
         spinner.add_node(n)
     measured: list[tuple[float, np.ndarray]] = []  # (sim s, left (7,))
     commands: list[tuple[float, np.ndarray]] = []
-    diagnostics: list[dict[str, str]] = []
-    probe.create_subscription(JointState, robot.joint_states_topic('left'), lambda m: (
-        measured.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
-                         arm_state_from_joint_state(m.name, m.position)))), 100)
-    probe.create_subscription(JointState, robot.joint_positions_topic('left'), lambda m: (
-        commands.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
-                         np.array(m.position)))), 100)
-    probe.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diagnostics.extend(
-        {kv.key: kv.value for kv in s.values} | {'message': s.message,
-                                                 'level': diagnostic_level(s)}
-        for s in m.status if s.name == '/chunk_executor'), 10)
+    probe.create_subscription(
+        JointState,
+        robot.joint_states_topic('left'),
+        lambda m: measured.append(
+            (
+                m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
+                arm_state_from_joint_state(m.name, m.position),
+            )
+        ),
+        100,
+    )
+    probe.create_subscription(
+        JointState,
+        robot.joint_positions_topic('left'),
+        lambda m: commands.append(
+            (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, np.array(m.position))
+        ),
+        100,
+    )
+    diagnostics = record_executor_diagnostics(probe)
     chunks = probe.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
     try:
         assert spin_until(spinner, lambda: len(commands) > 5 and len(measured) > 5, 30.0)
         with sim.lock:
-            start = np.concatenate([arm_state_from_joint_state(
-                robot.INTERBOTIX_JOINT_STATE_ORDER, sim.sim.joint_state(arm).position)
-                for arm in robot.ARMS])  # (D,) where the arms stand
+            start = np.concatenate(
+                [
+                    arm_state_from_joint_state(
+                        robot.INTERBOTIX_JOINT_STATE_ORDER, sim.sim.joint_state(arm).position
+                    )
+                    for arm in robot.ARMS
+                ]
+            )  # (D,) where the arms stand
         pushed = 0
         while not (diagnostics and diagnostics[-1]['level'] == 'ERROR') and pushed < 40:
             t = commands[-1][0]
@@ -218,13 +266,18 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
         assert int(diagnostics[-1]['tracking_faults']) == 1
         # Every command against the newest measured pose at or before it: the gap.
         stamps = np.array([t for t, _ in measured])
-        gaps = [abs(c[1] - measured[max(np.searchsorted(stamps, t, 'right') - 1, 0)][1][1])
-                for t, c in commands]
-        print(f'\nblocked left shoulder: largest command-to-measured gap {max(gaps):.3f} rad '
-              f'(tolerance 0.3), fault after {pushed} chunks')
-        assert max(gaps) <= 0.3 + 0.01  # the limit is soft: the joint gives a little
+        gaps = [
+            abs(c[1] - measured[max(np.searchsorted(stamps, t, 'right') - 1, 0)][1][1])
+            for t, c in commands
+        ]
+        print(
+            f'\nblocked left shoulder: largest command-to-measured gap {max(gaps):.3f} rad '
+            f'(tolerance {ARM_TRACKING_TOLERANCE}), fault after {pushed} chunks'
+        )
+        # The joint limit is soft: the joint gives a little.
+        assert max(gaps) <= ARM_TRACKING_TOLERANCE + 0.01
         spin_until(spinner, lambda: False, 1.0)
-        # The fault tick re-bases: the shoulder command drops from 0.3 ahead to where the
+        # The fault tick re-bases: the shoulder command drops from the tolerance ahead to where the
         # joint was measured, and stays there.
         shoulder = np.array([c[1] for _, c in commands])
         rebased = int(np.flatnonzero(np.diff(shoulder) < -0.1)[0]) + 1
@@ -237,4 +290,3 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
         spinner.shutdown()
         for n in (probe, executor_node, sim):
             n.destroy_node()
-

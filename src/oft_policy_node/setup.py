@@ -26,6 +26,6 @@ setup(
         'console_scripts': [
             'policy_node = oft_policy_node.policy_node:main',
             'chunk_executor = oft_policy_node.chunk_executor:main',
-        ],
+        ]
     },
 )

@@ -27,6 +27,6 @@ setup(
             'convert = oft_training.convert:main',
             'train = oft_training.train:main',
             'evaluate = oft_training.evaluate:main',
-        ],
+        ]
     },
 )

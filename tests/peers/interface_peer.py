@@ -3,13 +3,12 @@ serves SetInstruction (accepting only KNOWN_INSTRUCTIONS) until interrupted."""
 
 from __future__ import annotations
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from oft_msgs.msg import ActionChunk
 from oft_msgs.srv import SetInstruction
 from tests.peers import reference_messages as ref
+from tests.peers import spin_until_interrupted
 
 
 class InterfacePeer(Node):
@@ -20,8 +19,9 @@ class InterfacePeer(Node):
         self.create_timer(0.1, lambda: self.publisher.publish(ref.reference_chunk()))
         self.create_service(SetInstruction, ref.SERVICE, self.on_set_instruction)
 
-    def on_set_instruction(self, request: SetInstruction.Request,
-                           response: SetInstruction.Response) -> SetInstruction.Response:
+    def on_set_instruction(
+        self, request: SetInstruction.Request, response: SetInstruction.Response
+    ) -> SetInstruction.Response:
         if request.instruction in ref.KNOWN_INSTRUCTIONS:
             self.active = request.instruction
             response.success, response.message = True, f'now following {self.active!r}'
@@ -33,15 +33,7 @@ class InterfacePeer(Node):
 
 
 def main() -> None:
-    rclpy.init()
-    node = InterfacePeer()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_until_interrupted(InterfacePeer)
 
 
 if __name__ == '__main__':

@@ -11,12 +11,11 @@ import json
 import sys
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from oft_policy_node import robot
+from tests.peers import spin_until_interrupted
 from tests.runtime_rig import interbotix_joint_state
 
 
@@ -24,11 +23,17 @@ class PerfectArm(Node):
     def __init__(self, pose: np.ndarray) -> None:
         super().__init__('perfect_arm')
         self.pose = pose.copy()  # (D,) gripper as normalised opening
-        self._publishers = {arm: self.create_publisher(JointState, robot.joint_states_topic(arm),
-                                                       10) for arm in robot.ARMS}
+        self._publishers = {
+            arm: self.create_publisher(JointState, robot.joint_states_topic(arm), 10)
+            for arm in robot.ARMS
+        }
         for arm in robot.ARMS:
-            self.create_subscription(JointState, robot.joint_positions_topic(arm),
-                                     lambda msg, arm=arm: self._on_command(arm, msg), 10)
+            self.create_subscription(
+                JointState,
+                robot.joint_positions_topic(arm),
+                lambda msg, arm=arm: self._on_command(arm, msg),
+                10,
+            )
         self.create_timer(0.02, self._publish)
 
     def _on_command(self, arm: str, msg: JointState) -> None:
@@ -42,15 +47,7 @@ class PerfectArm(Node):
 
 
 def main() -> None:
-    rclpy.init()
-    node = PerfectArm(np.array(json.loads(sys.argv[1]), dtype=np.float64))
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_until_interrupted(lambda: PerfectArm(np.array(json.loads(sys.argv[1]), dtype=np.float64)))
 
 
 if __name__ == '__main__':

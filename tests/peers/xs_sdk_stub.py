@@ -16,13 +16,22 @@ from sensor_msgs.msg import JointState
 
 from oft_policy_node import robot
 
-SERVICE_TYPES = {'reboot_motors': 'Reboot', 'set_operating_modes': 'OperatingModes',
-                 'set_motor_registers': 'RegisterValues', 'torque_enable': 'TorqueEnable'}
+SERVICE_TYPES = {
+    'reboot_motors': 'Reboot',
+    'set_operating_modes': 'OperatingModes',
+    'set_motor_registers': 'RegisterValues',
+    'torque_enable': 'TorqueEnable',
+}
 
 
 class XsSdkStub(Node):
-    def __init__(self, context: object, pose: np.ndarray, omit: tuple[str, ...] = (),
-                 state_period: float = 0.02) -> None:
+    def __init__(
+        self,
+        context: object,
+        pose: np.ndarray,
+        omit: tuple[str, ...] = (),
+        state_period: float = 0.02,
+    ) -> None:
         """`pose` (D,) is where the arms stand (gripper as normalised opening); services named
         in `omit` are not offered (a driver that lacks them, or is not running)."""
         import interbotix_xs_msgs.msg as messages
@@ -32,22 +41,33 @@ class XsSdkStub(Node):
         self.pose = np.asarray(pose, dtype=np.float64).copy()
         self.calls: list[tuple[float, str, dict]] = []  # (monotonic s, service, request)
         self.commands: list[tuple[float, str, str, np.ndarray]] = []  # (s, arm, kind, cmd)
-        self._states = {arm: self.create_publisher(JointState, robot.joint_states_topic(arm),
-                                                   10) for arm in robot.ARMS}
+        self._states = {
+            arm: self.create_publisher(JointState, robot.joint_states_topic(arm), 10)
+            for arm in robot.ARMS
+        }
         for arm in robot.ARMS:
             for service, type_name in SERVICE_TYPES.items():
                 if service in omit:
                     continue
                 srv_type = getattr(services, type_name)
                 name = robot.driver_service(arm, service)
-                self.create_service(srv_type, name,
-                                    lambda request, response, name=name:
-                                    self._record(name, request, response))
-            self.create_subscription(messages.JointGroupCommand, robot.joint_group_topic(arm),
-                                     lambda msg, arm=arm: self._on_group(arm, msg), 50)
-            self.create_subscription(messages.JointSingleCommand,
-                                     robot.joint_single_topic(arm),
-                                     lambda msg, arm=arm: self._on_single(arm, msg), 50)
+                self.create_service(
+                    srv_type,
+                    name,
+                    lambda request, response, name=name: self._record(name, request, response),
+                )
+            self.create_subscription(
+                messages.JointGroupCommand,
+                robot.joint_group_topic(arm),
+                lambda msg, arm=arm: self._on_group(arm, msg),
+                50,
+            )
+            self.create_subscription(
+                messages.JointSingleCommand,
+                robot.joint_single_topic(arm),
+                lambda msg, arm=arm: self._on_single(arm, msg),
+                50,
+            )
         self.create_timer(state_period, self._publish_states)
 
     def _record(self, name: str, request: object, response: object) -> object:

@@ -25,33 +25,38 @@ from pathlib import Path
 
 import numpy as np
 
-from aloha_bringup.demo_report import CameraVideo, ExecutorCounters, JointSeries, latency_stats, \
-    summary_lines, write_report
-from aloha_bringup.graph import resolve_graph
+from aloha_bringup.evaluation.demo_report import (
+    CameraVideo,
+    ExecutorCounters,
+    JointSeries,
+    latency_stats,
+    summary_lines,
+    write_report,
+)
+from aloha_bringup.graph import default_checkpoint, resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from oft_policy_node import robot
 from oft_policy_node.child_process import sigterm_as_ctrl_c
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CHECKPOINTS_DIR = REPO_ROOT / 'checkpoints'
 # The executor reports counters on /diagnostics; the demo asks for them often so the counts at
 # the window's edges are close to exact.
 DIAGNOSTICS_PERIOD_S = 0.2
 
 
 def choose_checkpoint(explicit: str | None, scene: str, run_dir: Path) -> tuple[Path, bool]:
-    """(checkpoint directory, whether it is trained): explicit > checkpoints/<scene> > random."""
+    """(checkpoint directory, whether it is trained): explicit > the scene's committed policy
+    (graph.default_checkpoint) > a random-weight one, made in `run_dir`."""
     if explicit:
         path = Path(explicit).expanduser().resolve()
         if not path.is_dir():
             raise SystemExit(f'--checkpoint {explicit}: no such directory')
         return path, True
-    trained = CHECKPOINTS_DIR / scene
-    if (trained / 'config.json').exists():
+    trained = default_checkpoint(scene)
+    if trained is not None:
         return trained, True
+    from aloha_sim.scenes import get_scene
     from oft_policy_node.model.testing import make_tiny_checkpoint
-
-    from aloha_bringup.sim.scenes import get_scene
 
     path = run_dir / 'untrained_checkpoint'
     make_tiny_checkpoint(path, instructions=get_scene(scene).instructions())
@@ -71,8 +76,11 @@ class DemoMonitor:
 
         from oft_msgs.msg import ActionChunk
 
-        self.node = Node('demo_monitor', context=context,
-                         parameter_overrides=[Parameter('use_sim_time', value=True)])
+        self.node = Node(
+            'demo_monitor',
+            context=context,
+            parameter_overrides=[Parameter('use_sim_time', value=True)],
+        )
         self.video = CameraVideo(run_dir / 'cameras.mp4')
         self.joints = JointSeries()
         self.latencies: list[float] = []
@@ -86,14 +94,25 @@ class DemoMonitor:
         self._commanded = np.full(robot.ACTION_DIM, np.nan)
         n = self.node
         for cam in robot.CAMERAS:
-            n.create_subscription(Image, robot.camera_topic(cam),
-                                  lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data)
+            n.create_subscription(
+                Image,
+                robot.camera_topic(cam),
+                lambda m, c=cam: self._on_image(c, m),
+                qos_profile_sensor_data,
+            )
         for arm in robot.ARMS:
-            n.create_subscription(JointState, robot.joint_states_topic(arm),
-                                  lambda m, a=arm: self._on_measured(a, m),
-                                  qos_profile_sensor_data)
-            n.create_subscription(JointState, robot.joint_positions_topic(arm),
-                                  lambda m, a=arm: self._on_command(a, m), 10)
+            n.create_subscription(
+                JointState,
+                robot.joint_states_topic(arm),
+                lambda m, a=arm: self._on_measured(a, m),
+                qos_profile_sensor_data,
+            )
+            n.create_subscription(
+                JointState,
+                robot.joint_positions_topic(arm),
+                lambda m, a=arm: self._on_command(a, m),
+                10,
+            )
         n.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
         n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         n.create_subscription(Bool, robot.TASK_SUCCESS_TOPIC, self._on_success, 10)
@@ -112,7 +131,7 @@ class DemoMonitor:
         self.video.add_image(camera, self.now(), image)
 
     def _on_measured(self, arm: str, msg: object) -> None:
-        positions = dict(zip(msg.name, msg.position))
+        positions = dict(zip(msg.name, msg.position, strict=False))
         columns = robot.arm_columns(arm)
         values = [positions[j] for j in robot.ARM_JOINTS]
         values.append(robot.finger_to_normalized(positions[robot.FINGER_JOINT]))
@@ -121,7 +140,7 @@ class DemoMonitor:
             self.joints.add_measured(self.now(), self._measured.copy())
 
     def _on_command(self, arm: str, msg: object) -> None:
-        positions = dict(zip(msg.name, msg.position))
+        positions = dict(zip(msg.name, msg.position, strict=False))
         values = [positions[j] for j in robot.ARM_JOINTS]
         values.append(robot.motor_to_normalized(positions[robot.GRIPPER]))
         self._commanded[robot.arm_columns(arm)] = values
@@ -138,8 +157,9 @@ class DemoMonitor:
 
     def _on_diagnostics(self, msg: object) -> None:
         for status in msg.status:
-            self.executor_counters.add(self.now(), status.name,
-                                       {kv.key: kv.value for kv in status.values})
+            self.executor_counters.add(
+                self.now(), status.name, {kv.key: kv.value for kv in status.values}
+            )
 
     def _on_success(self, msg: object) -> None:
         if self.recording():
@@ -147,21 +167,41 @@ class DemoMonitor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='demo', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--task', default='put green pepper into pot',
-                        help='language instruction (default: %(default)s)')
-    parser.add_argument('--scene', default='put_x_into_pot',
-                        help='simulation scene (default: %(default)s)')
-    parser.add_argument('--duration', type=float, default=20.0,
-                        help='sim seconds to run the policy (default: %(default)s)')
-    parser.add_argument('--checkpoint', default=None,
-                        help='policy checkpoint directory (default: the best available)')
+    parser = argparse.ArgumentParser(
+        prog='demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        '--task',
+        default='put green pepper into pot',
+        help='language instruction (default: %(default)s)',
+    )
+    parser.add_argument(
+        '--scene', default='put_x_into_pot', help='simulation scene (default: %(default)s)'
+    )
+    parser.add_argument(
+        '--duration',
+        type=float,
+        default=20.0,
+        help='sim seconds to run the policy (default: %(default)s)',
+    )
+    parser.add_argument(
+        '--checkpoint',
+        default=None,
+        help='policy checkpoint directory (default: the best available)',
+    )
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
-    parser.add_argument('--out', type=Path, default=REPO_ROOT / 'runs',
-                        help='where runs/<timestamp>/ goes (default: %(default)s)')
-    parser.add_argument('--startup-timeout', type=float, default=180.0,
-                        help='wall seconds to wait for the first chunk (default: %(default)s)')
+    parser.add_argument(
+        '--out',
+        type=Path,
+        default=REPO_ROOT / 'runs',
+        help='where runs/<timestamp>/ goes (default: %(default)s)',
+    )
+    parser.add_argument(
+        '--startup-timeout',
+        type=float,
+        default=180.0,
+        help='wall seconds to wait for the first chunk (default: %(default)s)',
+    )
     args = parser.parse_args(argv)
     sigterm_as_ctrl_c()
     if args.duration <= 0:
@@ -171,10 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, trained = choose_checkpoint(args.checkpoint, args.scene, run_dir)
     if not trained:
-        print('demo: no trained checkpoint for this scene; running an UNTRAINED random-weight '
-              'policy (expect no success). Pass --checkpoint or train one (README).', flush=True)
-    nodes = resolve_graph({'task': args.task, 'scene': args.scene, 'use_sim': 'true',
-                           'checkpoint': str(checkpoint), 'device': args.device})
+        print(
+            'demo: no trained checkpoint for this scene; running an UNTRAINED random-weight '
+            'policy (expect no success). Pass --checkpoint or train one (docs/training.md).',
+            flush=True,
+        )
+    nodes = resolve_graph(
+        {
+            'task': args.task,
+            'scene': args.scene,
+            'use_sim': 'true',
+            'checkpoint': str(checkpoint),
+            'device': args.device,
+        }
+    )
     for spec in nodes:
         if spec.name == 'chunk_executor':
             spec.parameters['diagnostics_period'] = DIAGNOSTICS_PERIOD_S
@@ -208,20 +258,33 @@ def main(argv: list[str] | None = None) -> int:
     executor.shutdown()
     monitor.node.destroy_node()
     context.try_shutdown()
-    print('\n'.join(['demo summary:', *('  ' + line for line in summary_lines(report)),
-                     f'  wrote {run_dir}/report.json, cameras.mp4, joints.png']), flush=True)
+    print(
+        '\n'.join(
+            [
+                'demo summary:',
+                *('  ' + line for line in summary_lines(report)),
+                f'  wrote {run_dir}/report.json, cameras.mp4, joints.png',
+            ]
+        ),
+        flush=True,
+    )
     return status
 
 
-def _run_window(monitor: DemoMonitor, executor: object, graph: GraphProcesses,
-                args: argparse.Namespace) -> int:
+def _run_window(
+    monitor: DemoMonitor, executor: object, graph: GraphProcesses, args: argparse.Namespace
+) -> int:
     """Spin until `duration` sim seconds after the first chunk, then one more diagnostics."""
     deadline = time.monotonic() + args.startup_timeout
     while monitor.window_start is None:
         executor.spin_once(timeout_sec=0.05)
         if graph.exited() or time.monotonic() > deadline:
-            print(f'demo: no action chunk within {args.startup_timeout:.0f} s; '
-                  f'exited nodes: {graph.exited()}', file=sys.stderr, flush=True)
+            print(
+                f'demo: no action chunk within {args.startup_timeout:.0f} s; '
+                f'exited nodes: {graph.exited()}',
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
     end = monitor.window_start + args.duration
     while monitor.now() < end + 2 * DIAGNOSTICS_PERIOD_S:
@@ -234,8 +297,9 @@ def _run_window(monitor: DemoMonitor, executor: object, graph: GraphProcesses,
     return 0
 
 
-def _build_report(monitor: DemoMonitor, args: argparse.Namespace, checkpoint: Path,
-                  trained: bool) -> dict:
+def _build_report(
+    monitor: DemoMonitor, args: argparse.Namespace, checkpoint: Path, trained: bool
+) -> dict:
     start = monitor.window_start or 0.0
     end = monitor.window_end if monitor.window_end is not None else monitor.now()
     wall_end = monitor.wall_end or time.monotonic()
@@ -251,13 +315,14 @@ def _build_report(monitor: DemoMonitor, args: argparse.Namespace, checkpoint: Pa
         'real_time_factor': round(sim_seconds / wall_seconds, 3) if wall_seconds else 0.0,
         'ticks': monitor.commands_in_window,
         'control_rate_hz': round(monitor.commands_in_window / sim_seconds, 2)
-        if sim_seconds else 0.0,
+        if sim_seconds
+        else 0.0,
         # From the first chunk on: while the model loads, the executor holds the pose and
         # counts stalls, which is not part of the measured run.
         'stalled_ticks': monitor.executor_counters.change('stalls', start, end),
         'clamped_ticks': monitor.executor_counters.change('clamped_commands', start, end),
         'waiting_ticks': monitor.executor_counters.change('waits', start, end),
-        **monitor.executor_counters.tracking_at_or_after(end),
+        **monitor.executor_counters.safety_at_or_after(end),
         'chunks': len(monitor.latencies),
         'inference_latency_s': latency_stats(monitor.latencies),
         'success': monitor.success,

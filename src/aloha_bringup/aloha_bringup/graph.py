@@ -17,6 +17,9 @@ import yaml
 from oft_policy_node import robot
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
+# The committed simulation policies, checkpoints/<scene> at the top of the source tree (a
+# symlink install resolves to it); a plain install has them in share/aloha_bringup/checkpoints.
+SOURCE_CHECKPOINTS = Path(__file__).resolve().parents[3] / 'checkpoints'
 _SUBSTITUTION = re.compile(r'\$\((\w+)\)')
 _TRUE = ('true', '1', 'yes', 'on')
 _FALSE = ('false', '0', 'no', 'off', '')
@@ -42,15 +45,54 @@ class NodeSpec:
 
 def config_dir() -> Path:
     """The config folder: the installed share/aloha_bringup/config when it exists, else source."""
+    share = _share_dir()
+    if share is not None and (share / 'config' / 'graph.yaml').exists():
+        return share / 'config'
+    return CONFIG_DIR
+
+
+def _share_dir() -> Path | None:
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        installed = Path(get_package_share_directory('aloha_bringup')) / 'config'
-        if (installed / 'graph.yaml').exists():
-            return installed
+        return Path(get_package_share_directory('aloha_bringup'))
     except (ImportError, LookupError):
-        pass
-    return CONFIG_DIR
+        return None
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Where the committed checkpoints are looked for, in order."""
+    share = _share_dir()
+    return [*([share / 'checkpoints'] if share else []), SOURCE_CHECKPOINTS]
+
+
+def default_checkpoint(scene: str) -> Path | None:
+    """The committed policy of a simulation scene (checkpoints/<scene>), or None."""
+    for base in checkpoint_dirs():
+        if (base / scene / 'config.json').is_file():
+            return (base / scene).resolve()
+    return None
+
+
+def _resolve_checkpoint(args: dict[str, str], use_sim: bool) -> str:
+    """`checkpoint` as given, or '' resolved to the scene's committed policy (simulation only:
+    those policies were trained in MuJoCo and mean nothing to a real robot)."""
+    if args['checkpoint']:
+        return args['checkpoint']
+    if not use_sim:
+        raise ValueError(
+            'checkpoint:= is required with use_sim:=false: the committed '
+            'checkpoints are simulation policies; pass checkpoint:=/path/to/ckpt '
+            "(a train run's final/ folder)"
+        )
+    found = default_checkpoint(args['scene'])
+    if found is None:
+        raise ValueError(
+            f'no checkpoint:= given and no committed policy for scene '
+            f'{args["scene"]!r} in {[str(d) for d in checkpoint_dirs()]}; pass '
+            f'checkpoint:=/path/to/ckpt or train one (make train-sim)'
+        )
+    return str(found)
 
 
 def load_graph(directory: Path | None = None) -> dict[str, Any]:
@@ -68,8 +110,10 @@ def load_params(directory: Path | None = None) -> dict[str, dict[str, Any]]:
 
 def graph_arguments(graph: dict[str, Any] | None = None) -> list[Argument]:
     graph = graph or load_graph()
-    return [Argument(name, str(spec['default']), spec['description'])
-            for name, spec in graph['arguments'].items()]
+    return [
+        Argument(name, str(spec['default']), spec['description'])
+        for name, spec in graph['arguments'].items()
+    ]
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -87,8 +131,10 @@ def _substitute(value: Any, args: dict[str, str]) -> Any:
 
     def lookup(match: re.Match[str]) -> str:
         if match.group(1) not in args:
-            raise ValueError(f'graph.yaml uses $({match.group(1)}), which is not an argument; '
-                             f'arguments: {sorted(args)}')
+            raise ValueError(
+                f'graph.yaml uses $({match.group(1)}), which is not an argument; '
+                f'arguments: {sorted(args)}'
+            )
         return args[match.group(1)]
 
     whole = _SUBSTITUTION.fullmatch(value)
@@ -108,16 +154,23 @@ def _arm_remappings(graph: dict[str, Any], args: dict[str, str]) -> tuple[tuple[
         wanted = _substitute(graph.get('arm_namespaces', {}).get(default, default), args)
         if wanted == default:
             continue
-        names = [topic_of(arm) for topic_of in (
-            robot.joint_states_topic, robot.joint_group_topic, robot.joint_single_topic,
-            robot.joint_positions_topic)]
+        names = [
+            topic_of(arm)
+            for topic_of in (
+                robot.joint_states_topic,
+                robot.joint_group_topic,
+                robot.joint_single_topic,
+                robot.joint_positions_topic,
+            )
+        ]
         names += [robot.driver_service(arm, service) for service in robot.DRIVER_SERVICES]
         remaps += [(name, name.replace(f'/{default}/', f'/{wanted}/', 1)) for name in names]
     return tuple(remaps)
 
 
-def resolve_graph(overrides: dict[str, str] | None = None,
-                  directory: Path | None = None) -> list[NodeSpec]:
+def resolve_graph(
+    overrides: dict[str, str] | None = None, directory: Path | None = None
+) -> list[NodeSpec]:
     """The nodes to start for the given launch arguments (defaults from graph.yaml)."""
     graph = load_graph(directory)
     known = {a.name: a.default for a in graph_arguments(graph)}
@@ -126,6 +179,7 @@ def resolve_graph(overrides: dict[str, str] | None = None,
         raise ValueError(f'unknown launch argument(s) {unknown}; known: {sorted(known)}')
     args = {**known, **{k: str(v) for k, v in (overrides or {}).items()}}
     use_sim = parse_bool('use_sim', args['use_sim'])
+    args['checkpoint'] = _resolve_checkpoint(args, use_sim)
     static = load_params(directory)
     remappings = _arm_remappings(graph, args)
     nodes = []
@@ -133,9 +187,12 @@ def resolve_graph(overrides: dict[str, str] | None = None,
         condition = entry.get('condition')
         if condition and not parse_bool(condition, args[condition]):
             continue
-        parameters = {**static.get(entry['name'], {}),
-                      **{k: _substitute(v, args) for k, v in entry.get('parameters', {}).items()},
-                      'use_sim_time': use_sim}
-        nodes.append(NodeSpec(entry['name'], entry['package'], entry['executable'], parameters,
-                              remappings))
+        parameters = {
+            **static.get(entry['name'], {}),
+            **{k: _substitute(v, args) for k, v in entry.get('parameters', {}).items()},
+            'use_sim_time': use_sim,
+        }
+        nodes.append(
+            NodeSpec(entry['name'], entry['package'], entry['executable'], parameters, remappings)
+        )
     return nodes

@@ -20,9 +20,6 @@ import sys
 from pathlib import Path
 
 import rclpy
-from oft_policy_node import robot
-from oft_policy_node.child_process import sigterm_as_ctrl_c, stop_process
-from oft_policy_node.node_parameters import non_negative
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -32,7 +29,10 @@ from tqdm import tqdm
 
 from aloha_bringup.recorder_node import subscribe_raw
 from aloha_bringup.recording import DEMO_TOPICS, STAMPED_TYPES, BagWriter, header_stamp_ns
-from aloha_bringup.scripted_demo_node import DemoRunner, add_episode_arguments, instruction_for
+from aloha_sim.scripted_demo_node import DemoRunner, add_episode_arguments, instruction_for
+from oft_policy_node import robot
+from oft_policy_node.child_process import sigterm_as_ctrl_c, stop_process
+from oft_policy_node.node_parameters import non_negative
 
 
 class EpisodeRecorder:
@@ -75,9 +75,14 @@ class EpisodeRecorder:
         self.writer.write(topic, time_ns, cdr)
 
     def _open(self, info: dict) -> None:
-        self.writer = BagWriter(self._path, metadata={
-            'instruction': info['instruction'], 'scene': info['scene'],
-            'seed': str(info['seed'])})
+        self.writer = BagWriter(
+            self._path,
+            metadata={
+                'instruction': info['instruction'],
+                'scene': info['scene'],
+                'seed': str(info['seed']),
+            },
+        )
         self._start_ns = round(info['start_time'] * 1e9)
         self._path = None
 
@@ -100,36 +105,75 @@ def bag_name(scene: str, seed: int) -> str:
     return f'{scene}_{seed:04d}'
 
 
-def start_sim(scene: str, height: int, width: int, camera_rate: float,
-              tracking_noise: float) -> subprocess.Popen:
+def start_sim(
+    scene: str, height: int, width: int, camera_rate: float, tracking_noise: float
+) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, '-m', 'aloha_bringup.aloha_sim_node', '--ros-args',
-         '-p', f'scene:={scene}', '-p', f'image_height:={height}',
-         '-p', f'image_width:={width}', '-p', f'camera_rate_hz:={camera_rate}',
-         '-p', f'tracking_noise_std:={tracking_noise}', '--log-level', 'warn'],
-        env=os.environ.copy())
+        [
+            sys.executable,
+            '-m',
+            'aloha_sim.aloha_sim_node',
+            '--ros-args',
+            '-p',
+            f'scene:={scene}',
+            '-p',
+            f'image_height:={height}',
+            '-p',
+            f'image_width:={width}',
+            '-p',
+            f'camera_rate_hz:={camera_rate}',
+            '-p',
+            f'tracking_noise_std:={tracking_noise}',
+            '--log-level',
+            'warn',
+        ],
+        env=os.environ.copy(),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
-    parser = argparse.ArgumentParser(prog='record_demos', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='record_demos',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_episode_arguments(parser)
-    parser.add_argument('-o', '--output', type=Path, default=Path('demos'),
-                        help='folder for the bags (default: %(default)s)')
-    parser.add_argument('--external-sim', action='store_true',
-                        help='use an aloha_sim that is already running instead of starting one')
+    parser.add_argument(
+        '-o',
+        '--output',
+        type=Path,
+        default=Path('demos'),
+        help='folder for the bags (default: %(default)s)',
+    )
+    parser.add_argument(
+        '--external-sim',
+        action='store_true',
+        help='use an aloha_sim that is already running instead of starting one',
+    )
     parser.add_argument('--image-height', type=int, default=robot.IMAGE_HEIGHT)
     parser.add_argument('--image-width', type=int, default=robot.IMAGE_WIDTH)
-    parser.add_argument('--camera-rate', type=float, default=robot.CONTROL_RATE_HZ,
-                        help='camera frames per sim second (default: %(default)s)')
-    parser.add_argument('--keep-failed', action='store_true',
-                        help='keep the bags of unsuccessful episodes (default: delete them)')
-    parser.add_argument('--tracking-noise', type=float, default=0.0, metavar='RAD',
-                        help='DART demos: the sim tracks each arm joint command plus a drifting '
-                             'offset of this std (rad; 0.03 moves the gripper ~2 cm RMS) while '
-                             'the bags keep the clean commands as actions, so the policy learns '
-                             'to come back to the path (default: %(default)s, exact tracking)')
+    parser.add_argument(
+        '--camera-rate',
+        type=float,
+        default=robot.CONTROL_RATE_HZ,
+        help='camera frames per sim second (default: %(default)s)',
+    )
+    parser.add_argument(
+        '--keep-failed',
+        action='store_true',
+        help='keep the bags of unsuccessful episodes (default: delete them)',
+    )
+    parser.add_argument(
+        '--tracking-noise',
+        type=float,
+        default=0.0,
+        metavar='RAD',
+        help='DART demos: the sim tracks each arm joint command plus a drifting '
+        'offset of this std (rad; 0.03 moves the gripper ~2 cm RMS) while '
+        'the bags keep the clean commands as actions, so the policy learns '
+        'to come back to the path (default: %(default)s, exact tracking)',
+    )
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     sigterm_as_ctrl_c()
     if args.episodes < 1:
@@ -137,12 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     if problem := non_negative(args.tracking_noise):  # the sim node's own check, up front
         parser.error(f'--tracking-noise {problem} (rad), got {args.tracking_noise}')
     if args.tracking_noise and args.external_sim:
-        parser.error('--tracking-noise configures the sim record_demos starts; with '
-                     '--external-sim set that sim\'s tracking_noise_std parameter instead')
+        parser.error(
+            '--tracking-noise configures the sim record_demos starts; with '
+            "--external-sim set that sim's tracking_noise_std parameter instead"
+        )
     args.output.mkdir(parents=True, exist_ok=True)
-    sim = None if args.external_sim else start_sim(args.scene, args.image_height,
-                                                   args.image_width, args.camera_rate,
-                                                   args.tracking_noise)
+    sim = (
+        None
+        if args.external_sim
+        else start_sim(
+            args.scene, args.image_height, args.image_width, args.camera_rate, args.tracking_noise
+        )
+    )
     rclpy.init(args=argv)
     node = Node('record_demos', parameter_overrides=[Parameter('use_sim_time', value=True)])
     executor = SingleThreadedExecutor()
@@ -164,12 +214,21 @@ def main(argv: list[str] | None = None) -> int:
             counts = recorder.close()
             if not result.success and not args.keep_failed:
                 shutil.rmtree(path)
-            summary.append({'bag': path.name, 'seed': seed, 'instruction': result.instruction,
-                            'success': result.success, 'kept': result.success or
-                            args.keep_failed, 'tracking_noise_rad': args.tracking_noise,
-                            'messages': counts})
-            tqdm.write(f'{path.name}: {"success" if result.success else "FAILED"}, '
-                       f'{sum(counts.values())} messages')
+            summary.append(
+                {
+                    'bag': path.name,
+                    'seed': seed,
+                    'instruction': result.instruction,
+                    'success': result.success,
+                    'kept': result.success or args.keep_failed,
+                    'tracking_noise_rad': args.tracking_noise,
+                    'messages': counts,
+                }
+            )
+            tqdm.write(
+                f'{path.name}: {"success" if result.success else "FAILED"}, '
+                f'{sum(counts.values())} messages'
+            )
     except (TimeoutError, ValueError, RuntimeError, FileExistsError) as err:
         print(f'record_demos: {err}', file=sys.stderr)
         status = 1
@@ -184,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(sim)
     (args.output / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     kept = sum(s['kept'] for s in summary)
-    print(f'record_demos: {sum(s["success"] for s in summary)}/{len(summary)} successful, '
-          f'{kept} bags in {args.output}')
+    print(
+        f'record_demos: {sum(s["success"] for s in summary)}/{len(summary)} successful, '
+        f'{kept} bags in {args.output}'
+    )
     return status
 
 

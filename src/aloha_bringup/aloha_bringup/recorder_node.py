@@ -18,8 +18,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from aloha_bringup.aloha_sim_node import LATCHED
 from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, BagWriter
+from oft_policy_node.qos import LATCHED
 
 # Reliable with a deep queue: a recorder must not drop frames while the writer is busy.
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -31,26 +31,36 @@ def message_class(msgtype: str) -> type:
     return getattr(importlib.import_module(f'{package}.msg'), name)
 
 
-def subscribe_raw(node: Node, sink: Callable[[str, int, bytes], None],
-                  topics: dict[str, str] = DEMO_TOPICS) -> None:
+def subscribe_raw(
+    node: Node, sink: Callable[[str, int, bytes], None], topics: dict[str, str] = DEMO_TOPICS
+) -> None:
     """Deliver every message of `topics` to sink(topic, receive time ns on the node clock,
     serialised bytes)."""
     for topic, msgtype in topics.items():
         qos = LATCHED if topic in LATCHED_TOPICS else RECORD_QOS
         node.create_subscription(
-            message_class(msgtype), topic,
+            message_class(msgtype),
+            topic,
             lambda data, topic=topic: sink(topic, node.get_clock().now().nanoseconds, data),
-            qos, raw=True)
+            qos,
+            raw=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
-    parser = argparse.ArgumentParser(prog='record_bag', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='record_bag',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument('output', help='bag folder to create (must not exist)')
-    parser.add_argument('--use-sim-time', action='store_true',
-                        help='stamp messages with /clock time (as `ros2 bag record '
-                             '--use-sim-time`), e.g. when recording the simulation')
+    parser.add_argument(
+        '--use-sim-time',
+        action='store_true',
+        help='stamp messages with /clock time (as `ros2 bag record '
+        '--use-sim-time`), e.g. when recording the simulation',
+    )
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     try:
         writer = BagWriter(args.output)
@@ -58,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'record_bag: {err}', file=sys.stderr)
         return 2
     rclpy.init(args=argv)
-    node = Node('demo_recorder', parameter_overrides=[
-        Parameter('use_sim_time', value=args.use_sim_time)])
+    node = Node(
+        'demo_recorder', parameter_overrides=[Parameter('use_sim_time', value=args.use_sim_time)]
+    )
     subscribe_raw(node, writer.write)
-    node.get_logger().info(f'recording {len(DEMO_TOPICS)} topics to {args.output}; '
-                           'Ctrl-C to stop')
+    node.get_logger().info(f'recording {len(DEMO_TOPICS)} topics to {args.output}; Ctrl-C to stop')
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

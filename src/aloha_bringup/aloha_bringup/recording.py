@@ -9,9 +9,10 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from oft_policy_node import robot
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+
+from oft_policy_node import robot
 
 # The demo topic set: what a training episode needs, and what record_demos.launch.py records.
 # Latched topics are recorded with transient-local durability (their last value at start).
@@ -41,14 +42,19 @@ def header_stamp_ns(cdr: bytes) -> int:
 class BagWriter:
     """One rosbag2 MCAP bag of `topics` (name -> ROS 2 type); write raw CDR, close once."""
 
-    def __init__(self, path: str | Path, topics: dict[str, str] = DEMO_TOPICS,
-                 metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        topics: dict[str, str] = DEMO_TOPICS,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         """`metadata` goes into metadata.yaml's custom_data (`ros2 bag info` shows it); the
         training converter reads the episode's `instruction` from there."""
         self.path = Path(path)
         if self.path.exists():
-            raise FileExistsError(f'bag {self.path} already exists; choose a new path or '
-                                  'remove it')
+            raise FileExistsError(
+                f'bag {self.path} already exists; choose a new path or remove it'
+            )
         typestore = get_typestore(Stores.ROS2_KILTED)
         unknown = [t for t in topics.values() if t not in typestore.fielddefs]
         if unknown:
@@ -57,9 +63,10 @@ class BagWriter:
         for key, value in (metadata or {}).items():
             self._writer.set_custom_data(key, str(value))
         self._writer.open()
-        self._connections = {topic: self._writer.add_connection(topic, msgtype,
-                                                                typestore=typestore)
-                             for topic, msgtype in topics.items()}
+        self._connections = {
+            topic: self._writer.add_connection(topic, msgtype, typestore=typestore)
+            for topic, msgtype in topics.items()
+        }
         self.counts = dict.fromkeys(topics, 0)
         self.closed = False
 

@@ -36,8 +36,10 @@ def executable_path(spec: NodeSpec) -> str:
     try:
         path = Path(get_package_prefix(spec.package)) / 'lib' / spec.package / spec.executable
     except LookupError as error:
-        raise SystemExit(f'package {spec.package!r} is not installed: run `make build` '
-                         f'(or colcon build) and source the workspace') from error
+        raise SystemExit(
+            f'package {spec.package!r} is not installed: run `make build` '
+            f'(or colcon build) and source the workspace'
+        ) from error
     if not path.exists():
         raise SystemExit(f'{path} does not exist: run `make build` to install {spec.executable}')
     return str(path)
@@ -47,8 +49,14 @@ def node_command(spec: NodeSpec, params_dir: Path) -> list[str]:
     """The command line `ros2 launch` would run for `spec`."""
     params_file = params_dir / f'{spec.name}.yaml'
     params_file.write_text(yaml.safe_dump({spec.name: {'ros__parameters': spec.parameters}}))
-    command = [executable_path(spec), '--ros-args', '-r', f'__node:={spec.name}',
-               '--params-file', str(params_file)]
+    command = [
+        executable_path(spec),
+        '--ros-args',
+        '-r',
+        f'__node:={spec.name}',
+        '--params-file',
+        str(params_file),
+    ]
     for source, target in spec.remappings:
         command += ['-r', f'{source}:={target}']
     return command
@@ -77,11 +85,16 @@ class GraphProcesses:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, spec: NodeSpec, command: list[str]) -> None:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+        )
         self.procs[spec.name] = proc
-        threading.Thread(target=_forward_output, args=(spec.name, proc.stdout),
-                         daemon=True).start()
+        threading.Thread(
+            target=_forward_output, args=(spec.name, proc.stdout), daemon=True
+        ).start()
         print(f'[run_graph] started {spec.name} (pid {proc.pid})', flush=True)
 
     def exited(self) -> dict[str, int]:
@@ -89,8 +102,11 @@ class GraphProcesses:
 
     def stop(self, name: str) -> int:
         """Stop one node (SIGINT, then SIGTERM, then SIGKILL) and forget it; its exit code."""
-        code = stop_process(self.procs.pop(name), STOP_TIMEOUT_S, lambda sig: print(
-            f'[run_graph] {name} ignored {sig.name}', flush=True))
+        code = stop_process(
+            self.procs.pop(name),
+            STOP_TIMEOUT_S,
+            lambda sig: print(f'[run_graph] {name} ignored {sig.name}', flush=True),
+        )
         print(f'[run_graph] {name} exited with {code}', flush=True)
         return code
 
@@ -101,16 +117,28 @@ class GraphProcesses:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog='run_graph', description=__doc__,
+        prog='run_graph',
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='arguments:\n' + '\n'.join(f'  {a.name}:={a.default!r}\n      {a.description}'
-                                           for a in graph_arguments()))
-    parser.add_argument('arguments', nargs='*', metavar='name:=value',
-                        help='launch arguments, as for ros2 launch')
-    parser.add_argument('--duration', type=float, default=None,
-                        help='stop the graph after this many seconds (default: until Ctrl-C)')
-    parser.add_argument('--show-args', action='store_true',
-                        help='print the resolved nodes, parameters and remappings, then exit')
+        epilog='arguments:\n'
+        + '\n'.join(
+            f'  {a.name}:={a.default!r}\n      {a.description}' for a in graph_arguments()
+        ),
+    )
+    parser.add_argument(
+        'arguments', nargs='*', metavar='name:=value', help='launch arguments, as for ros2 launch'
+    )
+    parser.add_argument(
+        '--duration',
+        type=float,
+        default=None,
+        help='stop the graph after this many seconds (default: until Ctrl-C)',
+    )
+    parser.add_argument(
+        '--show-args',
+        action='store_true',
+        help='print the resolved nodes, parameters and remappings, then exit',
+    )
     args = parser.parse_args(argv)
     try:
         nodes = resolve_graph(parse_launch_arguments(args.arguments))
@@ -118,11 +146,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.show_args:
         for spec in nodes:
-            print(yaml.safe_dump({spec.name: {'package': spec.package,
-                                              'executable': spec.executable,
-                                              'parameters': spec.parameters,
-                                              'remappings': [list(r) for r in spec.remappings]}},
-                                 sort_keys=False), end='')
+            print(
+                yaml.safe_dump(
+                    {
+                        spec.name: {
+                            'package': spec.package,
+                            'executable': spec.executable,
+                            'parameters': spec.parameters,
+                            'remappings': [list(r) for r in spec.remappings],
+                        }
+                    },
+                    sort_keys=False,
+                ),
+                end='',
+            )
         return 0
 
     stop = threading.Event()

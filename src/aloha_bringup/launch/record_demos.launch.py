@@ -10,28 +10,50 @@ joint_states, both joint_positions command topics, /task/instruction, /task/epis
 install, `record_bag <folder>` records the same topics.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 
 from aloha_bringup.recording import DEMO_TOPICS
+from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:
     episode = LaunchConfiguration('episode')
     output_dir = LaunchConfiguration('output_dir')
     use_sim_time = LaunchConfiguration('use_sim_time')
-    record = ['ros2', 'bag', 'record', '--storage', 'mcap',
-              '--output', PathJoinSubstitution([output_dir, episode]), *DEMO_TOPICS]
-    return LaunchDescription([
-        DeclareLaunchArgument('episode', description='bag name, e.g. put_green_pepper_017'),
-        DeclareLaunchArgument('output_dir', default_value='demos',
-                              description='folder the bag is created in'),
-        DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='stamp with /clock (recording the simulation)'),
-        ExecuteProcess(cmd=[*record, '--use-sim-time'], output='screen',
-                       sigterm_timeout='10', condition=IfCondition(use_sim_time)),
-        ExecuteProcess(cmd=record, output='screen', sigterm_timeout='10',
-                       condition=UnlessCondition(use_sim_time)),
-    ])
+    record = [
+        'ros2',
+        'bag',
+        'record',
+        '--storage',
+        'mcap',
+        '--output',
+        PathJoinSubstitution([output_dir, episode]),
+        *DEMO_TOPICS,
+    ]
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument('episode', description='bag name, e.g. put_green_pepper_017'),
+            DeclareLaunchArgument(
+                'output_dir', default_value='demos', description='folder the bag is created in'
+            ),
+            DeclareLaunchArgument(
+                'use_sim_time',
+                default_value='false',
+                description='stamp with /clock (recording the simulation)',
+            ),
+            ExecuteProcess(
+                cmd=[*record, '--use-sim-time'],
+                output='screen',
+                sigterm_timeout='10',
+                condition=IfCondition(use_sim_time),
+            ),
+            ExecuteProcess(
+                cmd=record,
+                output='screen',
+                sigterm_timeout='10',
+                condition=UnlessCondition(use_sim_time),
+            ),
+        ]
+    )

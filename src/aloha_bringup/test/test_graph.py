@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from aloha_bringup import run_graph
-from aloha_bringup.graph import CONFIG_DIR, resolve_graph
+from aloha_bringup.graph import (
+    CONFIG_DIR,
+    SOURCE_CHECKPOINTS,
+    checkpoint_dirs,
+    default_checkpoint,
+    resolve_graph,
+)
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'oft_bimanual.launch.py'
 
@@ -26,16 +32,55 @@ def test_defaults_start_sim_policy_and_executor_on_sim_time():
     assert all(n.remappings == () for n in nodes.values())
 
 
+def test_no_checkpoint_means_the_scenes_committed_policy():
+    """The mission's command gives only a task: the launch file and run_graph both start the
+    committed policy of the simulation scene (installed with aloha_bringup, found from any
+    directory)."""
+    for scene in ('put_x_into_pot', 'transfer_cube'):
+        policy = next(n for n in resolve_graph({'scene': scene}) if n.name == 'policy_node')
+        checkpoint = Path(policy.parameters['checkpoint'])
+        assert checkpoint.is_absolute() and checkpoint == default_checkpoint(scene)
+        assert (checkpoint / 'model.safetensors').resolve() == (
+            SOURCE_CHECKPOINTS / scene / 'model.safetensors'
+        ).resolve()
+    assert any('share/aloha_bringup/checkpoints' in str(d) for d in checkpoint_dirs())
+    explicit = next(
+        n for n in resolve_graph({'checkpoint': '/models/mine'}) if n.name == 'policy_node'
+    )
+    assert explicit.parameters['checkpoint'] == '/models/mine'
+
+
+def test_a_missing_checkpoint_is_named_with_what_to_pass():
+    with pytest.raises(
+        ValueError,
+        match="no committed policy for scene 'insertion'.*pass checkpoint:=/path/to/ckpt",
+    ):
+        resolve_graph({'scene': 'insertion'})
+    with pytest.raises(ValueError, match='checkpoint:= is required with use_sim:=false'):
+        resolve_graph({'use_sim': 'false'})
+
+
 def test_real_robot_drops_the_sim_and_adds_recording_and_remaps():
-    nodes = {n.name: n for n in resolve_graph({
-        'use_sim': 'false', 'record': 'true', 'backend': 'interbotix',
-        'left_namespace': 'arm_l', 'task': 'put red pepper into pot'})}
+    nodes = {
+        n.name: n
+        for n in resolve_graph(
+            {
+                'use_sim': 'false',
+                'record': 'true',
+                'backend': 'interbotix',
+                'checkpoint': '/ckpt',
+                'left_namespace': 'arm_l',
+                'task': 'put red pepper into pot',
+            }
+        )
+    }
     assert list(nodes) == ['policy_node', 'chunk_executor', 'demo_recorder']
     assert nodes['policy_node'].parameters['use_sim_time'] is False
     assert nodes['chunk_executor'].parameters['backend'] == 'interbotix'
     remaps = dict(nodes['chunk_executor'].remappings)
     assert remaps['/follower_left/joint_states'] == '/arm_l/joint_states'
     assert remaps['/follower_left/commands/joint_group'] == '/arm_l/commands/joint_group'
+    assert remaps['/follower_left/torque_enable'] == '/arm_l/torque_enable'  # the bring-up
     assert not any(source.startswith('/follower_right') for source in remaps)
 
 
@@ -71,12 +116,28 @@ def _fake_launch_modules(recorded: list[dict]) -> dict[str, types.ModuleType]:
     actions.OpaqueFunction = lambda function: function
     substitutions.LaunchConfiguration = LaunchConfiguration
     ros_actions.Node = lambda **kwargs: recorded.append(kwargs) or kwargs
-    return {'launch': launch, 'launch.actions': actions, 'launch.substitutions': substitutions,
-            'launch_ros': launch_ros, 'launch_ros.actions': ros_actions}
+    return {
+        'launch': launch,
+        'launch.actions': actions,
+        'launch.substitutions': substitutions,
+        'launch_ros': launch_ros,
+        'launch_ros.actions': ros_actions,
+    }
 
 
-@pytest.mark.parametrize('overrides', [{}, {'use_sim': 'false', 'backend': 'interbotix',
-                                            'record': 'true', 'right_namespace': 'arm_r'}])
+@pytest.mark.parametrize(
+    'overrides',
+    [
+        {},
+        {
+            'use_sim': 'false',
+            'backend': 'interbotix',
+            'record': 'true',
+            'right_namespace': 'arm_r',
+            'checkpoint': '/ckpt',
+        },
+    ],
+)
 def test_launch_file_and_runner_resolve_the_same_graph(overrides, monkeypatch, tmp_path):
     recorded: list[dict] = []
     for name, module in _fake_launch_modules(recorded).items():
@@ -92,8 +153,9 @@ def test_launch_file_and_runner_resolve_the_same_graph(overrides, monkeypatch, t
     description[-1]({**declared, **overrides})  # the OpaqueFunction, with resolved arguments
 
     runner = resolve_graph(overrides)
-    assert [(n['name'], n['package'], n['executable']) for n in recorded] == \
-        [(n.name, n.package, n.executable) for n in runner]
+    assert [(n['name'], n['package'], n['executable']) for n in recorded] == [
+        (n.name, n.package, n.executable) for n in runner
+    ]
     assert [n['parameters'] for n in recorded] == [[n.parameters] for n in runner]
     assert [n['remappings'] for n in recorded] == [list(n.remappings) for n in runner]
 
@@ -105,8 +167,12 @@ def test_launch_file_and_runner_resolve_the_same_graph(overrides, monkeypatch, t
         assert params == {node.name: {'ros__parameters': node.parameters}}
         remaps = [command[i + 1] for i, word in enumerate(command) if word == '-r'][1:]
         assert remaps == [f'{a}:={b}' for a, b in node.remappings]
-        assert command[:4] == [f'/prefix/{node.executable}', '--ros-args', '-r',
-                               f'__node:={node.name}']
+        assert command[:4] == [
+            f'/prefix/{node.executable}',
+            '--ros-args',
+            '-r',
+            f'__node:={node.name}',
+        ]
 
 
 def test_runner_rejects_malformed_arguments():

@@ -5,19 +5,38 @@ from __future__ import annotations
 
 import json
 
+from aloha_bringup.evaluation.quick_eval import main as quick_eval
+from aloha_sim.scenes import PutXIntoPot
 from oft_policy_node.model.testing import make_tiny_checkpoint
-
-from aloha_bringup.quick_eval import main as quick_eval
-from aloha_bringup.sim.scenes import PutXIntoPot
 
 
 def test_quick_eval_writes_eval_sim_records(tmp_path, capsys):
     scene = PutXIntoPot()
     checkpoint = make_tiny_checkpoint(tmp_path / 'tiny', instructions=scene.instructions())
     out = tmp_path / 'quick.json'
-    assert quick_eval(['--checkpoint', str(checkpoint), '--scene', scene.name,
-                       '--episodes-per-instruction', '1', '--seed', '5', '--max-seconds', '1.2',
-                       '--image-height', '48', '--image-width', '64', '--out', str(out)]) == 0
+    assert (
+        quick_eval(
+            [
+                '--checkpoint',
+                str(checkpoint),
+                '--scene',
+                scene.name,
+                '--episodes-per-instruction',
+                '1',
+                '--seed',
+                '5',
+                '--max-seconds',
+                '1.2',
+                '--image-height',
+                '48',
+                '--image-width',
+                '64',
+                '--out',
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result['seeds'] == [5, 6, 7]
     episodes = result['episodes']

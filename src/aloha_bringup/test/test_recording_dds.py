@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from oft_policy_node import robot
 
 from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, header_stamp_ns
+from oft_policy_node import robot
 from tests.bag_reading import bag_messages
 from tests.ros_fixtures import spin_until, spinning_node
 
@@ -37,13 +37,16 @@ def make_message(topic: str, seq: int):
 
 @pytest.fixture
 def publishers(rclpy_context):
-    from aloha_bringup.aloha_sim_node import LATCHED
     from aloha_bringup.recorder_node import RECORD_QOS, message_class
+    from oft_policy_node.qos import LATCHED
 
     with spinning_node(rclpy_context, 'demo_source') as (node, executor):
-        pubs = {topic: node.create_publisher(message_class(msgtype), topic,
-                                             LATCHED if topic in LATCHED_TOPICS else RECORD_QOS)
-                for topic, msgtype in DEMO_TOPICS.items()}
+        pubs = {
+            topic: node.create_publisher(
+                message_class(msgtype), topic, LATCHED if topic in LATCHED_TOPICS else RECORD_QOS
+            )
+            for topic, msgtype in DEMO_TOPICS.items()
+        }
         yield pubs, executor
 
 
@@ -100,9 +103,25 @@ def test_ctrl_c_mid_stream_loses_nothing_before_it(publishers, spawn, tmp_path):
 @pytest.mark.slow
 def test_record_demos_writes_one_bag_per_episode(spawn, tmp_path):
     out = tmp_path / 'demos'
-    rec = spawn.python('-m', 'aloha_bringup.record_demos', '--scene', 'transfer_cube',
-                       '-n', '1', '--seed', '3', '-o', str(out), '--image-height', '32',
-                       '--image-width', '48', '--camera-rate', '10', name='record_demos')
+    rec = spawn.python(
+        '-m',
+        'aloha_bringup.record_demos',
+        '--scene',
+        'transfer_cube',
+        '-n',
+        '1',
+        '--seed',
+        '3',
+        '-o',
+        str(out),
+        '--image-height',
+        '32',
+        '--image-width',
+        '48',
+        '--camera-rate',
+        '10',
+        name='record_demos',
+    )
     assert rec.wait(timeout=120) == 0, spawn.output(rec)
     summary = json.loads((out / 'summary.json').read_text())
     assert [s['success'] for s in summary] == [True]
@@ -144,10 +163,9 @@ def tracking_error(bag) -> float:
 
 
 @pytest.mark.slow
-def test_record_demos_tracking_noise_moves_the_arms_not_the_recorded_commands(spawn,
-                                                                               tmp_path):
-    from aloha_bringup.sim.aloha_sim import AlohaSim
-    from aloha_bringup.sim.scripted import ScriptedDemonstrator
+def test_record_demos_tracking_noise_moves_the_arms_not_the_recorded_commands(spawn, tmp_path):
+    from aloha_sim.physics import AlohaSim
+    from aloha_sim.scripted import ScriptedDemonstrator
 
     sim = AlohaSim('transfer_cube', 32, 48)
     plan = ScriptedDemonstrator(sim.scene, sim.model).plan(sim.reset(3)).commands['left']
@@ -155,10 +173,28 @@ def test_record_demos_tracking_noise_moves_the_arms_not_the_recorded_commands(sp
     errors = {}
     for noise in (0.0, 0.05):
         out = tmp_path / f'noise_{noise}'
-        rec = spawn.python('-m', 'aloha_bringup.record_demos', '--scene', 'transfer_cube',
-                           '-n', '1', '--seed', '3', '-o', str(out), '--image-height', '32',
-                           '--image-width', '48', '--camera-rate', '10', '--keep-failed',
-                           '--tracking-noise', str(noise), name=f'record_demos_{noise}')
+        rec = spawn.python(
+            '-m',
+            'aloha_bringup.record_demos',
+            '--scene',
+            'transfer_cube',
+            '-n',
+            '1',
+            '--seed',
+            '3',
+            '-o',
+            str(out),
+            '--image-height',
+            '32',
+            '--image-width',
+            '48',
+            '--camera-rate',
+            '10',
+            '--keep-failed',
+            '--tracking-noise',
+            str(noise),
+            name=f'record_demos_{noise}',
+        )
         assert rec.wait(timeout=120) == 0, spawn.output(rec)
         assert json.loads((out / 'summary.json').read_text())[0]['tracking_noise_rad'] == noise
         bag = out / 'transfer_cube_0003'
@@ -174,9 +210,11 @@ def test_record_demos_tracking_noise_moves_the_arms_not_the_recorded_commands(sp
 def test_record_demos_refuses_bad_tracking_noise(capsys):
     from aloha_bringup.record_demos import main
 
-    for argv, message in ((['--tracking-noise', '-0.1'], 'must be a finite number >= 0'),
-                          (['--tracking-noise', 'inf'], 'must be a finite number >= 0'),
-                          (['--tracking-noise', '0.03', '--external-sim'], '--external-sim')):
+    for argv, message in (
+        (['--tracking-noise', '-0.1'], 'must be a finite number >= 0'),
+        (['--tracking-noise', 'inf'], 'must be a finite number >= 0'),
+        (['--tracking-noise', '0.03', '--external-sim'], '--external-sim'),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(['record_demos', *argv])
         assert exit_info.value.code == 2

@@ -15,8 +15,11 @@ from collections.abc import Callable
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0,
-                 on_ignored: Callable[[signal.Signals], None] | None = None) -> int:
+def stop_process(
+    proc: subprocess.Popen,
+    timeout: float = 10.0,
+    on_ignored: Callable[[signal.Signals], None] | None = None,
+) -> int:
     """SIGINT, then SIGTERM, then SIGKILL, each given `timeout` seconds; the exit code.
 
     `on_ignored(sig)` is told about a signal the process did not exit on.

@@ -18,6 +18,7 @@ Run (simulation: add -p use_sim_time:=true; robot: -p backend:=interbotix):
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -31,75 +32,21 @@ from std_srvs.srv import Trigger
 from oft_msgs.msg import ActionChunk
 from oft_policy_node import robot
 from oft_policy_node.command_backends import BACKENDS
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, fraction, \
-    non_negative, one_of, positive, positive_each
+from oft_policy_node.executor_parameters import PARAMETERS
+from oft_policy_node.node_parameters import declare_all
 from oft_policy_node.node_runner import run_node
 from oft_policy_node.ros_conversions import seconds_to_stamp, stamp_to_seconds
-from oft_policy_node.runtime.chunk_queue import MERGE_RULES, ChunkQueue
-from oft_policy_node.runtime.arm_bringup import GRIPPER_CURRENT_LIMIT
-from oft_policy_node.runtime.executor_core import NEEDS_RESUME, ExecutorCore, ExecutorRules, \
-    ExecutorState
-from oft_policy_node.runtime.safety import ARM_TRACKING_TOLERANCE, GRIPPER_TRACKING_TOLERANCE, \
-    SafetyFilter, SafetyLimits
+from oft_policy_node.runtime.chunk_queue import ChunkQueue
+from oft_policy_node.runtime.executor_core import (
+    CLOCK_NOT_STARTED,
+    NEEDS_RESUME,
+    ExecutorCore,
+    ExecutorRules,
+    ExecutorState,
+)
+from oft_policy_node.runtime.safety import SafetyFilter, SafetyLimits
 from oft_policy_node.runtime.sensor_decoding import arm_state_from_joint_state
 from oft_policy_node.runtime.tick_stats import TickStats
-
-PARAMETERS = (
-    ParameterSpec('rate_hz', robot.CONTROL_RATE_HZ,
-                  'Control loop rate (Hz) on the node clock; also sets the per-tick step limit.',
-                  positive),
-    ParameterSpec('backend', 'joint_positions',
-                  'Where commands go: "joint_positions" (sensor_msgs/JointState per arm, the '
-                  'simulation) or "interbotix" (JointGroupCommand + JointSingleCommand for '
-                  'interbotix_xs_sdk).', one_of(*BACKENDS)),
-    ParameterSpec('merge_rule', 'newest',
-                  'How overlapping chunks merge: "newest" (the newest observation wins), '
-                  '"blend" (weights exp(-blend_decay * age difference)), "commit" (play each '
-                  'chunk to its end, then the newest: OFT on ALOHA) or "sync" (play each '
-                  'chunk to its end, hold until a chunk observed after it lands, play that '
-                  'from its first row: no rows lost to a slow policy; the bringup default).',
-                  one_of(*MERGE_RULES), read_only=False),
-    ParameterSpec('blend_decay', 5.0,
-                  'Decay (1/s) of the blend weights by observation age; 0 = plain mean.',
-                  non_negative, read_only=False),
-    ParameterSpec('max_chunk_age', 1.0,
-                  'Watchdog (s): a chunk whose observation is older than this, or that arrived '
-                  'longer ago on the executor clock, is never used; the executor holds the '
-                  'pose and counts stalls instead (sync: a chunk that began plays to its end).',
-                  positive, read_only=False),
-    ParameterSpec('velocity_scale', 1.0,
-                  'Fraction (0, 1] of the vx300s velocity limits (pi rad/s arm, 4/s gripper '
-                  'opening) allowed per tick.',
-                  fraction),
-    ParameterSpec('max_future_stamp', 0.1,
-                  'Chunks stamped more than this many seconds ahead of the executor clock are '
-                  'rejected whole (policy and robot clocks disagree).', non_negative),
-    ParameterSpec('max_joint_state_age', 0.25,
-                  'Hold when an arm sent no joint state for this many seconds (node clock); '
-                  'following resumes on its own when states return and the arm is where it '
-                  'was held.', positive),
-    ParameterSpec('tracking_tolerance', [ARM_TRACKING_TOLERANCE] * len(robot.ARM_JOINTS),
-                  'Per arm joint (waist .. wrist_rotate, rad): commands stay within this of '
-                  'the measured pose; beyond it for tracking_error_ticks ticks is a tracking '
-                  'fault (hold, ERROR, wait for ~/resume).', positive_each),
-    ParameterSpec('gripper_tracking_tolerance', GRIPPER_TRACKING_TOLERANCE,
-                  'Gripper (normalised opening): only a command more open than the measured '
-                  'opening by more than this counts; closing on an object never does.',
-                  positive),
-    ParameterSpec('tracking_error_ticks', 5,
-                  'Consecutive ticks beyond a tracking tolerance that trip the fault.', positive),
-    ParameterSpec('start_ramp_duration', 2.0,
-                  'Seconds over which the velocity limit ramps up from zero after start-up, '
-                  '~/resume and stale joint states, so the first move is slow; 0 = none.',
-                  non_negative),
-    ParameterSpec('gripper_current_limit', GRIPPER_CURRENT_LIMIT,
-                  'backend interbotix: the gripper current_limit register the bring-up sets '
-                  '(Trossen aloha: 300).', positive),
-    ParameterSpec('bringup_timeout', 10.0,
-                  'backend interbotix: seconds each xs_sdk service of the bring-up may take to '
-                  'appear and to answer before the bring-up stops.', positive),
-    ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),
-)
 
 
 class ChunkExecutor(Node):
@@ -109,12 +56,22 @@ class ChunkExecutor(Node):
         rate = params['rate_hz']
         self._core = ExecutorCore(
             ChunkQueue(params['merge_rule'], params['blend_decay'], params['max_chunk_age']),
-            SafetyFilter(SafetyLimits.for_robot(rate, params['velocity_scale'],
-                                                params['tracking_tolerance'],
-                                                params['gripper_tracking_tolerance'])),
-            ExecutorRules(params['max_future_stamp'], params['max_joint_state_age'],
-                          params['tracking_error_ticks'],
-                          round(params['start_ramp_duration'] * rate)))
+            SafetyFilter(
+                SafetyLimits.for_robot(
+                    rate,
+                    params['velocity_scale'],
+                    params['tracking_tolerance'],
+                    params['gripper_tracking_tolerance'],
+                )
+            ),
+            ExecutorRules(
+                max_future_stamp=params['max_future_stamp'],
+                max_joint_state_age=params['max_joint_state_age'],
+                joint_state_ticks=max(1, math.ceil(params['max_joint_state_age'] * rate)),
+                tracking_ticks=params['tracking_error_ticks'],
+                start_ramp_ticks=round(params['start_ramp_duration'] * rate),
+            ),
+        )
         self._backend = BACKENDS[params['backend']](self, params)
         self._reported_state = self._core.state
         self._told_ignoring = False  # "ignoring chunks" is logged once per stop or fault
@@ -122,19 +79,27 @@ class ChunkExecutor(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
         for arm in robot.ARMS:
-            self.create_subscription(JointState, robot.joint_states_topic(arm),
-                                     lambda msg, arm=arm: self._on_joint_state(arm, msg),
-                                     qos_profile_sensor_data)
+            self.create_subscription(
+                JointState,
+                robot.joint_states_topic(arm),
+                lambda msg, arm=arm: self._on_joint_state(arm, msg),
+                qos_profile_sensor_data,
+            )
         self.create_service(Trigger, '~/stop', self._on_stop)
         self.create_service(Trigger, '~/resume', self._on_resume)
         self.create_timer(1.0 / params['rate_hz'], self._on_tick)
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
-        self.get_logger().info(f'{params["rate_hz"]} Hz, backend {params["backend"]}, '
-                               f'merge {params["merge_rule"]}; waiting for joint states')
+        self.get_logger().info(
+            f'{params["rate_hz"]} Hz, backend {params["backend"]}, '
+            f'merge {params["merge_rule"]}; waiting for joint states'
+        )
 
     def _on_parameter(self, name: str, value: Any) -> None:
-        attribute = {'merge_rule': 'merge_rule', 'blend_decay': 'blend_decay',
-                     'max_chunk_age': 'max_age'}.get(name)
+        attribute = {
+            'merge_rule': 'merge_rule',
+            'blend_decay': 'blend_decay',
+            'max_chunk_age': 'max_age',
+        }.get(name)
         if attribute:
             setattr(self._core.queue, attribute, value)
 
@@ -143,26 +108,34 @@ class ChunkExecutor(Node):
 
     def _on_joint_state(self, arm: str, msg: JointState) -> None:
         try:
-            self._core.set_measured_arm(arm, arm_state_from_joint_state(msg.name, msg.position),
-                                        self._now())
+            self._core.set_measured_arm(
+                arm, arm_state_from_joint_state(msg.name, msg.position), self._now()
+            )
         except ValueError as error:
-            self.get_logger().error(f'{robot.joint_states_topic(arm)}: {error}',
-                                    throttle_duration_sec=2.0)
+            self.get_logger().error(
+                f'{robot.joint_states_topic(arm)}: {error}', throttle_duration_sec=2.0
+            )
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        reason = self._core.receive_chunk(stamp_to_seconds(msg.header.stamp), msg.period,
-                                          msg.joint_names, msg.num_steps, msg.actions,
-                                          msg.inference_latency, self._now())
+        reason = self._core.receive_chunk(
+            stamp_to_seconds(msg.header.stamp),
+            msg.period,
+            msg.joint_names,
+            msg.num_steps,
+            msg.actions,
+            msg.inference_latency,
+            self._now(),
+        )
         if reason is None:
             return
-        if self._core.state in NEEDS_RESUME:
+        if self._core.state in NEEDS_RESUME or reason == CLOCK_NOT_STARTED:
             if not self._told_ignoring:
                 self._told_ignoring = True
-                self.get_logger().warning(f'ignoring chunks (counted in ignored_chunks): '
-                                          f'{reason}')
+                self.get_logger().warning(f'ignoring chunks (counted in ignored_chunks): {reason}')
             return
-        self.get_logger().error(f'chunk {msg.chunk_id} rejected: {reason}',
-                                throttle_duration_sec=2.0)
+        self.get_logger().error(
+            f'chunk {msg.chunk_id} rejected: {reason}', throttle_duration_sec=2.0
+        )
 
     def _on_tick(self) -> None:
         self._stats.record(time.monotonic())
@@ -182,28 +155,29 @@ class ChunkExecutor(Node):
             self._told_ignoring = False
             logger.error(core.fault.describe())
         elif state is ExecutorState.STALE_JOINT_STATES:
-            logger.warning(f'no joint states from {", ".join(core.stale_arms)} for more than '
-                           f'{core.rules.max_joint_state_age} s: holding the pose until they '
-                           f'return')
+            logger.warning(
+                f'no joint states from {", ".join(core.stale_arms)} for more than '
+                f'{core.rules.max_joint_state_age} s: holding the pose until they '
+                f'return'
+            )
         elif state is ExecutorState.RUNNING:
             logger.info('running: following chunks')
 
-    def _on_stop(self, request: Trigger.Request, response: Trigger.Response
-                 ) -> Trigger.Response:
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._core.stop()
         self._told_ignoring = False
         self.get_logger().warning('stopped: holding the pose, ignoring chunks until ~/resume')
         return _succeeded(response, 'stopped: holding the last commanded pose')
 
-    def _on_resume(self, request: Trigger.Request, response: Trigger.Response
-                   ) -> Trigger.Response:
+    def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self._backend.failure:
             response.success, response.message = False, self._backend.failure
             return response
         fault = self._core.fault
         self._core.resume()
         message = 'resumed: following new chunks from the measured pose' + (
-            f' after: {fault.describe()}' if fault else '')
+            f' after: {fault.describe()}' if fault else ''
+        )
         self.get_logger().info(message)
         return _succeeded(response, message)
 
@@ -212,25 +186,37 @@ class ChunkExecutor(Node):
         level, message = self._level_and_message()
         peak = core.tracking.peak_error
         worst = int(np.argmax(peak))
-        values = {**self._stats.summary(), 'ticks': core.ticks, 'fresh_ticks': core.fresh_ticks,
-                  'stalls': core.stalls, 'waits': core.waits, 'holds': core.holds,
-                  'clamped_commands': core.safety.clamped_commands,
-                  'accepted_chunks': core.accepted_chunks,
-                  'rejected_chunks': core.rejected_chunks, 'future_chunks': core.future_chunks,
-                  'ignored_chunks': core.ignored_chunks,
-                  'tracking_faults': core.tracking_faults, 'stale_events': core.stale_events,
-                  'tracking_error_peak': float(peak[worst]),
-                  'tracking_error_peak_joint': robot.action_joint_names()[worst],
-                  'inference_latency_s': core.inference_latency, 'queued_chunks': len(core.queue),
-                  'last_rejection': core.last_rejection, 'backend': self._backend.status}
-        status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(),
-                                  hardware_id='aloha', message=message,
-                                  values=[KeyValue(key=k, value=_format(v))
-                                          for k, v in values.items()])
+        values = {
+            **self._stats.summary(),
+            'ticks': core.ticks,
+            'fresh_ticks': core.fresh_ticks,
+            'stalls': core.stalls,
+            'waits': core.waits,
+            'holds': core.holds,
+            'clamped_commands': core.safety.clamped_commands,
+            'accepted_chunks': core.accepted_chunks,
+            'rejected_chunks': core.rejected_chunks,
+            'future_chunks': core.future_chunks,
+            'ignored_chunks': core.ignored_chunks,
+            'tracking_faults': core.tracking_faults,
+            'stale_events': core.stale_events,
+            'tracking_error_peak': float(peak[worst]),
+            'tracking_error_peak_joint': robot.action_joint_names()[worst],
+            'inference_latency_s': core.inference_latency,
+            'queued_chunks': len(core.queue),
+            'last_rejection': core.last_rejection,
+            'backend': self._backend.status,
+        }
+        status = DiagnosticStatus(
+            level=level,
+            name=self.get_fully_qualified_name(),
+            hardware_id='aloha',
+            message=message,
+            values=[KeyValue(key=k, value=_format(v)) for k, v in values.items()],
+        )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
-
 
     def _level_and_message(self) -> tuple[bytes, str]:
         core, backend = self._core, self._backend
@@ -243,8 +229,10 @@ class ChunkExecutor(Node):
             return DiagnosticStatus.ERROR, f'{state.value}: {core.fault.describe()}'
         if state is ExecutorState.STALE_JOINT_STATES:
             return DiagnosticStatus.WARN, f'{state.value}: {", ".join(core.stale_arms)}'
-        return (DiagnosticStatus.OK if state is ExecutorState.RUNNING else DiagnosticStatus.WARN,
-                state.value)
+        return (
+            DiagnosticStatus.OK if state is ExecutorState.RUNNING else DiagnosticStatus.WARN,
+            state.value,
+        )
 
 
 def _succeeded(response: Trigger.Response, message: str) -> Trigger.Response:
@@ -257,8 +245,7 @@ def _format(value: object) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node('chunk_executor', __doc__, PARAMETERS, ChunkExecutor,
-                    argv)
+    return run_node('chunk_executor', __doc__, PARAMETERS, ChunkExecutor, argv)
 
 
 if __name__ == '__main__':

@@ -40,15 +40,17 @@ class JointPositionsBackend:
 
     def __init__(self, node: Node, params: Mapping[str, Any]) -> None:
         del params  # the simulation needs no bring-up
-        self._publishers = {arm: node.create_publisher(
-            JointState, robot.joint_positions_topic(arm), COMMAND_QOS_DEPTH)
-            for arm in robot.ARMS}
+        self._publishers = {
+            arm: node.create_publisher(
+                JointState, robot.joint_positions_topic(arm), COMMAND_QOS_DEPTH
+            )
+            for arm in robot.ARMS
+        }
 
     def send(self, command: np.ndarray, stamp: Time) -> None:
         for arm, publisher in self._publishers.items():
             joints, gripper = arm_command(command, arm)
-            msg = JointState(name=[*robot.ARM_JOINTS, robot.GRIPPER],
-                             position=[*joints, gripper])
+            msg = JointState(name=[*robot.ARM_JOINTS, robot.GRIPPER], position=[*joints, gripper])
             msg.header.stamp = stamp
             publisher.publish(msg)
 
@@ -60,7 +62,8 @@ def _import_interbotix(kind: str) -> Any:
         raise RuntimeError(
             'backend "interbotix" needs the interbotix_xs_msgs package: source the '
             'Interbotix workspace (interbotix_ros_core) before starting the executor, or '
-            'use backend:=joint_positions for the simulation') from error
+            'use backend:=joint_positions for the simulation'
+        ) from error
 
 
 class InterbotixBackend:
@@ -69,23 +72,31 @@ class InterbotixBackend:
         self._node = node
         self._group_type = messages.JointGroupCommand
         self._single_type = messages.JointSingleCommand
-        self._publishers = {arm: (
-            node.create_publisher(self._group_type, robot.joint_group_topic(arm),
-                                  COMMAND_QOS_DEPTH),
-            node.create_publisher(self._single_type, robot.joint_single_topic(arm),
-                                  COMMAND_QOS_DEPTH)) for arm in robot.ARMS}
+        self._publishers = {
+            arm: (
+                node.create_publisher(
+                    self._group_type, robot.joint_group_topic(arm), COMMAND_QOS_DEPTH
+                ),
+                node.create_publisher(
+                    self._single_type, robot.joint_single_topic(arm), COMMAND_QOS_DEPTH
+                ),
+            )
+            for arm in robot.ARMS
+        }
         self._sequence = BringupSequence(follower_bringup(params['gripper_current_limit']))
         self._timeout = params['bringup_timeout']
         self._clients = {}
         for call in self._sequence.calls:
             if call.name not in self._clients:
                 self._clients[call.name] = node.create_client(
-                    getattr(services, call.srv_type), call.name)
+                    getattr(services, call.srv_type), call.name
+                )
         self._future = None
         self._deadline = time.monotonic() + self._timeout
         # The driver answers in wall time whatever clock the node runs on (sim time stops).
-        self._timer = node.create_timer(BRINGUP_POLL_S, self._step,
-                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._timer = node.create_timer(
+            BRINGUP_POLL_S, self._step, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         node.get_logger().info(f'bring-up of the arms: {len(self._sequence.calls)} xs_sdk calls')
 
     @property
@@ -116,22 +127,25 @@ class InterbotixBackend:
                 self._future = client.call_async(request)
                 self._deadline = now + self._timeout
             elif now > self._deadline:
-                self._fail(f'the service is not offered after {self._timeout} s (is xs_sdk '
-                           f'running in namespace /{robot.arm_namespace(call.arm)}?)')
+                self._fail(
+                    f'the service is not offered after {self._timeout} s (is xs_sdk '
+                    f'running in namespace /{robot.arm_namespace(call.arm)}?)'
+                )
             return
         if self._future.done():
             error = self._future.exception()
             if error is not None:
                 self._fail(f'the call raised {error!r}')
                 return
-            self._node.get_logger().info(f'bring-up {self._sequence.progress}: '
-                                         f'{call.describe()}')
+            self._node.get_logger().info(f'bring-up {self._sequence.progress}: {call.describe()}')
             self._future = None
             self._sequence.advance()
             self._deadline = now + self._timeout
             if self._sequence.done:
-                self._node.get_logger().info('bring-up done: the arms are in position mode, '
-                                             'the grippers current-limited, torque on')
+                self._node.get_logger().info(
+                    'bring-up done: the arms are in position mode, '
+                    'the grippers current-limited, torque on'
+                )
         elif now > self._deadline:
             self._fail(f'no response within {self._timeout} s')
 

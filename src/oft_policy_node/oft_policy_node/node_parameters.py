@@ -38,8 +38,11 @@ def non_negative(value: float) -> str | None:
 
 
 def positive_each(values: list[float]) -> str | None:
-    return None if len(values) and all(positive(v) is None for v in values) else \
-        'must be a non-empty list of finite numbers > 0'
+    return (
+        None
+        if len(values) and all(positive(v) is None for v in values)
+        else 'must be a non-empty list of finite numbers > 0'
+    )
 
 
 def fraction(value: float) -> str | None:
@@ -55,8 +58,9 @@ def _problem(spec: ParameterSpec, value: Any) -> str | None:
     return None if rule is None else f'parameter {spec.name}={value!r} {rule}'
 
 
-def declare_all(node: Node, specs: Sequence[ParameterSpec],
-                on_change: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+def declare_all(
+    node: Node, specs: Sequence[ParameterSpec], on_change: Callable[[str, Any], None] | None = None
+) -> dict[str, Any]:
     """Declare `specs` on `node` and return their start values by name."""
     by_name = {spec.name: spec for spec in specs}
     values = {}

@@ -20,18 +20,27 @@ def parameter_help(specs: Sequence[ParameterSpec]) -> str:
     lines = ['parameters (set with --ros-args -p name:=value or a params YAML):']
     for spec in specs:
         flag = '' if spec.read_only else ' [writable at run time]'
-        description = textwrap.fill(spec.description, width=95, initial_indent=' ' * 6,
-                                    subsequent_indent=' ' * 6)
+        description = textwrap.fill(
+            spec.description, width=95, initial_indent=' ' * 6, subsequent_indent=' ' * 6
+        )
         lines.append(f'  {spec.name} (default {spec.default!r}){flag}\n{description}')
     return '\n'.join(lines)
 
 
-def run_node(prog: str, description: str, specs: Sequence[ParameterSpec],
-             make_node: Callable[[], Node], argv: Sequence[str] | None = None) -> int:
+def run_node(
+    prog: str,
+    description: str,
+    specs: Sequence[ParameterSpec],
+    make_node: Callable[[], Node],
+    argv: Sequence[str] | None = None,
+) -> int:
     argv = list(sys.argv if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     epilog=parameter_help(specs),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=parameter_help(specs),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.parse_args(remove_ros_args(argv)[1:])
     rclpy.init(args=argv)
     node = None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
@@ -31,6 +31,7 @@ from oft_msgs.srv import SetInstruction
 from oft_policy_node import robot
 from oft_policy_node.node_parameters import ParameterSpec, declare_all, positive
 from oft_policy_node.node_runner import run_node
+from oft_policy_node.qos import LATCHED
 from oft_policy_node.ros_conversions import action_chunk_msg, ns_to_stamp, stamp_to_ns
 from oft_policy_node.runtime.instructions import validate_instruction
 from oft_policy_node.runtime.observation_buffer import Observation, ObservationBuffer
@@ -42,37 +43,66 @@ def _count(n: int) -> Any:
 
 
 PARAMETERS = (
-    ParameterSpec('checkpoint', '',
-                  'Checkpoint directory (OftPolicy.save_pretrained / training output). Required.',
-                  lambda v: None if v else 'is required: pass -p checkpoint:=/path/to/ckpt'),
-    ParameterSpec('device', 'cpu', 'Torch device for the model, e.g. "cpu", "cuda", "cuda:1".',
-                  lambda v: None if v else 'must name a torch device'),
-    ParameterSpec('instruction', '',
-                  'Initial instruction; empty = the first instruction of the checkpoint.'),
-    ParameterSpec('allow_unknown_instructions', False,
-                  'Accept instructions the checkpoint was not trained on (/set_instruction and '
-                  'the initial one); they are flagged seen_in_training=false.'),
-    ParameterSpec('camera_topics', [robot.camera_topic(c) for c in robot.CAMERAS],
-                  f'Image topics in the model camera order {list(robot.CAMERAS)}.',
-                  _count(len(robot.CAMERAS))),
-    ParameterSpec('joint_state_topics', [robot.joint_states_topic(a) for a in robot.ARMS],
-                  f'Interbotix joint_states topics of the arms {list(robot.ARMS)}, in that order.',
-                  _count(len(robot.ARMS))),
-    ParameterSpec('image_size', [robot.IMAGE_HEIGHT, robot.IMAGE_WIDTH],
-                  'Expected [height, width] of every camera image; other sizes are rejected.',
-                  lambda v: None if len(v) == 2 and min(v) > 0 else 'must be [height > 0, '
-                  'width > 0]'),
-    ParameterSpec('sync_tolerance', 0.05,
-                  'Seconds the stamps of one observation set (3 images, 2 joint states) may '
-                  'spread.', lambda v: None if v >= 0.0 else 'must be >= 0'),
-    ParameterSpec('max_observation_age', 0.5,
-                  'Seconds after which an observation set is too old to act on.', positive),
-    ParameterSpec('action_period', 1.0 / robot.CONTROL_RATE_HZ,
-                  'Seconds between the rows of a predicted chunk (the control period the '
-                  'policy was trained at).', positive),
+    ParameterSpec(
+        'checkpoint',
+        '',
+        'Checkpoint directory (OftPolicy.save_pretrained / training output). Required.',
+        lambda v: None if v else 'is required: pass -p checkpoint:=/path/to/ckpt',
+    ),
+    ParameterSpec(
+        'device',
+        'cpu',
+        'Torch device for the model, e.g. "cpu", "cuda", "cuda:1".',
+        lambda v: None if v else 'must name a torch device',
+    ),
+    ParameterSpec(
+        'instruction', '', 'Initial instruction; empty = the first instruction of the checkpoint.'
+    ),
+    ParameterSpec(
+        'allow_unknown_instructions',
+        False,
+        'Accept instructions the checkpoint was not trained on (/set_instruction and '
+        'the initial one); they are flagged seen_in_training=false.',
+    ),
+    ParameterSpec(
+        'camera_topics',
+        [robot.camera_topic(c) for c in robot.CAMERAS],
+        f'Image topics in the model camera order {list(robot.CAMERAS)}.',
+        _count(len(robot.CAMERAS)),
+    ),
+    ParameterSpec(
+        'joint_state_topics',
+        [robot.joint_states_topic(a) for a in robot.ARMS],
+        f'Interbotix joint_states topics of the arms {list(robot.ARMS)}, in that order.',
+        _count(len(robot.ARMS)),
+    ),
+    ParameterSpec(
+        'image_size',
+        [robot.IMAGE_HEIGHT, robot.IMAGE_WIDTH],
+        'Expected [height, width] of every camera image; other sizes are rejected.',
+        lambda v: None if len(v) == 2 and min(v) > 0 else 'must be [height > 0, width > 0]',
+    ),
+    ParameterSpec(
+        'sync_tolerance',
+        0.05,
+        'Seconds the stamps of one observation set (3 images, 2 joint states) may spread.',
+        lambda v: None if v >= 0.0 else 'must be >= 0',
+    ),
+    ParameterSpec(
+        'max_observation_age',
+        0.5,
+        'Seconds after which an observation set is too old to act on.',
+        positive,
+    ),
+    ParameterSpec(
+        'action_period',
+        1.0 / robot.CONTROL_RATE_HZ,
+        'Seconds between the rows of a predicted chunk (the control period the '
+        'policy was trained at).',
+        positive,
+    ),
     ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),
 )
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class PolicyNode(Node):
@@ -85,19 +115,33 @@ class PolicyNode(Node):
         self._policy = OftPolicy.from_pretrained(params['checkpoint'], device=params['device'])
         cameras = tuple(self._policy.config.camera_names)
         if len(cameras) != len(params['camera_topics']):
-            raise ValueError(f'the checkpoint uses cameras {cameras} but camera_topics lists '
-                             f'{len(params["camera_topics"])} topics')
+            raise ValueError(
+                f'the checkpoint uses cameras {cameras} but camera_topics lists '
+                f'{len(params["camera_topics"])} topics'
+            )
         self._allow_unknown = params['allow_unknown_instructions']
         self._instruction = validate_instruction(
-            params['instruction'] or self._policy.instructions[0], self._policy.instructions,
-            self._allow_unknown)
+            params['instruction'] or self._policy.instructions[0],
+            self._policy.instructions,
+            self._allow_unknown,
+        )
         self._image_size = tuple(params['image_size'])
         self._period = params['action_period']
-        self._buffer = ObservationBuffer(cameras, params['sync_tolerance'],
-                                         params['max_observation_age'])
+        self._buffer = ObservationBuffer(
+            cameras, params['sync_tolerance'], params['max_observation_age']
+        )
         self._lock = threading.Lock()  # guards the instruction and the counters
-        self._counts = dict.fromkeys(('images', 'rejected_images', 'joint_states',
-                                      'rejected_joint_states', 'chunks', 'inference_errors'), 0)
+        self._counts = dict.fromkeys(
+            (
+                'images',
+                'rejected_images',
+                'joint_states',
+                'rejected_joint_states',
+                'chunks',
+                'inference_errors',
+            ),
+            0,
+        )
         self._latency = float('nan')
         self._new_data = threading.Event()
         self._stopping = threading.Event()
@@ -105,24 +149,36 @@ class PolicyNode(Node):
         self._chunks = self.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
         self._instruction_pub = self.create_publisher(String, robot.INSTRUCTION_TOPIC, LATCHED)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        for camera, topic in zip(cameras, params['camera_topics']):
-            self.create_subscription(Image, topic, lambda msg, c=camera, t=topic:
-                                     self._on_image(c, t, msg), qos_profile_sensor_data)
-        for arm, topic in zip(robot.ARMS, params['joint_state_topics']):
-            self.create_subscription(JointState, topic, lambda msg, a=arm, t=topic:
-                                     self._on_joint_state(a, t, msg), qos_profile_sensor_data)
+        for camera, topic in zip(cameras, params['camera_topics'], strict=True):
+            self.create_subscription(
+                Image,
+                topic,
+                lambda msg, c=camera, t=topic: self._on_image(c, t, msg),
+                qos_profile_sensor_data,
+            )
+        for arm, topic in zip(robot.ARMS, params['joint_state_topics'], strict=True):
+            self.create_subscription(
+                JointState,
+                topic,
+                lambda msg, a=arm, t=topic: self._on_joint_state(a, t, msg),
+                qos_profile_sensor_data,
+            )
         self.create_service(SetInstruction, robot.SET_INSTRUCTION_SERVICE, self._on_set)
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
         self._instruction_pub.publish(String(data=self._instruction))
-        self._worker = threading.Thread(target=self._inference_loop, name='inference',
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._inference_loop, name='inference', daemon=True)
         self._worker.start()
         self.get_logger().info(f'following {self._instruction!r}; waiting for observations')
 
     # ---- inputs (executor threads; never wait for the model) --------------------------------
-    def _on_input(self, kind: str, topic: str, msg: Image | JointState,
-                  decode: Callable[[], np.ndarray], add: Callable[[int, np.ndarray], None]
-                  ) -> None:
+    def _on_input(
+        self,
+        kind: str,
+        topic: str,
+        msg: Image | JointState,
+        decode: Callable[[], np.ndarray],
+        add: Callable[[int, np.ndarray], None],
+    ) -> None:
         """Decode a sensor message into the buffer, or count and log why it was rejected."""
         try:
             value = decode()
@@ -137,21 +193,32 @@ class PolicyNode(Node):
         self._new_data.set()
 
     def _on_image(self, camera: str, topic: str, msg: Image) -> None:
-        self._on_input('images', topic, msg, lambda: decode_image(
-            msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data),
-            self._image_size),  # (H, W, 3)
-            lambda stamp, image: self._buffer.add_image(camera, stamp, image))
+        self._on_input(
+            'images',
+            topic,
+            msg,
+            lambda: decode_image(
+                msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data), self._image_size
+            ),  # (H, W, 3)
+            lambda stamp, image: self._buffer.add_image(camera, stamp, image),
+        )
 
     def _on_joint_state(self, arm: str, topic: str, msg: JointState) -> None:
-        self._on_input('joint_states', topic, msg,
-                       lambda: arm_state_from_joint_state(msg.name, msg.position),  # (7,)
-                       lambda stamp, state: self._buffer.add_arm_state(arm, stamp, state))
+        self._on_input(
+            'joint_states',
+            topic,
+            msg,
+            lambda: arm_state_from_joint_state(msg.name, msg.position),  # (7,)
+            lambda stamp, state: self._buffer.add_arm_state(arm, stamp, state),
+        )
 
-    def _on_set(self, request: SetInstruction.Request, response: SetInstruction.Response
-                ) -> SetInstruction.Response:
+    def _on_set(
+        self, request: SetInstruction.Request, response: SetInstruction.Response
+    ) -> SetInstruction.Response:
         try:
-            instruction = validate_instruction(request.instruction, self._policy.instructions,
-                                               self._allow_unknown)
+            instruction = validate_instruction(
+                request.instruction, self._policy.instructions, self._allow_unknown
+            )
         except ValueError as error:
             response.success, response.message = False, str(error)
         else:
@@ -183,7 +250,8 @@ class PolicyNode(Node):
                 instruction = self._instruction  # one instruction per chunk: switch is atomic
             try:
                 actions = self._policy.predict_action_chunk(
-                    observation.images, observation.proprio, instruction)  # (K, D)
+                    observation.images, observation.proprio, instruction
+                )  # (K, D)
             except (ValueError, RuntimeError) as error:
                 with self._lock:
                     self._counts['inference_errors'] += 1
@@ -192,11 +260,18 @@ class PolicyNode(Node):
             chunk_id += 1
             self._publish_chunk(chunk_id, observation, instruction, actions)
 
-    def _publish_chunk(self, chunk_id: int, observation: Observation, instruction: str,
-                       actions: np.ndarray) -> None:
+    def _publish_chunk(
+        self, chunk_id: int, observation: Observation, instruction: str, actions: np.ndarray
+    ) -> None:
         self._latency = max(self._now() - observation.stamp, 0) * 1e-9
-        msg = action_chunk_msg(ns_to_stamp(observation.stamp), actions, chunk_id, instruction,
-                               self._period, self._latency)
+        msg = action_chunk_msg(
+            ns_to_stamp(observation.stamp),
+            actions,
+            chunk_id,
+            instruction,
+            self._period,
+            self._latency,
+        )
         try:
             self._chunks.publish(msg)
         except Exception:
@@ -211,12 +286,18 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
-            values = {**self._counts, 'instruction': self._instruction,
-                      'inference_latency_s': f'{self._latency:.4f}'}
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=self.get_fully_qualified_name(),
-                                  hardware_id='aloha', message='running',
-                                  values=[KeyValue(key=k, value=str(v))
-                                          for k, v in values.items()])
+            values = {
+                **self._counts,
+                'instruction': self._instruction,
+                'inference_latency_s': f'{self._latency:.4f}',
+            }
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=self.get_fully_qualified_name(),
+            hardware_id='aloha',
+            message='running',
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)

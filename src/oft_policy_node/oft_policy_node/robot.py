@@ -94,8 +94,10 @@ def action_limits() -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bound per action dimension, (D,) each; grippers are 0..1."""
     per_arm = [ARM_LIMITS[j] for j in ARM_JOINTS] + [JointLimit(0.0, 1.0)]
     limits = per_arm * len(ARMS)
-    return (np.array([lim.lower for lim in limits], dtype=np.float64),
-            np.array([lim.upper for lim in limits], dtype=np.float64))
+    return (
+        np.array([lim.lower for lim in limits], dtype=np.float64),
+        np.array([lim.upper for lim in limits], dtype=np.float64),
+    )
 
 
 def velocity_limits() -> np.ndarray:
@@ -134,8 +136,7 @@ def driver_service(arm: str, service: str) -> str:
 
 
 # The xs_sdk services the executor's bring-up calls (runtime/arm_bringup.py).
-DRIVER_SERVICES = ('reboot_motors', 'set_operating_modes', 'set_motor_registers',
-                   'torque_enable')
+DRIVER_SERVICES = ('reboot_motors', 'set_operating_modes', 'set_motor_registers', 'torque_enable')
 
 
 def joint_positions_topic(arm: str) -> str:

@@ -33,18 +33,27 @@ def arm_command(command: np.ndarray, arm: str) -> tuple[list[float], float]:
     return [float(v) for v in columns[:-1]], float(robot.normalized_to_motor(columns[-1]))
 
 
-def action_chunk_msg(stamp: Time, actions: np.ndarray, chunk_id: int, instruction: str,
-                     period: float, inference_latency: float,
-                     joint_names: Sequence[str] | None = None,
-                     num_steps: int | None = None) -> ActionChunk:
+def action_chunk_msg(
+    stamp: Time,
+    actions: np.ndarray,
+    chunk_id: int,
+    instruction: str,
+    period: float,
+    inference_latency: float,
+    joint_names: Sequence[str] | None = None,
+    num_steps: int | None = None,
+) -> ActionChunk:
     """An ActionChunk of `actions` (K, D) in the robot layout. `joint_names` and `num_steps`
     default to the robot's and K; tests override them to build malformed chunks."""
     actions = np.asarray(actions, dtype=np.float32)
-    msg = ActionChunk(chunk_id=chunk_id, instruction=instruction, period=float(period),
-                      joint_names=list(robot.action_joint_names() if joint_names is None
-                                       else joint_names),
-                      num_steps=actions.shape[0] if num_steps is None else num_steps,
-                      actions=actions.ravel().tolist(),
-                      inference_latency=float(inference_latency))
+    msg = ActionChunk(
+        chunk_id=chunk_id,
+        instruction=instruction,
+        period=float(period),
+        joint_names=list(robot.action_joint_names() if joint_names is None else joint_names),
+        num_steps=actions.shape[0] if num_steps is None else num_steps,
+        actions=actions.ravel().tolist(),
+        inference_latency=float(inference_latency),
+    )
     msg.header.stamp = stamp
     return msg

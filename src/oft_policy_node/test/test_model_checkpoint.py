@@ -31,8 +31,9 @@ def rewrite_weights(ckpt, edit):
     save_file(weights, str(ckpt / 'model.safetensors'))
 
 
-@pytest.mark.parametrize('name', ['norm_stats.json', 'model.safetensors', 'config.json',
-                                  'instructions.json'])
+@pytest.mark.parametrize(
+    'name', ['norm_stats.json', 'model.safetensors', 'config.json', 'instructions.json']
+)
 def test_missing_file_is_named(ckpt, name):
     (ckpt / name).unlink()
     with pytest.raises(CheckpointError, match=name):
@@ -49,6 +50,7 @@ def test_missing_and_unexpected_tensors_are_named(ckpt):
     def edit(w):
         del w[HEAD]
         w['extra.weight'] = torch.zeros(1)
+
     rewrite_weights(ckpt, edit)
     with pytest.raises(CheckpointError, match=rf'missing tensors {HEAD}.*unexpected.*extra'):
         OftPolicy.from_pretrained(ckpt)

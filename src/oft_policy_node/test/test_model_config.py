@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from oft_policy_node.model import OftConfig, get_preset
-from oft_policy_node.model.lora import (BASE_PARTS, apply_lora, count_parameters, parameter_table,
-                                        set_trainable)
+from oft_policy_node.model.lora import (
+    BASE_PARTS,
+    apply_lora,
+    count_parameters,
+    parameter_table,
+    set_trainable,
+)
 from oft_policy_node.model.network import OftNetwork
 
 
@@ -26,15 +31,18 @@ def test_unknown_preset_suggests_the_closest():
         get_preset('tiyn')
 
 
-@pytest.mark.parametrize('change, field', [
-    ({'image_size': 50}, 'image_size'),
-    ({'chunk_size': 0}, 'chunk_size'),
-    ({'tokenizer': 'sentencepiece'}, 'tokenizer'),
-    ({'crop_scale': 1.5}, 'crop_scale'),
-    ({'lora_rank': -1}, 'lora_rank'),
-    ({'camera_names': ('a', 'a')}, 'camera_names'),
-    ({'instruction_template': 'no slot'}, 'instruction_template'),
-])
+@pytest.mark.parametrize(
+    'change, field',
+    [
+        ({'image_size': 50}, 'image_size'),
+        ({'chunk_size': 0}, 'chunk_size'),
+        ({'tokenizer': 'sentencepiece'}, 'tokenizer'),
+        ({'crop_scale': 1.5}, 'crop_scale'),
+        ({'lora_rank': -1}, 'lora_rank'),
+        ({'camera_names': ('a', 'a')}, 'camera_names'),
+        ({'instruction_template': 'no slot'}, 'instruction_template'),
+    ],
+)
 def test_invalid_values_name_the_field(change, field):
     with pytest.raises(ValueError, match=field):
         get_preset('tiny').replace(**change)
@@ -56,9 +64,12 @@ def test_openvla_7b_parameter_counts_match_table_v():
         set_trainable(network, cfg)
     print('\n' + parameter_table(network))
     counts = count_parameters(network)
-    measured = {'base': sum(counts[p]['total'] for p in BASE_PARTS),
-                'film': counts['film']['total'], 'action_head': counts['action_head']['total'],
-                'proprio': counts['proprio']['total']}
+    measured = {
+        'base': sum(counts[p]['total'] for p in BASE_PARTS),
+        'film': counts['film']['total'],
+        'action_head': counts['action_head']['total'],
+        'proprio': counts['proprio']['total'],
+    }
     paper = {'base': 7.54e9, 'film': 456e6, 'action_head': 269e6, 'proprio': 17e6}
     for group, expected in paper.items():
         assert measured[group] == pytest.approx(expected, rel=0.02), group

@@ -19,8 +19,11 @@ from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_pre
 from oft_policy_node.model.network import build_llm
 from oft_policy_node.model.openvla_weights import REFERENCE_FILE
 from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
-from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, one_torch_thread,
-                                           random_observation)
+from oft_policy_node.model.testing import (
+    DEFAULT_INSTRUCTIONS,
+    one_torch_thread,
+    random_observation,
+)
 
 CFG = get_preset('tiny')
 DINO, SIG = 'vision_backbone.featurizer.', 'vision_backbone.fused_featurizer.'
@@ -33,27 +36,44 @@ def one_thread():
         yield
 
 
-def timm_vit(prefix: str, hidden: int, layers: int, mlp: int, g: torch.Generator,
-             dino: bool) -> dict[str, torch.Tensor]:
+def timm_vit(
+    prefix: str, hidden: int, layers: int, mlp: int, g: torch.Generator, dino: bool
+) -> dict[str, torch.Tensor]:
     def r(*shape):
         return torch.randn(*shape, generator=g) * 0.1
+
     p = CFG.patch_size
-    t = {'patch_embed.proj.weight': r(hidden, 3, p, p), 'patch_embed.proj.bias': r(hidden),
-         'pos_embed': r(1, CFG.patches_per_image, hidden),
-         'norm.weight': 1 + r(hidden), 'norm.bias': r(hidden)}
+    t = {
+        'patch_embed.proj.weight': r(hidden, 3, p, p),
+        'patch_embed.proj.bias': r(hidden),
+        'pos_embed': r(1, CFG.patches_per_image, hidden),
+        'norm.weight': 1 + r(hidden),
+        'norm.bias': r(hidden),
+    }
     if dino:
-        t.update({'cls_token': r(1, 1, hidden),
-                  'reg_tokens': r(1, CFG.dino.num_registers, hidden)})
+        t.update(
+            {'cls_token': r(1, 1, hidden), 'reg_tokens': r(1, CFG.dino.num_registers, hidden)}
+        )
     else:  # SigLIP's attention-pooling head: present in OpenVLA's file, unused
         t.update({'attn_pool.latent': r(1, 1, hidden), 'attn_pool.q.weight': r(hidden, hidden)})
     for i in range(layers):
         b = f'blocks.{i}.'
-        t.update({b + 'norm1.weight': 1 + r(hidden), b + 'norm1.bias': r(hidden),
-                  b + 'attn.qkv.weight': r(3 * hidden, hidden), b + 'attn.qkv.bias': r(3 * hidden),
-                  b + 'attn.proj.weight': r(hidden, hidden), b + 'attn.proj.bias': r(hidden),
-                  b + 'norm2.weight': 1 + r(hidden), b + 'norm2.bias': r(hidden),
-                  b + 'mlp.fc1.weight': r(mlp, hidden), b + 'mlp.fc1.bias': r(mlp),
-                  b + 'mlp.fc2.weight': r(hidden, mlp), b + 'mlp.fc2.bias': r(hidden)})
+        t.update(
+            {
+                b + 'norm1.weight': 1 + r(hidden),
+                b + 'norm1.bias': r(hidden),
+                b + 'attn.qkv.weight': r(3 * hidden, hidden),
+                b + 'attn.qkv.bias': r(3 * hidden),
+                b + 'attn.proj.weight': r(hidden, hidden),
+                b + 'attn.proj.bias': r(hidden),
+                b + 'norm2.weight': 1 + r(hidden),
+                b + 'norm2.bias': r(hidden),
+                b + 'mlp.fc1.weight': r(mlp, hidden),
+                b + 'mlp.fc1.bias': r(mlp),
+                b + 'mlp.fc2.weight': r(hidden, mlp),
+                b + 'mlp.fc2.bias': r(hidden),
+            }
+        )
         if dino:
             t.update({b + 'ls1.gamma': 1 + r(hidden), b + 'ls2.gamma': 1 + r(hidden)})
     return {prefix + k: v for k, v in t.items()}
@@ -63,15 +83,19 @@ def timm_vit(prefix: str, hidden: int, layers: int, mlp: int, g: torch.Generator
 def base_dir(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     d, s, h = CFG.dino, CFG.siglip, CFG.llm.hidden_size
-    vision = {**timm_vit(DINO, d.hidden_size, d.num_layers, d.intermediate_size, g, True),
-              **timm_vit(SIG, s.hidden_size, s.num_layers, s.intermediate_size, g, False)}
+    vision = {
+        **timm_vit(DINO, d.hidden_size, d.num_layers, d.intermediate_size, g, True),
+        **timm_vit(SIG, s.hidden_size, s.num_layers, s.intermediate_size, g, False),
+    }
     f = CFG.vision_dim
-    rest = {'projector.fc1.weight': torch.randn(4 * f, f, generator=g),
-            'projector.fc1.bias': torch.randn(4 * f, generator=g),
-            'projector.fc2.weight': torch.randn(h, 4 * f, generator=g),
-            'projector.fc2.bias': torch.randn(h, generator=g),
-            'projector.fc3.weight': torch.randn(h, h, generator=g),
-            'projector.fc3.bias': torch.randn(h, generator=g)}
+    rest = {
+        'projector.fc1.weight': torch.randn(4 * f, f, generator=g),
+        'projector.fc1.bias': torch.randn(4 * f, generator=g),
+        'projector.fc2.weight': torch.randn(h, 4 * f, generator=g),
+        'projector.fc2.bias': torch.randn(h, generator=g),
+        'projector.fc3.weight': torch.randn(h, h, generator=g),
+        'projector.fc3.bias': torch.randn(h, generator=g),
+    }
     torch.manual_seed(1)  # the Llama is stored by transformers' own names, as OpenVLA does
     rest.update({'language_model.' + k: v for k, v in build_llm(CFG).state_dict().items()})
     out = tmp_path_factory.mktemp('openvla')
@@ -89,8 +113,11 @@ def timm_block(x: torch.Tensor, t: dict, b: str, heads: int) -> torch.Tensor:
     a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, hidden)
     x = x + t[b + 'ls1.gamma'] * F.linear(a, t[b + 'attn.proj.weight'], t[b + 'attn.proj.bias'])
     h = F.layer_norm(x, (hidden,), t[b + 'norm2.weight'], t[b + 'norm2.bias'], 1e-6)
-    h = F.linear(F.gelu(F.linear(h, t[b + 'mlp.fc1.weight'], t[b + 'mlp.fc1.bias'])),
-                 t[b + 'mlp.fc2.weight'], t[b + 'mlp.fc2.bias'])
+    h = F.linear(
+        F.gelu(F.linear(h, t[b + 'mlp.fc1.weight'], t[b + 'mlp.fc1.bias'])),
+        t[b + 'mlp.fc2.weight'],
+        t[b + 'mlp.fc2.bias'],
+    )
     return x + t[b + 'ls2.gamma'] * h
 
 
@@ -100,18 +127,25 @@ def test_loads_every_base_tensor_onto_the_right_module(base_dir):
     sd = policy.network.state_dict()
     hidden = CFG.dino.hidden_size
     qkv = t[DINO + 'blocks.1.attn.qkv.weight']
-    assert torch.equal(sd['vision.dino.encoder.layer.1.attention.k_proj.base_layer.weight'],
-                       qkv[hidden:2 * hidden])
+    assert torch.equal(
+        sd['vision.dino.encoder.layer.1.attention.k_proj.base_layer.weight'],
+        qkv[hidden : 2 * hidden],
+    )
     pos = sd['vision.dino.embeddings.position_embeddings']
     assert pos[:, 0].eq(0).all() and torch.equal(pos[:, 1:], t[DINO + 'pos_embed'])
-    assert torch.equal(sd['vision.siglip.embeddings.position_embedding.weight'],
-                       t[SIG + 'pos_embed'][0])
-    assert torch.equal(sd['vision.siglip.encoder.layers.0.self_attn.out_proj.base_layer.bias'],
-                       t[SIG + 'blocks.0.attn.proj.bias'])
+    assert torch.equal(
+        sd['vision.siglip.embeddings.position_embedding.weight'], t[SIG + 'pos_embed'][0]
+    )
+    assert torch.equal(
+        sd['vision.siglip.encoder.layers.0.self_attn.out_proj.base_layer.bias'],
+        t[SIG + 'blocks.0.attn.proj.bias'],
+    )
     assert torch.equal(sd['projector.fc2.weight'], t['projector.fc2.weight'])
     assert torch.equal(sd['llm.lm_head.weight'], t['language_model.lm_head.weight'])
-    assert torch.equal(sd['llm.model.layers.1.mlp.down_proj.base_layer.weight'],
-                       t['language_model.model.layers.1.mlp.down_proj.weight'])
+    assert torch.equal(
+        sd['llm.model.layers.1.mlp.down_proj.base_layer.weight'],
+        t['language_model.model.layers.1.mlp.down_proj.weight'],
+    )
 
 
 def test_dinov2_features_equal_timm_computation(base_dir):
@@ -120,13 +154,28 @@ def test_dinov2_features_equal_timm_computation(base_dir):
     policy = OftPolicy.from_openvla(directory, config=CFG)
     x = torch.rand(2, 3, CFG.image_size, CFG.image_size)
     xn = normalize_pixels(x, DINO_MEAN, DINO_STD)
-    patches = F.conv2d(xn, t[DINO + 'patch_embed.proj.weight'], t[DINO + 'patch_embed.proj.bias'],
-                       stride=CFG.patch_size).flatten(2).transpose(1, 2) + t[DINO + 'pos_embed']
-    tokens = torch.cat([t[DINO + 'cls_token'].expand(2, -1, -1),
-                        t[DINO + 'reg_tokens'].expand(2, -1, -1), patches], dim=1)
+    patches = (
+        F.conv2d(
+            xn,
+            t[DINO + 'patch_embed.proj.weight'],
+            t[DINO + 'patch_embed.proj.bias'],
+            stride=CFG.patch_size,
+        )
+        .flatten(2)
+        .transpose(1, 2)
+        + t[DINO + 'pos_embed']
+    )
+    tokens = torch.cat(
+        [
+            t[DINO + 'cls_token'].expand(2, -1, -1),
+            t[DINO + 'reg_tokens'].expand(2, -1, -1),
+            patches,
+        ],
+        dim=1,
+    )
     for i in range(CFG.dino.num_layers - 1):
         tokens = timm_block(tokens, t, f'{DINO}blocks.{i}.', CFG.dino.num_heads)
-    expected = tokens[:, 1 + CFG.dino.num_registers:]
+    expected = tokens[:, 1 + CFG.dino.num_registers :]
     with torch.no_grad():
         ours = policy.network.vision.encode_dino(x, None)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
@@ -150,8 +199,9 @@ def test_unknown_and_misshapen_tensors_are_named(base_dir, tmp_path):
 
 def fine_tuned(base: object) -> OftPolicy:
     """A policy started from `base` whose trainable tensors moved away from their init."""
-    policy = OftPolicy.from_openvla(base, config=CFG,
-                                    stats=NormStats.from_limits(*robot.action_limits()))
+    policy = OftPolicy.from_openvla(
+        base, config=CFG, stats=NormStats.from_limits(*robot.action_limits())
+    )
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for param in policy.network.parameters():
@@ -170,9 +220,13 @@ def test_reference_checkpoint_holds_fine_tuned_tensors_only_and_round_trips(base
     trainable = {n for n, p in policy.network.named_parameters() if p.requires_grad}
     assert trainable <= set(saved)  # LoRA, FiLM, projectors, action slots and head
     assert 'projector.fc1.weight' in saved  # in the base too, but trained fully
-    for frozen in ('llm.lm_head.weight', 'llm.model.embed_tokens.weight',
-                   'llm.model.layers.0.self_attn.q_proj.base_layer.weight',
-                   'vision.dino.embeddings.cls_token', 'vision.siglip.post_layernorm.bias'):
+    for frozen in (
+        'llm.lm_head.weight',
+        'llm.model.embed_tokens.weight',
+        'llm.model.layers.0.self_attn.q_proj.base_layer.weight',
+        'vision.dino.embeddings.cls_token',
+        'vision.siglip.post_layernorm.bias',
+    ):
         assert frozen not in saved
     assert json.loads((out / REFERENCE_FILE).read_text())['path'] == str(directory.resolve())
     loaded = OftPolicy.from_pretrained(out)
@@ -184,16 +238,21 @@ def test_reference_checkpoint_holds_fine_tuned_tensors_only_and_round_trips(base
     policy.save_pretrained(out)  # a full save over a reference one drops the reference
     assert not (out / REFERENCE_FILE).exists()
     np.testing.assert_array_equal(
-        OftPolicy.from_pretrained(out).predict_action_chunk(*observation, GREEN), expected)
+        OftPolicy.from_pretrained(out).predict_action_chunk(*observation, GREEN), expected
+    )
 
 
 def test_moved_or_replaced_base_is_named(base_dir, tmp_path):
     base = shutil.copytree(base_dir[0], tmp_path / 'base')
-    out = fine_tuned(base).save_pretrained(tmp_path / 'ckpt', base_weights='reference',
-                                           base_checkpoint=base)
+    out = fine_tuned(base).save_pretrained(
+        tmp_path / 'ckpt', base_weights='reference', base_checkpoint=base
+    )
     moved = base.rename(tmp_path / 'moved')
-    with pytest.raises(CheckpointError, match=rf'{REFERENCE_FILE}: the base checkpoint '
-                                              rf'{base} is missing'):
+    with pytest.raises(
+        CheckpointError,
+        match=rf'{REFERENCE_FILE}: the base checkpoint '
+        rf'{base} is missing',
+    ):
         OftPolicy.from_pretrained(out)
     reference = json.loads((out / REFERENCE_FILE).read_text())
     (out / REFERENCE_FILE).write_text(json.dumps({**reference, 'path': str(moved)}))
@@ -211,8 +270,11 @@ def test_reference_checkpoint_missing_a_fine_tuned_tensor_is_named(base_dir, tmp
     weights = load_file(str(out / 'model.safetensors'))
     del weights['action_head.fc2.weight']
     save_file(weights, str(out / 'model.safetensors'))
-    with pytest.raises(CheckpointError, match=r'model\.safetensors: missing tensors '
-                                              r'action_head\.fc2\.weight'):
+    with pytest.raises(
+        CheckpointError,
+        match=r'model\.safetensors: missing tensors '
+        r'action_head\.fc2\.weight',
+    ):
         OftPolicy.from_pretrained(out)
 
 
@@ -220,20 +282,29 @@ def test_reference_to_a_different_base_is_refused_at_save(base_dir, tmp_path):
     directory, t = base_dir
     other = tmp_path / 'other'
     other.mkdir()
-    save_file({**t, 'language_model.model.norm.weight': t['language_model.model.norm.weight']
-               + 1}, str(other / 'model.safetensors'))
+    save_file(
+        {**t, 'language_model.model.norm.weight': t['language_model.model.norm.weight'] + 1},
+        str(other / 'model.safetensors'),
+    )
     with pytest.raises(CheckpointError, match=r"'language_model\.model\.norm\.weight' differs"):
-        fine_tuned(directory).save_pretrained(tmp_path / 'ckpt', base_weights='reference',
-                                              base_checkpoint=other)
+        fine_tuned(directory).save_pretrained(
+            tmp_path / 'ckpt', base_weights='reference', base_checkpoint=other
+        )
 
 
-@pytest.mark.parametrize('config, kwargs, message', [
-    (CFG.replace(lora_rank=0), {'base_weights': 'reference', 'base_checkpoint': '/base'},
-     'lora_rank=0'),
-    (CFG, {'base_weights': 'reference'}, 'needs base_checkpoint='),
-    (CFG, {'base_checkpoint': '/base'}, "only used with base_weights='reference'"),
-    (CFG, {'base_weights': 'shared'}, "base_weights='shared'"),
-])
+@pytest.mark.parametrize(
+    'config, kwargs, message',
+    [
+        (
+            CFG.replace(lora_rank=0),
+            {'base_weights': 'reference', 'base_checkpoint': '/base'},
+            'lora_rank=0',
+        ),
+        (CFG, {'base_weights': 'reference'}, 'needs base_checkpoint='),
+        (CFG, {'base_checkpoint': '/base'}, "only used with base_weights='reference'"),
+        (CFG, {'base_weights': 'shared'}, "base_weights='shared'"),
+    ],
+)
 def test_bad_base_weight_options_are_refused(tmp_path, config, kwargs, message):
     policy = OftPolicy(config, stats=NormStats.from_limits(*robot.action_limits()))
     with pytest.raises(ValueError, match=message):

@@ -8,10 +8,19 @@ import torch
 
 from oft_policy_node import robot
 from oft_policy_node.model import NormStats, OftPolicy, get_preset
-from oft_policy_node.model.processing import (DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD,
-                                              normalize_pixels)
-from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, make_tiny_checkpoint,
-                                           one_torch_thread, random_observation)
+from oft_policy_node.model.processing import (
+    DINO_MEAN,
+    DINO_STD,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    normalize_pixels,
+)
+from oft_policy_node.model.testing import (
+    DEFAULT_INSTRUCTIONS,
+    make_tiny_checkpoint,
+    one_torch_thread,
+    random_observation,
+)
 
 GREEN, RED = DEFAULT_INSTRUCTIONS[:2]
 
@@ -41,10 +50,12 @@ def make_batch(policy: OftPolicy, n: int, seed: int) -> dict:
     cfg = policy.config
     g = torch.Generator().manual_seed(seed)
     s = cfg.image_size
-    return {'images': torch.rand(n, len(cfg.camera_names), 3, s, s, generator=g),
-            'proprio': torch.rand(n, cfg.proprio_dim, generator=g) * 2 - 1,
-            'actions': torch.rand(n, cfg.chunk_size, cfg.action_dim, generator=g) * 2 - 1,
-            'instructions': [DEFAULT_INSTRUCTIONS[i % 3] for i in range(n)]}
+    return {
+        'images': torch.rand(n, len(cfg.camera_names), 3, s, s, generator=g),
+        'proprio': torch.rand(n, cfg.proprio_dim, generator=g) * 2 - 1,
+        'actions': torch.rand(n, cfg.chunk_size, cfg.action_dim, generator=g) * 2 - 1,
+        'instructions': [DEFAULT_INSTRUCTIONS[i % 3] for i in range(n)],
+    }
 
 
 def test_chunk_shape_units_and_metadata(policy, observation):
@@ -69,13 +80,19 @@ def test_instructions_change_the_chunk_and_are_cached(policy, observation):
     assert policy.conditioning(GREEN) is not cached
 
 
-@pytest.mark.parametrize('change, message', [
-    (lambda im, q: ({k: v for k, v in im.items() if k != 'cam_left_wrist'}, q), 'cam_left_wrist'),
-    (lambda im, q: ({**im, 'cam_high': im['cam_high'].astype(np.float32)}, q), 'cam_high'),
-    (lambda im, q: ({**im, 'cam_high': im['cam_high'][..., 0]}, q), 'cam_high'),
-    (lambda im, q: (im, np.where(np.arange(14) == 3, np.nan, q)), 'non-finite'),
-    (lambda im, q: (im, q[:7]), 'proprio'),
-])
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        (
+            lambda im, q: ({k: v for k, v in im.items() if k != 'cam_left_wrist'}, q),
+            'cam_left_wrist',
+        ),
+        (lambda im, q: ({**im, 'cam_high': im['cam_high'].astype(np.float32)}, q), 'cam_high'),
+        (lambda im, q: ({**im, 'cam_high': im['cam_high'][..., 0]}, q), 'cam_high'),
+        (lambda im, q: (im, np.where(np.arange(14) == 3, np.nan, q)), 'non-finite'),
+        (lambda im, q: (im, q[:7]), 'proprio'),
+    ],
+)
 def test_bad_inputs_raise_naming_the_problem(policy, observation, change, message):
     images, proprio = change(*observation)
     with pytest.raises(ValueError, match=message):
@@ -94,7 +111,7 @@ def test_zeroed_film_gives_the_plain_encoders(policy):
     film_parameters = (*vision.dino_film.parameters(), *vision.siglip_film.parameters())
     with torch.no_grad():
         plain = vision.dino(normalize_pixels(x, DINO_MEAN, DINO_STD), output_hidden_states=True)
-        plain = plain.hidden_states[-2][:, vision.num_prefix_tokens:]  # second-to-last block
+        plain = plain.hidden_states[-2][:, vision.num_prefix_tokens :]  # second-to-last block
         lang = torch.randn(2, policy.config.llm.hidden_size)
         saved = [p.clone() for p in film_parameters]
         for p in film_parameters:  # as after training: the maps modulate
@@ -104,8 +121,9 @@ def test_zeroed_film_gives_the_plain_encoders(policy):
             p.zero_()
         film = vision.film_params(lang)
         torch.testing.assert_close(vision.encode_dino(x, film), plain, rtol=0, atol=0)
-        plain_sig = vision.siglip(normalize_pixels(x, SIGLIP_MEAN, SIGLIP_STD),
-                                  output_hidden_states=True).hidden_states[-2]
+        plain_sig = vision.siglip(
+            normalize_pixels(x, SIGLIP_MEAN, SIGLIP_STD), output_hidden_states=True
+        ).hidden_states[-2]
         torch.testing.assert_close(vision.encode_siglip(x, film), plain_sig, rtol=0, atol=0)
         for p, value in zip(film_parameters, saved, strict=True):
             p.copy_(value)
@@ -130,10 +148,14 @@ def test_padding_does_not_change_a_sample(policy):
     batch['instructions'] = ['go', 'put the yellow corn into the big pot please']
     net = policy.network
     with torch.no_grad():
-        both = net(batch['images'], batch['proprio'],
-                   net.condition(*policy.tokenize(batch['instructions']), 1))
-        alone = net(batch['images'][:1], batch['proprio'][:1],
-                    net.condition(*policy.tokenize(['go']), 1))
+        both = net(
+            batch['images'],
+            batch['proprio'],
+            net.condition(*policy.tokenize(batch['instructions']), 1),
+        )
+        alone = net(
+            batch['images'][:1], batch['proprio'][:1], net.condition(*policy.tokenize(['go']), 1)
+        )
     torch.testing.assert_close(both[:1], alone, rtol=1e-4, atol=1e-5)
 
 
@@ -151,19 +173,27 @@ def test_train_step_changes_only_trainable_parameters():
     changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed <= trainable
     assert not changed & frozen
-    for part in ('action_head.fc1', 'projector.fc1', 'proprio_projector.fc1', 'dino_film.scale.0',
-                 'lora_B', 'action_slots'):
+    for part in (
+        'action_head.fc1',
+        'projector.fc1',
+        'proprio_projector.fc1',
+        'dino_film.scale.0',
+        'lora_B',
+        'action_slots',
+    ):
         assert any(part in n for n in changed), part
     assert set(metrics) == {'l1', 'l1_first_action'} and metrics['l1'] == pytest.approx(
-        loss.item())
+        loss.item()
+    )
 
 
 def test_tiny_overfits_two_samples():
     torch.manual_seed(0)
     policy = OftPolicy(get_preset('tiny'))
     batch = make_batch(policy, 2, seed=6)
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=3e-3,
-                                  weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in policy.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0
+    )
     l1 = float('inf')
     for _ in range(300):
         loss, metrics = policy(batch)

@@ -8,9 +8,14 @@ import torch
 
 from oft_policy_node import robot
 from oft_policy_node.model import NormStats
-from oft_policy_node.model.processing import (augment_images, color_jitter, crop_side,
-                                              inference_images, normalize_pixels,
-                                              stack_camera_images)
+from oft_policy_node.model.processing import (
+    augment_images,
+    color_jitter,
+    crop_side,
+    inference_images,
+    normalize_pixels,
+    stack_camera_images,
+)
 
 CAMS = ('a', 'b')
 
@@ -35,11 +40,14 @@ def test_stack_camera_images_orders_and_scales():
     assert out[0].max() == 0.0 and out[1].min() == 1.0
 
 
-@pytest.mark.parametrize('images, message', [
-    ({'a': np.zeros((4, 6, 3), np.uint8)}, "'b'"),
-    ({'a': np.zeros((4, 6, 3), np.uint8), 'b': np.zeros((4, 6, 3), np.float32)}, "'b'.*uint8"),
-    ({'a': np.zeros((4, 6, 4), np.uint8), 'b': np.zeros((4, 6, 3), np.uint8)}, "'a'.*HxWx3"),
-])
+@pytest.mark.parametrize(
+    'images, message',
+    [
+        ({'a': np.zeros((4, 6, 3), np.uint8)}, "'b'"),
+        ({'a': np.zeros((4, 6, 3), np.uint8), 'b': np.zeros((4, 6, 3), np.float32)}, "'b'.*uint8"),
+        ({'a': np.zeros((4, 6, 4), np.uint8), 'b': np.zeros((4, 6, 3), np.uint8)}, "'a'.*HxWx3"),
+    ],
+)
 def test_stack_camera_images_rejects_bad_images(images, message):
     with pytest.raises(ValueError, match=message):
         stack_camera_images(images, CAMS)
@@ -70,16 +78,21 @@ def test_normalize_pixels_exact():
 
 
 def test_norm_stats_normalise_clip_and_round_trip(tmp_path):
-    stats = NormStats(action_min=[0.0, -2.0, 1.0], action_max=[1.0, 2.0, 1.0],
-                      proprio_min=[0.0], proprio_max=[4.0])
-    np.testing.assert_array_equal(stats.normalize_actions([[0.0, 0.0, 1.0], [1.0, 2.0, 1.0]]),
-                                  [[-1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # constant dim -> 0
+    stats = NormStats(
+        action_min=[0.0, -2.0, 1.0],
+        action_max=[1.0, 2.0, 1.0],
+        proprio_min=[0.0],
+        proprio_max=[4.0],
+    )
+    np.testing.assert_array_equal(
+        stats.normalize_actions([[0.0, 0.0, 1.0], [1.0, 2.0, 1.0]]),
+        [[-1.0, 0.0, 0.0], [1.0, 1.0, 0.0]],
+    )  # constant dim -> 0
     np.testing.assert_array_equal(stats.normalize_actions([5.0, -9.0, 1.0]), [1.0, -1.0, 0.0])
     np.testing.assert_array_equal(stats.unnormalize_actions([3.0, 0.5, 0.0]), [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(stats.normalize_proprio([1.0]), [-0.5])
     x = np.array([0.25, -1.0, 1.0], np.float32)
-    np.testing.assert_allclose(stats.unnormalize_actions(stats.normalize_actions(x)), x,
-                               atol=1e-6)
+    np.testing.assert_allclose(stats.unnormalize_actions(stats.normalize_actions(x)), x, atol=1e-6)
     stats.save(tmp_path)
     loaded = NormStats.load(tmp_path)
     np.testing.assert_array_equal(loaded.action_max, stats.action_max)

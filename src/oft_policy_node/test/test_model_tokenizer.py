@@ -19,37 +19,60 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from oft_policy_node import robot
 from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_preset
-from oft_policy_node.model.testing import (DEFAULT_INSTRUCTIONS, one_torch_thread, randomize_film,
-                                           random_observation)
+from oft_policy_node.model.testing import (
+    DEFAULT_INSTRUCTIONS,
+    one_torch_thread,
+    random_observation,
+    randomize_film,
+)
 from oft_policy_node.model.tokenizer import HfTokenizer
 
 CFG = get_preset('tiny').replace(tokenizer='pretrained')
 VOCAB = 330  # 3 special + 256 byte tokens + 71 learned pieces; the tiny Llama has 515 rows
 GREEN, RED = DEFAULT_INSTRUCTIONS[:2]
-CORPUS = (*DEFAULT_INSTRUCTIONS, 'take the lid off the pot', 'pick up the cube',
-          'In: What action should the robot take to open the drawer?\nOut:')
+CORPUS = (
+    *DEFAULT_INSTRUCTIONS,
+    'take the lid off the pot',
+    'pick up the cube',
+    'In: What action should the robot take to open the drawer?\nOut:',
+)
 
 
 def write_llama_tokenizer(directory: Path) -> Path:
     """Train and save a Llama-2-format tokenizer (the files openvla/openvla-7b ships)."""
     tok = Tokenizer(models.BPE(unk_token='<unk>', byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend('▁'),
-                                           normalizers.Replace(' ', '▁')])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')]
+    )
     tok.pre_tokenizer = pre_tokenizers.Split('▁', behavior='merged_with_next')  # training only
     special = ['<unk>', '<s>', '</s>', *(f'<0x{i:02X}>' for i in range(256))]
-    tok.train_from_iterator(CORPUS * 4, BpeTrainer(vocab_size=VOCAB, special_tokens=special,
-                                                   show_progress=False))
+    tok.train_from_iterator(
+        CORPUS * 4, BpeTrainer(vocab_size=VOCAB, special_tokens=special, show_progress=False)
+    )
     tok.pre_tokenizer = None  # Llama-2's tokenizer.json has none
     tok.post_processor = processors.TemplateProcessing(
-        single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 1)])
-    tok.decoder = decoders.Sequence([decoders.Replace('▁', ' '), decoders.ByteFallback(),
-                                     decoders.Fuse(), decoders.Strip(' ', 1, 0)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>',
-                            unk_token='<unk>', pad_token='<PAD>').save_pretrained(str(directory))
+        single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 1)]
+    )
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace('▁', ' '),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(' ', 1, 0),
+        ]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token='<s>',
+        eos_token='</s>',
+        unk_token='<unk>',
+        pad_token='<PAD>',
+    ).save_pretrained(str(directory))
     config_file = directory / 'tokenizer_config.json'
     config = json.loads(config_file.read_text())
-    config.update(tokenizer_class='LlamaTokenizer', add_bos_token=True, add_eos_token=False,
-                  legacy=False)
+    config.update(
+        tokenizer_class='LlamaTokenizer', add_bos_token=True, add_eos_token=False, legacy=False
+    )
     config_file.write_text(json.dumps(config, indent=2))
     return directory
 
@@ -69,9 +92,12 @@ def tokenizer_dir(tmp_path_factory):
 def checkpoint_dir(tokenizer_dir, tmp_path_factory):
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        policy = OftPolicy(CFG, tokenizer=HfTokenizer(tokenizer_dir),
-                           stats=NormStats.from_limits(*robot.action_limits()),
-                           instructions=DEFAULT_INSTRUCTIONS)
+        policy = OftPolicy(
+            CFG,
+            tokenizer=HfTokenizer(tokenizer_dir),
+            stats=NormStats.from_limits(*robot.action_limits()),
+            instructions=DEFAULT_INSTRUCTIONS,
+        )
         randomize_film(policy)
     return policy.save_pretrained(tmp_path_factory.mktemp('ckpt'))
 
@@ -118,8 +144,9 @@ def test_padding_is_left_and_left_out_of_the_film_mean(policy):
         torch.testing.assert_close(both.siglip_beta[:1], alone.siglip_beta)
         # The check can fail: a mean that counted the padding would give other FiLM params.
         padded_mean = net.llm.get_input_embeddings()(ids[:1]).mean(1)  # (1, H)
-        assert not torch.allclose(net.vision.film_params(padded_mean).dino_gamma,
-                                  alone.dino_gamma, atol=1e-4)
+        assert not torch.allclose(
+            net.vision.film_params(padded_mean).dino_gamma, alone.dino_gamma, atol=1e-4
+        )
 
 
 def test_checkpoint_with_tokenizer_round_trips_exactly(policy, tmp_path):
@@ -131,17 +158,22 @@ def test_checkpoint_with_tokenizer_round_trips_exactly(policy, tmp_path):
     assert {'tokenizer.json', 'tokenizer_config.json'} <= {p.name for p in out.iterdir()}
     loaded = OftPolicy.from_pretrained(out)
     assert isinstance(loaded.tokenizer, HfTokenizer)
-    for part, tensor in zip(loaded.tokenize([GREEN, 'go']), policy.tokenize([GREEN, 'go'])):
+    for part, tensor in zip(
+        loaded.tokenize([GREEN, 'go']), policy.tokenize([GREEN, 'go']), strict=True
+    ):
         assert torch.equal(part, tensor)
     for text, chunk in expected.items():
         np.testing.assert_array_equal(loaded.predict_action_chunk(*observation, text), chunk)
     assert np.abs(expected[GREEN] - expected[RED]).max() > 1e-3  # the prompt reaches the model
 
 
-@pytest.mark.parametrize('name, message', [
-    ('tokenizer.json', r"ckpt: no tokenizer, missing \['tokenizer\.json'\]"),
-    ('tokenizer_config.json', r"ckpt: no tokenizer, missing \['tokenizer_config\.json'\]"),
-])
+@pytest.mark.parametrize(
+    'name, message',
+    [
+        ('tokenizer.json', r"ckpt: no tokenizer, missing \['tokenizer\.json'\]"),
+        ('tokenizer_config.json', r"ckpt: no tokenizer, missing \['tokenizer_config\.json'\]"),
+    ],
+)
 def test_missing_tokenizer_files_are_named(checkpoint_dir, tmp_path, name, message):
     ckpt = shutil.copytree(checkpoint_dir, tmp_path / 'ckpt')
     (ckpt / name).unlink()
@@ -149,11 +181,16 @@ def test_missing_tokenizer_files_are_named(checkpoint_dir, tmp_path, name, messa
         OftPolicy.from_pretrained(ckpt)
 
 
-@pytest.mark.parametrize('change, message', [
-    ({'llm': dataclasses.replace(CFG.llm, vocab_size=300)},
-     r"'pad_token_id': 330.*llm\.vocab_size=300"),
-    ({'num_action_bins': 400}, 'vocab_size=330 is smaller than config.num_action_bins=400'),
-])
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        (
+            {'llm': dataclasses.replace(CFG.llm, vocab_size=300)},
+            r"'pad_token_id': 330.*llm\.vocab_size=300",
+        ),
+        ({'num_action_bins': 400}, 'vocab_size=330 is smaller than config.num_action_bins=400'),
+    ],
+)
 def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer_dir, change, message):
     with pytest.raises(ValueError, match=message):
         OftPolicy(CFG.replace(**change), tokenizer=HfTokenizer(tokenizer_dir))

@@ -11,9 +11,15 @@ from oft_policy_node import robot
 def test_action_layout_is_left_then_right_arm_joints_then_gripper():
     names = robot.action_joint_names()
     assert len(names) == robot.ACTION_DIM == 14
-    assert names[:7] == ['follower_left/waist', 'follower_left/shoulder', 'follower_left/elbow',
-                         'follower_left/forearm_roll', 'follower_left/wrist_angle',
-                         'follower_left/wrist_rotate', 'follower_left/gripper']
+    assert names[:7] == [
+        'follower_left/waist',
+        'follower_left/shoulder',
+        'follower_left/elbow',
+        'follower_left/forearm_roll',
+        'follower_left/wrist_angle',
+        'follower_left/wrist_rotate',
+        'follower_left/gripper',
+    ]
     assert names[7] == 'follower_right/waist' and names[13] == 'follower_right/gripper'
 
 
@@ -28,7 +34,9 @@ def test_action_limits_match_vx300s():
 
 @pytest.mark.parametrize('opening', [0.0, 0.25, 1.0])
 def test_gripper_conversions_round_trip(opening):
-    assert robot.finger_to_normalized(robot.normalized_to_finger(opening)) == pytest.approx(opening)
+    assert robot.finger_to_normalized(robot.normalized_to_finger(opening)) == pytest.approx(
+        opening
+    )
     assert robot.motor_to_normalized(robot.normalized_to_motor(opening)) == pytest.approx(opening)
 
 

@@ -11,12 +11,17 @@ import pytest
 from oft_policy_node.runtime.chunk_queue import Chunk, ChunkQueue
 
 
-def chunk(stamp: float, base: float, k: int = 25, d: int = 2,
-          received: float | None = None) -> Chunk:
+def chunk(
+    stamp: float, base: float, k: int = 25, d: int = 2, received: float | None = None
+) -> Chunk:
     """Row i = base + i in every column: the row index can be read off the target. Received
     at its stamp unless told otherwise."""
-    return Chunk(stamp, 0.04, np.full((k, d), base) + np.arange(k)[:, None],
-                 stamp if received is None else received)
+    return Chunk(
+        stamp,
+        0.04,
+        np.full((k, d), base) + np.arange(k)[:, None],
+        stamp if received is None else received,
+    )
 
 
 def test_row_for_now_skips_the_stale_prefix():

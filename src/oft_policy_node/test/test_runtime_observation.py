@@ -24,8 +24,16 @@ def fill(buffer: ObservationBuffer, stamps: dict[str, int]) -> None:
 def test_newest_set_within_tolerance():
     buffer = ObservationBuffer(sync_tolerance=0.02, max_age=0.5)
     fill(buffer, {c: 1000 * MS for c in (*robot.CAMERAS, *robot.ARMS)})
-    fill(buffer, {'cam_high': 1033 * MS, 'cam_left_wrist': 1040 * MS,
-                  'cam_right_wrist': 1035 * MS, 'left': 1030 * MS, 'right': 1050 * MS})
+    fill(
+        buffer,
+        {
+            'cam_high': 1033 * MS,
+            'cam_left_wrist': 1040 * MS,
+            'cam_right_wrist': 1035 * MS,
+            'left': 1030 * MS,
+            'right': 1050 * MS,
+        },
+    )
     observation = buffer.latest(1100 * MS)
     # The anchor is the laggard's newest sample (left, 1030 ms); every source picks its sample
     # nearest to it, here each newest one; the spread 1030..1050 ms is within the 20 ms.
@@ -53,12 +61,15 @@ def test_decode_image_rgb_bgr_and_padding():
     np.testing.assert_array_equal(decode_image('rgb8', 2, 3, 12, padded.tobytes()), rgb)
 
 
-@pytest.mark.parametrize('args, reason', [
-    (('mono8', 2, 3, 3, bytes(6)), "encoding 'mono8'"),
-    (('rgb8', 2, 3, 9, bytes(18), (480, 640)), 'size 2x3 differs from the expected 480x640'),
-    (('rgb8', 2, 3, 9, bytes(17)), 'truncated'),
-    (('rgb8', 2, 3, 5, bytes(18)), 'step 5'),
-])
+@pytest.mark.parametrize(
+    'args, reason',
+    [
+        (('mono8', 2, 3, 3, bytes(6)), "encoding 'mono8'"),
+        (('rgb8', 2, 3, 9, bytes(18), (480, 640)), 'size 2x3 differs from the expected 480x640'),
+        (('rgb8', 2, 3, 9, bytes(17)), 'truncated'),
+        (('rgb8', 2, 3, 5, bytes(18)), 'step 5'),
+    ],
+)
 def test_decode_image_rejections(args, reason):
     with pytest.raises(ValueError, match=reason):
         decode_image(*args)
@@ -66,9 +77,17 @@ def test_decode_image_rejections(args, reason):
 
 def test_joint_state_mapped_by_name():
     names = list(reversed(robot.INTERBOTIX_JOINT_STATE_ORDER))
-    by_name = {'waist': 0.1, 'shoulder': 0.2, 'elbow': 0.3, 'forearm_roll': 0.4,
-               'wrist_angle': 0.5, 'wrist_rotate': 0.6, 'gripper': 9.0,
-               'left_finger': robot.FINGER_OPEN, 'right_finger': -robot.FINGER_OPEN}
+    by_name = {
+        'waist': 0.1,
+        'shoulder': 0.2,
+        'elbow': 0.3,
+        'forearm_roll': 0.4,
+        'wrist_angle': 0.5,
+        'wrist_rotate': 0.6,
+        'gripper': 9.0,
+        'left_finger': robot.FINGER_OPEN,
+        'right_finger': -robot.FINGER_OPEN,
+    }
     state = arm_state_from_joint_state(names, [by_name[n] for n in names])
     np.testing.assert_allclose(state, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0])
     with pytest.raises(ValueError, match=r"\['shoulder', 'elbow'"):
@@ -83,7 +102,11 @@ def test_instruction_rules():
     known = ('put green pepper into pot',)
     assert validate_instruction('  put green pepper into pot\n', known, False) == known[0]
     assert validate_instruction('wave', known, allow_unknown=True) == 'wave'
-    for text, reason in [('', 'empty'), ('x' * 257, '257 characters'),
-                         ('a\tb', 'non-printable'), ('wave', 'not seen in training')]:
+    for text, reason in [
+        ('', 'empty'),
+        ('x' * 257, '257 characters'),
+        ('a\tb', 'non-printable'),
+        ('wave', 'not seen in training'),
+    ]:
         with pytest.raises(ValueError, match=reason):
             validate_instruction(text, known, False)

@@ -13,16 +13,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oft_policy_node import robot
-from oft_policy_node.runtime.safety import IS_GRIPPER, ChunkRejected, FutureStamp, \
-    SafetyFilter, SafetyLimits, validate_chunk
+from oft_policy_node.runtime.safety import (
+    IS_GRIPPER,
+    ChunkRejected,
+    FutureStamp,
+    SafetyFilter,
+    SafetyLimits,
+    validate_chunk,
+)
 
 D = robot.ACTION_DIM
 RATE = robot.CONTROL_RATE_HZ
 LIMITS = SafetyLimits.for_robot(RATE)
 NAMES = robot.action_joint_names()
 
-wild_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                        st.floats(-1e30, 1e30), st.floats(-4.0, 4.0))
+wild_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.floats(-1e30, 1e30),
+    st.floats(-4.0, 4.0),
+)
 
 
 def unit_pose(unit: list[float]) -> np.ndarray:
@@ -30,15 +39,18 @@ def unit_pose(unit: list[float]) -> np.ndarray:
 
 
 @settings(max_examples=300, deadline=None)
-@given(target=st.lists(wild_floats, min_size=D, max_size=D),
-       previous_unit=st.lists(st.floats(0.0, 1.0), min_size=D, max_size=D),
-       offset=st.lists(st.floats(-0.5, 0.5), min_size=D, max_size=D),
-       step_scale=st.floats(0.01, 1.0))
+@given(
+    target=st.lists(wild_floats, min_size=D, max_size=D),
+    previous_unit=st.lists(st.floats(0.0, 1.0), min_size=D, max_size=D),
+    offset=st.lists(st.floats(-0.5, 0.5), min_size=D, max_size=D),
+    step_scale=st.floats(0.01, 1.0),
+)
 def test_filter_keeps_limits_step_and_tracking_bound(target, previous_unit, offset, step_scale):
     previous = unit_pose(previous_unit)
     # The measured pose within the tolerance of the previous command, as the executor keeps it.
-    measured = np.clip(previous + np.array(offset) * LIMITS.tracking_tolerance, LIMITS.lower,
-                       LIMITS.upper)
+    measured = np.clip(
+        previous + np.array(offset) * LIMITS.tracking_tolerance, LIMITS.lower, LIMITS.upper
+    )
     filtered = SafetyFilter(LIMITS).apply(np.array(target), previous, measured, step_scale)
     if not np.isfinite(np.array(target, dtype=np.float64)).all():
         assert filtered is None
@@ -54,7 +66,7 @@ def test_filter_keeps_limits_step_and_tracking_bound(target, previous_unit, offs
 
 
 def test_tracking_bound_clips_and_reports_beyond_the_tolerance():
-    filter_ = SafetyFilter(LIMITS)
+    filter_ = SafetyFilter(SafetyLimits.for_robot(RATE, arm_tolerance=0.3))
     measured = np.zeros(D)
     measured[robot.arm_columns('left').stop - 1] = 0.5  # left gripper half open
     previous = measured.copy()
@@ -77,20 +89,27 @@ def test_tracking_bound_clips_and_reports_beyond_the_tolerance():
 def test_validate_chunk_names_the_problem():
     good = np.zeros((2, D))
     assert validate_chunk(1.0, 0.04, NAMES, 2, good.ravel(), 1.0).actions.shape == (2, D)
-    cases = [((1.0, 0.04, NAMES[::-1], 2, good.ravel()), 'joint_names'),
-             ((1.0, 0.0, NAMES, 2, good.ravel()), 'period 0.0'),
-             ((math.nan, 0.04, NAMES, 2, good.ravel()), 'stamp nan'),
-             ((1.0, 0.04, NAMES, 0, []), 'num_steps 0'),
-             ((1.0, 0.04, NAMES, 3, good.ravel()), '28 actions do not fill num_steps x D = 3'),
-             ((1.0, 0.04, NAMES, 2, np.where(np.eye(2, D) > 0, np.nan, 0.0).ravel()),
-              '2 actions are NaN')]
+    cases = [
+        ((1.0, 0.04, NAMES[::-1], 2, good.ravel()), 'joint_names'),
+        ((1.0, 0.0, NAMES, 2, good.ravel()), 'period 0.0'),
+        ((math.nan, 0.04, NAMES, 2, good.ravel()), 'stamp nan'),
+        ((1.0, 0.04, NAMES, 0, []), 'num_steps 0'),
+        ((1.0, 0.04, NAMES, 3, good.ravel()), '28 actions do not fill num_steps x D = 3'),
+        (
+            (1.0, 0.04, NAMES, 2, np.where(np.eye(2, D) > 0, np.nan, 0.0).ravel()),
+            '2 actions are NaN',
+        ),
+    ]
     for args, reason in cases:
         with pytest.raises(ChunkRejected, match=reason.replace('(', r'\(')):
             validate_chunk(*args, received=1.0)
     # A stamp ahead of the executor clock: within the tolerance it is accepted.
     assert validate_chunk(1.09, 0.04, NAMES, 2, good.ravel(), 1.0, 0.1).received == 1.0
-    with pytest.raises(FutureStamp, match=r'stamp 1.200 s lies 0.200 s ahead of the executor '
-                                          r'clock \(1.000 s\), more than max_future_stamp 0.1'):
+    with pytest.raises(
+        FutureStamp,
+        match=r'stamp 1.200 s lies 0.200 s ahead of the executor '
+        r'clock \(1.000 s\), more than max_future_stamp 0.1',
+    ):
         validate_chunk(1.2, 0.04, NAMES, 2, good.ravel(), 1.0, 0.1)
 
 
@@ -103,8 +122,9 @@ def test_step_limit_is_velocity_over_rate():
 
 
 def test_tracking_tolerances_per_joint_and_refusals():
-    limits = SafetyLimits.for_robot(25.0, arm_tolerance=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-                                    gripper_tolerance=0.7)
+    limits = SafetyLimits.for_robot(
+        25.0, arm_tolerance=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], gripper_tolerance=0.7
+    )
     assert limits.tracking_tolerance.tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] * 2
     with pytest.raises(ValueError, match=r'one or 6 finite numbers > 0 \(rad, waist'):
         SafetyLimits.for_robot(25.0, arm_tolerance=[0.1, 0.2])

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from oft_policy_node import robot
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.normalization import NormStats
 from oft_policy_node.model.policy import OftPolicy
-from torch import nn
-
 from oft_training.training.batches import model_images
 
 IMAGE_PREFIX = 'images_'
@@ -56,16 +56,25 @@ class GroundingSet:
     def __post_init__(self) -> None:
         m = len(self.proprio)
         for camera, images in self.images.items():
-            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != m \
-                    or images.shape[3] != 3:
-                raise ValueError(f'{camera} images must be ({m}, H, W, 3) uint8, got '
-                                 f'{images.shape} {images.dtype}')
+            if (
+                images.dtype != np.uint8
+                or images.ndim != 4
+                or images.shape[0] != m
+                or images.shape[3] != 3
+            ):
+                raise ValueError(
+                    f'{camera} images must be ({m}, H, W, 3) uint8, got '
+                    f'{images.shape} {images.dtype}'
+                )
         if self.proprio.shape != (m, robot.ACTION_DIM) or not np.all(np.isfinite(self.proprio)):
-            raise ValueError(f'proprio must be finite ({m}, {robot.ACTION_DIM}), got '
-                             f'{self.proprio.shape}')
+            raise ValueError(
+                f'proprio must be finite ({m}, {robot.ACTION_DIM}), got {self.proprio.shape}'
+            )
         if self.positions.shape != (m, len(self.objects), 2):
-            raise ValueError(f'positions has shape {self.positions.shape}; expected '
-                             f'({m}, {len(self.objects)}, 2) for objects {self.objects}')
+            raise ValueError(
+                f'positions has shape {self.positions.shape}; expected '
+                f'({m}, {len(self.objects)}, 2) for objects {self.objects}'
+            )
         if len(self.instructions) != len(self.targets) or not self.instructions:
             raise ValueError('need one target object per instruction, and at least one')
         if any(not 0 <= t < len(self.objects) for t in self.targets):
@@ -83,25 +92,39 @@ class GroundingSet:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + '.tmp.npz')  # renamed into place: no half files
-        np.savez(tmp, proprio=self.proprio, positions=self.positions,
-                 objects=np.array(self.objects), instructions=np.array(self.instructions),
-                 targets=np.array(self.targets),
-                 **{IMAGE_PREFIX + c: v for c, v in self.images.items()})
+        np.savez(
+            tmp,
+            proprio=self.proprio,
+            positions=self.positions,
+            objects=np.array(self.objects),
+            instructions=np.array(self.instructions),
+            targets=np.array(self.targets),
+            **{IMAGE_PREFIX + c: v for c, v in self.images.items()},
+        )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> GroundingSet:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f'no grounding set at {path} (write one with '
-                                    'python -m aloha_bringup.render_grounding)')
+            raise FileNotFoundError(
+                f'no grounding set at {path} (write one with '
+                'python -m aloha_bringup.recipes.render_grounding)'
+            )
         try:
             with np.load(path, allow_pickle=False) as npz:
-                return cls({k[len(IMAGE_PREFIX):]: npz[k] for k in npz.files
-                            if k.startswith(IMAGE_PREFIX)},
-                           npz['proprio'], npz['positions'], tuple(npz['objects'].tolist()),
-                           tuple(npz['instructions'].tolist()),
-                           tuple(int(t) for t in npz['targets']))
+                return cls(
+                    {
+                        k[len(IMAGE_PREFIX) :]: npz[k]
+                        for k in npz.files
+                        if k.startswith(IMAGE_PREFIX)
+                    },
+                    npz['proprio'],
+                    npz['positions'],
+                    tuple(npz['objects'].tolist()),
+                    tuple(npz['instructions'].tolist()),
+                    tuple(int(t) for t in npz['targets']),
+                )
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f'{path} is not a readable grounding set: {exc}') from exc
 
@@ -138,20 +161,25 @@ def make_head(policy: OftPolicy, data: GroundingSet) -> GroundingHead:
     """A fresh head for the policy, standardised on the set's targets."""
     check_compatible(policy, data)
     targets = np.concatenate([data.positions[:, t] for t in data.targets])  # (M*I, 2)
-    return GroundingHead(policy.config.llm.hidden_size, targets.mean(0),
-                         np.maximum(targets.std(0), 1e-3))
+    return GroundingHead(
+        policy.config.llm.hidden_size, targets.mean(0), np.maximum(targets.std(0), 1e-3)
+    )
 
 
 def check_compatible(policy: OftPolicy, data: GroundingSet) -> None:
     missing = [c for c in policy.config.camera_names if c not in data.images]
     if missing:
-        raise ValueError(f'the grounding set lacks cameras {missing} that preset '
-                         f'{policy.config.name!r} uses')
-    unknown = [i for i in data.instructions if policy.instructions
-               and i not in policy.instructions]
+        raise ValueError(
+            f'the grounding set lacks cameras {missing} that preset {policy.config.name!r} uses'
+        )
+    unknown = [
+        i for i in data.instructions if policy.instructions and i not in policy.instructions
+    ]
     if unknown:
-        raise ValueError(f'grounding instructions {unknown} are not among the training set\'s '
-                         f'{policy.instructions}')
+        raise ValueError(
+            f"grounding instructions {unknown} are not among the training set's "
+            f'{policy.instructions}'
+        )
 
 
 def split_views(data: GroundingSet, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +192,15 @@ class GroundingBatches:
     """The grounding micro-batches of a step: a pure function of (seed, step), like the demo
     batches (exact resume, same pixels whatever the number of processes)."""
 
-    def __init__(self, data: GroundingSet, views: np.ndarray, config: OftConfig,
-                 stats: NormStats, global_batch: int, seed: int) -> None:
+    def __init__(
+        self,
+        data: GroundingSet,
+        views: np.ndarray,
+        config: OftConfig,
+        stats: NormStats,
+        global_batch: int,
+        seed: int,
+    ) -> None:
         self.data, self.views, self.config, self.stats = data, views, config, stats
         self.global_batch, self.seed = global_batch, seed
 
@@ -177,20 +212,24 @@ class GroundingBatches:
         seeds = rng.integers(0, 2**31, self.global_batch)
         share = self.global_batch // world_size
         mine = slice(rank * share, (rank + 1) * share)
-        return list(zip(views[mine], instructions[mine], seeds[mine]))
+        return list(zip(views[mine], instructions[mine], seeds[mine], strict=True))
 
     def batch(self, keys: list[tuple]) -> dict:
         """Keys (view, instruction, seed or None for the evaluation view) -> model input."""
         cfg, data = self.config, self.data
         images, proprio, targets = [], [], []
         for view, instruction, seed in keys:
-            images.append(model_images({c: data.images[c][view] for c in cfg.camera_names},
-                                       cfg, seed))
+            images.append(
+                model_images({c: data.images[c][view] for c in cfg.camera_names}, cfg, seed)
+            )
             proprio.append(torch.from_numpy(self.stats.normalize_proprio(data.proprio[view])))
             targets.append(torch.from_numpy(data.target_xy(view, instruction)))
-        return {'images': torch.stack(images), 'proprio': torch.stack(proprio),
-                'instructions': [data.instructions[i] for _, i, _ in keys],
-                'targets': torch.stack(targets)}
+        return {
+            'images': torch.stack(images),
+            'proprio': torch.stack(proprio),
+            'instructions': [data.instructions[i] for _, i, _ in keys],
+            'targets': torch.stack(targets),
+        }
 
 
 class CoTraining(nn.Module):
@@ -203,24 +242,35 @@ class CoTraining(nn.Module):
 
     def forward(self, batch: dict, grounding: dict) -> tuple[torch.Tensor, dict[str, float]]:
         b = len(batch['instructions'])
-        slots = self.policy.encode({
-            'images': torch.cat([batch['images'], grounding['images']]),
-            'proprio': torch.cat([batch['proprio'], grounding['proprio']]),
-            'instructions': list(batch['instructions']) + list(grounding['instructions'])})
+        slots = self.policy.encode(
+            {
+                'images': torch.cat([batch['images'], grounding['images']]),
+                'proprio': torch.cat([batch['proprio'], grounding['proprio']]),
+                'instructions': list(batch['instructions']) + list(grounding['instructions']),
+            }
+        )
         loss, metrics = self.policy.action_loss(slots[:b], batch['actions'])
         g_loss, error_cm = self.head.loss(slots[b:], grounding['targets'])
-        return loss + self.weight * g_loss, {**metrics, 'grounding_l1': g_loss.item(),
-                                             'grounding_cm': error_cm}
+        return loss + self.weight * g_loss, {
+            **metrics,
+            'grounding_l1': g_loss.item(),
+            'grounding_cm': error_cm,
+        }
 
 
 @torch.no_grad()
-def validation_error_cm(policy: OftPolicy, head: GroundingHead, batches: GroundingBatches,
-                        views: np.ndarray, count: int) -> float:
+def validation_error_cm(
+    policy: OftPolicy,
+    head: GroundingHead,
+    batches: GroundingBatches,
+    views: np.ndarray,
+    count: int,
+) -> float:
     """Mean error (cm) on up to `count` held-out views, every instruction, evaluation view."""
     picked = views[np.linspace(0, len(views) - 1, min(count, len(views))).round().astype(int)]
     keys = [(v, i, None) for v in picked for i in range(len(batches.data.instructions))]
     total = 0.0
     for start in range(0, len(keys), 16):
-        batch = batches.batch(keys[start:start + 16])
+        batch = batches.batch(keys[start : start + 16])
         total += head.loss(policy.encode(batch), batch['targets'])[1] * len(batch['targets'])
     return total / len(keys)

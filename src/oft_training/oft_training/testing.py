@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
-from oft_policy_node import robot
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from oft_policy_node import robot
 from oft_training.data import topics
 from oft_training.data.rosbag_episode import make_typestore
 from oft_training.data.sync import NS_PER_S
@@ -50,9 +50,13 @@ def frame_colour(i: int, camera: int) -> tuple[int, int, int]:
 
 
 def _row(i: int, value: object, opening: object) -> np.ndarray:
-    return np.array([v for a in range(len(robot.ARMS))
-                     for v in [*(value(i, a, j) for j in range(len(robot.ARM_JOINTS))),
-                               opening(i)]])
+    return np.array(
+        [
+            v
+            for a in range(len(robot.ARMS))
+            for v in [*(value(i, a, j) for j in range(len(robot.ARM_JOINTS))), opening(i)]
+        ]
+    )
 
 
 def state_row(i: int) -> np.ndarray:
@@ -111,41 +115,80 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
             messages.append(DemoMessage(int(ns), topic, msgtype, stamp, fields))
 
     def joint_state(names: list[str], positions: list[float]) -> dict:
-        return {'name': names, 'position': np.array(positions, dtype=np.float64),
-                'velocity': np.zeros(0), 'effort': np.zeros(0)}
+        return {
+            'name': names,
+            'position': np.array(positions, dtype=np.float64),
+            'velocity': np.zeros(0),
+            'effort': np.zeros(0),
+        }
 
     for i, ns in enumerate(_stamps(spec, spec.joint_rate_hz)):
         for a, arm in enumerate(robot.ARMS):
             finger = float(robot.normalized_to_finger(state_opening(i)))
             arm_values = [state_value(i, a, j) for j in range(6)]
-            add(ns, robot.joint_states_topic(arm), topics.JOINT_STATE, True, **joint_state(
-                list(robot.INTERBOTIX_JOINT_STATE_ORDER), [*arm_values, 0.0, finger, -finger]))
+            add(
+                ns,
+                robot.joint_states_topic(arm),
+                topics.JOINT_STATE,
+                True,
+                **joint_state(
+                    list(robot.INTERBOTIX_JOINT_STATE_ORDER), [*arm_values, 0.0, finger, -finger]
+                ),
+            )
     for i, ns in enumerate(_stamps(spec, spec.command_rate_hz)):
         for a, arm in enumerate(robot.ARMS):
             arm_values = [command_value(i, a, j) for j in range(6)]
             motor = float(robot.normalized_to_motor(command_opening(i)))
             if spec.action_source == 'sim':
-                add(ns, robot.joint_positions_topic(arm), topics.JOINT_STATE, True,
-                    **joint_state([*robot.ARM_JOINTS, robot.GRIPPER], [*arm_values, motor]))
+                add(
+                    ns,
+                    robot.joint_positions_topic(arm),
+                    topics.JOINT_STATE,
+                    True,
+                    **joint_state([*robot.ARM_JOINTS, robot.GRIPPER], [*arm_values, motor]),
+                )
             else:
-                add(ns, robot.joint_group_topic(arm), topics.JOINT_GROUP_COMMAND, False,
-                    name='arm', cmd=np.array(arm_values, dtype=np.float32))
-                add(ns, robot.joint_single_topic(arm), topics.JOINT_SINGLE_COMMAND, False,
-                    name='gripper', cmd=motor)
+                add(
+                    ns,
+                    robot.joint_group_topic(arm),
+                    topics.JOINT_GROUP_COMMAND,
+                    False,
+                    name='arm',
+                    cmd=np.array(arm_values, dtype=np.float32),
+                )
+                add(
+                    ns,
+                    robot.joint_single_topic(arm),
+                    topics.JOINT_SINGLE_COMMAND,
+                    False,
+                    name='gripper',
+                    cmd=motor,
+                )
     h, w = spec.image_shape
     for c, cam in enumerate(robot.CAMERAS):
-        for i, ns in enumerate(_stamps(spec, spec.camera_rates_hz.get(cam,
-                                                                      spec.camera_rate_hz))):
-            if spec.camera_gap and spec.camera_gap[0] == cam and \
-                    spec.camera_gap[1] <= (ns - spec.start_ns) / NS_PER_S < spec.camera_gap[2]:
+        for i, ns in enumerate(_stamps(spec, spec.camera_rates_hz.get(cam, spec.camera_rate_hz))):
+            if (
+                spec.camera_gap
+                and spec.camera_gap[0] == cam
+                and spec.camera_gap[1] <= (ns - spec.start_ns) / NS_PER_S < spec.camera_gap[2]
+            ):
                 continue
             pixels = np.empty((h, w, 3), dtype=np.uint8)
             pixels[:] = frame_colour(i, c)
             if spec.encoding == 'bgr8':
                 pixels = pixels[..., ::-1]
-            add(ns, robot.camera_topic(cam), topics.IMAGE, True, height=h, width=w,
-                encoding=spec.encoding, is_bigendian=0, step=w * 3,
-                data=np.ascontiguousarray(pixels).reshape(-1))
+            add(
+                ns,
+                robot.camera_topic(cam),
+                topics.IMAGE,
+                True,
+                height=h,
+                width=w,
+                encoding=spec.encoding,
+                is_bigendian=0,
+                step=w * 3,
+                data=np.ascontiguousarray(pixels).reshape(-1),
+            )
     if 'topic' in spec.instruction_in:
         add(spec.start_ns, robot.INSTRUCTION_TOPIC, topics.STRING, False, data=spec.instruction)
     messages.sort(key=lambda m: m.receive_ns)
@@ -167,20 +210,29 @@ def write_bag(path: Path, spec: BagSpec = BagSpec(), storage: str = 'mcap') -> P
             fields = dict(m.fields)
             if m.stamp_ns is not None:
                 fields['header'] = t['std_msgs/msg/Header'](
-                    stamp=t['builtin_interfaces/msg/Time'](sec=m.stamp_ns // NS_PER_S,
-                                                           nanosec=m.stamp_ns % NS_PER_S),
-                    frame_id='')
-            writer.write(connections[m.topic], m.receive_ns,
-                         store.serialize_cdr(t[m.msgtype](**fields), m.msgtype))
+                    stamp=t['builtin_interfaces/msg/Time'](
+                        sec=m.stamp_ns // NS_PER_S, nanosec=m.stamp_ns % NS_PER_S
+                    ),
+                    frame_id='',
+                )
+            writer.write(
+                connections[m.topic],
+                m.receive_ns,
+                store.serialize_cdr(t[m.msgtype](**fields), m.msgtype),
+            )
     return path
 
 
 ALOHA_HDF5_CAMERAS = ('cam_high', 'cam_low', 'cam_left_wrist', 'cam_right_wrist')
 
 
-def write_aloha_hdf5(path: Path, steps: int = 100, compress: bool = True,
-                     image_shape: tuple[int, int] = (48, 64), instruction: str | None = None
-                     ) -> Path:
+def write_aloha_hdf5(
+    path: Path,
+    steps: int = 100,
+    compress: bool = True,
+    image_shape: tuple[int, int] = (48, 64),
+    instruction: str | None = None,
+) -> Path:
     """An ALOHA record_episodes.py episode: qpos row i = `state_row(i)`, action row i =
     `command_row(i)`, frame i of camera c = `frame_colour(i, c)` (4 cameras incl. cam_low)."""
     h, w = image_shape
@@ -202,14 +254,16 @@ def write_aloha_hdf5(path: Path, steps: int = 100, compress: bool = True,
             for cam, data in frames.items():
                 images.create_dataset(cam, data=data)
             return path
-        encoded = {cam: [cv2.imencode('.jpg', f, [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
-                         for f in data] for cam, data in frames.items()}
+        encoded = {
+            cam: [cv2.imencode('.jpg', f, [cv2.IMWRITE_JPEG_QUALITY, 95])[1] for f in data]
+            for cam, data in frames.items()
+        }
         padded = max(len(b) for enc in encoded.values() for b in enc)
         lengths = np.zeros((len(ALOHA_HDF5_CAMERAS), steps))
         for c, cam in enumerate(ALOHA_HDF5_CAMERAS):
             table = np.zeros((steps, padded), dtype=np.uint8)
             for i, jpeg in enumerate(encoded[cam]):
-                table[i, :len(jpeg)] = jpeg
+                table[i, : len(jpeg)] = jpeg
                 lengths[c, i] = len(jpeg)
             images.create_dataset(cam, data=table, chunks=(1, padded))
         root.create_dataset('compress_len', data=lengths)

@@ -23,70 +23,120 @@ import argparse
 import sys
 
 from oft_policy_node.model.config import PRESETS
-
 from oft_training.training.loop import TrainConfig, run
 
 DEFAULTS = TrainConfig(data='', out='')
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
-    p = argparse.ArgumentParser(prog='train', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog='train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument('--data', required=True, help='training set folder (from convert)')
     p.add_argument('--out', required=True, help='run folder: checkpoints, logs, final')
-    p.add_argument('--preset', default=DEFAULTS.preset, choices=sorted(PRESETS),
-                   help='model preset (default: %(default)s)')
-    p.add_argument('--no-film', action='store_true',
-                   help='ablation: train the preset without FiLM, so the instruction reaches '
-                        'the policy only through the LLM prompt (as OpenVLA-OFT without "+")')
-    p.add_argument('--base', help='base OpenVLA checkpoint folder (safetensors shards + '
-                   'tokenizer), needed for openvla-7b; small presets start from random weights')
-    p.add_argument('--init-vision', metavar='BACKBONE_PT',
-                   help='start DINOv2 + SigLIP from a pretrain_vision backbone.pt (small '
-                        'presets: stands in for the internet-pretrained encoders of openvla-7b)')
-    p.add_argument('--init-policy', metavar='DIR',
-                   help='start every weight from a trained policy folder (a run\'s final) or '
-                        'training checkpoint (checkpoints/step_N, whose grounding head comes '
-                        'along), e.g. to go on with more demos; the new data\'s statistics '
-                        'are used, optimizer and schedule start afresh')
-    p.add_argument('--freeze-vision', action='store_true',
-                   help='with --init-vision or --init-policy: keep the pretrained DINOv2 + '
-                        'SigLIP weights fixed (FiLM, projector, LLM and head train), so fitting '
-                        'the demos cannot wash out the localisation')
-    p.add_argument('--start-repeats', type=int, default=DEFAULTS.start_repeats,
-                   help='draw the samples of each episode\'s first --start-seconds this many '
-                        'times per epoch (default %(default)s): there only the cameras say '
-                        'which object to reach for, later the arm\'s pose gives it away')
-    p.add_argument('--start-seconds', type=float, default=DEFAULTS.start_seconds,
-                   help='(default %(default)s)')
-    p.add_argument('--grounding', metavar='NPZ',
-                   help='co-train on a render_grounding set: each step adds as many rendered '
-                        'views, and the policy must also say where the instructed object is '
-                        '(stands in for the grounding pretraining of openvla-7b\'s VLM)')
-    p.add_argument('--grounding-weight', type=float, default=DEFAULTS.grounding_weight,
-                   help='weight of the grounding L1 against the action L1 (default '
-                        '%(default)s)')
+    p.add_argument(
+        '--preset',
+        default=DEFAULTS.preset,
+        choices=sorted(PRESETS),
+        help='model preset (default: %(default)s)',
+    )
+    p.add_argument(
+        '--no-film',
+        action='store_true',
+        help='ablation: train the preset without FiLM, so the instruction reaches '
+        'the policy only through the LLM prompt (as OpenVLA-OFT without "+")',
+    )
+    p.add_argument(
+        '--base',
+        help='base OpenVLA checkpoint folder (safetensors shards + '
+        'tokenizer), needed for openvla-7b; small presets start from random weights',
+    )
+    p.add_argument(
+        '--init-vision',
+        metavar='BACKBONE_PT',
+        help='start DINOv2 + SigLIP from a pretrain_vision backbone.pt (small '
+        'presets: stands in for the internet-pretrained encoders of openvla-7b)',
+    )
+    p.add_argument(
+        '--init-policy',
+        metavar='DIR',
+        help="start every weight from a trained policy folder (a run's final) or "
+        'training checkpoint (checkpoints/step_N, whose grounding head comes '
+        "along), e.g. to go on with more demos; the new data's statistics "
+        'are used, optimizer and schedule start afresh',
+    )
+    p.add_argument(
+        '--freeze-vision',
+        action='store_true',
+        help='with --init-vision or --init-policy: keep the pretrained DINOv2 + '
+        'SigLIP weights fixed (FiLM, projector, LLM and head train), so fitting '
+        'the demos cannot wash out the localisation',
+    )
+    p.add_argument(
+        '--start-repeats',
+        type=int,
+        default=DEFAULTS.start_repeats,
+        help="draw the samples of each episode's first --start-seconds this many "
+        'times per epoch (default %(default)s): there only the cameras say '
+        "which object to reach for, later the arm's pose gives it away",
+    )
+    p.add_argument(
+        '--start-seconds', type=float, default=DEFAULTS.start_seconds, help='(default %(default)s)'
+    )
+    p.add_argument(
+        '--grounding',
+        metavar='NPZ',
+        help='co-train on a render_grounding set: each step adds as many rendered '
+        'views, and the policy must also say where the instructed object is '
+        "(stands in for the grounding pretraining of openvla-7b's VLM)",
+    )
+    p.add_argument(
+        '--grounding-weight',
+        type=float,
+        default=DEFAULTS.grounding_weight,
+        help='weight of the grounding L1 against the action L1 (default %(default)s)',
+    )
     p.add_argument('--steps', type=int, default=DEFAULTS.steps, help='optimizer steps')
-    p.add_argument('--batch-size', type=int, default=DEFAULTS.batch_size,
-                   help='global batch (all processes x accumulation), default %(default)s')
-    p.add_argument('--grad-accumulation', type=int, default=DEFAULTS.grad_accumulation,
-                   help='micro-batches per step and process (default %(default)s)')
+    p.add_argument(
+        '--batch-size',
+        type=int,
+        default=DEFAULTS.batch_size,
+        help='global batch (all processes x accumulation), default %(default)s',
+    )
+    p.add_argument(
+        '--grad-accumulation',
+        type=int,
+        default=DEFAULTS.grad_accumulation,
+        help='micro-batches per step and process (default %(default)s)',
+    )
     p.add_argument('--lr', type=float, default=DEFAULTS.lr, help='AdamW learning rate')
-    p.add_argument('--lr-decay-step', type=int,
-                   help='step at which the learning rate drops x0.1 (default: 80%% of --steps)')
+    p.add_argument(
+        '--lr-decay-step',
+        type=int,
+        help='step at which the learning rate drops x0.1 (default: 80%% of --steps)',
+    )
     p.add_argument('--weight-decay', type=float, default=DEFAULTS.weight_decay)
-    p.add_argument('--val-fraction', type=float, default=DEFAULTS.val_fraction,
-                   help='share of episodes held out for validation (seeded split)')
+    p.add_argument(
+        '--val-fraction',
+        type=float,
+        default=DEFAULTS.val_fraction,
+        help='share of episodes held out for validation (seeded split)',
+    )
     p.add_argument('--val-every', type=int, default=DEFAULTS.val_every)
     p.add_argument('--val-samples', type=int, default=DEFAULTS.val_samples)
     p.add_argument('--save-every', type=int, default=DEFAULTS.save_every)
     p.add_argument('--keep-checkpoints', type=int, default=DEFAULTS.keep_checkpoints)
     p.add_argument('--seed', type=int, default=DEFAULTS.seed)
-    p.add_argument('--workers', type=int, default=DEFAULTS.workers,
-                   help='DataLoader worker processes per training process')
+    p.add_argument(
+        '--workers',
+        type=int,
+        default=DEFAULTS.workers,
+        help='DataLoader worker processes per training process',
+    )
     p.add_argument('--device', default=DEFAULTS.device, help='auto, cpu, cuda')
-    p.add_argument('--resume', action='store_true',
-                   help='continue from the newest checkpoint in --out')
+    p.add_argument(
+        '--resume', action='store_true', help='continue from the newest checkpoint in --out'
+    )
     args = p.parse_args(argv)
     try:
         return TrainConfig(**{k: v for k, v in vars(args).items()})

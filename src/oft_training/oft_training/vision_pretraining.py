@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.openvla_weights import resolve_key
-from oft_policy_node.model.processing import (augment_images, inference_images,
-                                              stack_camera_images)
+from oft_policy_node.model.processing import augment_images, inference_images, stack_camera_images
 from oft_policy_node.model.vision import FilmVisionBackbone
 
 FORMAT = 'oft-vision-backbone-1'
@@ -46,11 +45,14 @@ class LocalisationSet:
     def __post_init__(self) -> None:
         m = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] != 3:
-            raise ValueError(f'images must be (M, H, W, 3) uint8, got {self.images.shape} '
-                             f'{self.images.dtype}')
+            raise ValueError(
+                f'images must be (M, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}'
+            )
         if self.positions.shape != (m, len(self.objects), 2):
-            raise ValueError(f'positions has shape {self.positions.shape}; expected '
-                             f'({m}, {len(self.objects)}, 2) for objects {self.objects}')
+            raise ValueError(
+                f'positions has shape {self.positions.shape}; expected '
+                f'({m}, {len(self.objects)}, 2) for objects {self.objects}'
+            )
         if m < 2:
             raise ValueError(f'need at least 2 images (training and validation), got {m}')
 
@@ -75,7 +77,7 @@ class LocalisationHead(nn.Module):
     def __init__(self, feature_dim: int, objects: int, hidden: int = 256) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(feature_dim)
-        self.queries = nn.Parameter(torch.randn(objects, feature_dim) * feature_dim ** -0.5)
+        self.queries = nn.Parameter(torch.randn(objects, feature_dim) * feature_dim**-0.5)
         self.keys = nn.Linear(feature_dim, feature_dim)
         self.mlp = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU(), nn.Linear(hidden, 2))
 
@@ -88,12 +90,17 @@ class LocalisationHead(nn.Module):
 
 def shape_settings(cfg: OftConfig) -> dict:
     """What a saved backbone must share with the preset it is loaded into."""
-    return {'image_size': cfg.image_size, 'patch_size': cfg.patch_size,
-            'dino': dataclasses.asdict(cfg.dino), 'siglip': dataclasses.asdict(cfg.siglip)}
+    return {
+        'image_size': cfg.image_size,
+        'patch_size': cfg.patch_size,
+        'dino': dataclasses.asdict(cfg.dino),
+        'siglip': dataclasses.asdict(cfg.siglip),
+    }
 
 
-def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings
-             ) -> tuple[FilmVisionBackbone, dict]:
+def pretrain(
+    cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings
+) -> tuple[FilmVisionBackbone, dict]:
     """Train a fresh backbone of preset `cfg` on `data`; returns it and held-out metrics:
     the mean position error per object (cm) and that of always guessing the mean position."""
     torch.manual_seed(settings.seed)
@@ -110,17 +117,21 @@ def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings
     head = LocalisationHead(cfg.vision_dim, len(data.objects))
     params = [*backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, settings.steps,
-                                                    pct_start=0.05)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, settings.lr, settings.steps, pct_start=0.05
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     backbone.train()
     head.train()
     bar = tqdm(range(settings.steps), desc='pretrain vision', unit='step')
     for _ in bar:
         batch = torch.from_numpy(rng.choice(train_idx, settings.batch_size))
-        images = torch.stack([augment_images(_frame(data.images[i]), cfg.image_size,
-                                             cfg.crop_scale, generator)
-                              for i in batch.tolist()])  # (B, 1, 3, S, S)
+        images = torch.stack(
+            [
+                augment_images(_frame(data.images[i]), cfg.image_size, cfg.crop_scale, generator)
+                for i in batch.tolist()
+            ]
+        )  # (B, 1, 3, S, S)
         loss = F.smooth_l1_loss(head(backbone(images, None)), targets[batch], beta=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,23 +145,38 @@ def pretrain(cfg: OftConfig, data: LocalisationSet, settings: PretrainSettings
 
 
 @torch.no_grad()
-def evaluate(backbone: FilmVisionBackbone, head: LocalisationHead, cfg: OftConfig,
-             data: LocalisationSet, idx: np.ndarray, mean: np.ndarray,
-             std: np.ndarray) -> dict:
+def evaluate(
+    backbone: FilmVisionBackbone,
+    head: LocalisationHead,
+    cfg: OftConfig,
+    data: LocalisationSet,
+    idx: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+) -> dict:
     backbone.eval()
     head.eval()
     predicted = []
     for chunk in np.array_split(idx, max(1, len(idx) // 64)):
-        images = torch.stack([inference_images(_frame(data.images[i]), cfg.image_size,
-                                               cfg.crop_scale) for i in chunk])
+        images = torch.stack(
+            [
+                inference_images(_frame(data.images[i]), cfg.image_size, cfg.crop_scale)
+                for i in chunk
+            ]
+        )
         predicted.append(head(backbone(images, None)).numpy() * std + mean)
     pred = np.concatenate(predicted).reshape(len(idx), -1, 2)
     true = data.positions[idx]
     error = np.linalg.norm(pred - true, axis=-1).mean(0) * 100  # (T,) cm
     guess = np.linalg.norm(mean.reshape(-1, 2) - true, axis=-1).mean(0) * 100
-    return {'error_cm': {o: round(float(e), 2) for o, e in zip(data.objects, error)},
-            'mean_guess_error_cm': {o: round(float(e), 2) for o, e in zip(data.objects, guess)},
-            'predicted': pred.tolist(), 'true': true.tolist()}
+    return {
+        'error_cm': {o: round(float(e), 2) for o, e in zip(data.objects, error, strict=True)},
+        'mean_guess_error_cm': {
+            o: round(float(e), 2) for o, e in zip(data.objects, guess, strict=True)
+        },
+        'predicted': pred.tolist(),
+        'true': true.tolist(),
+    }
 
 
 def _frame(image: np.ndarray) -> torch.Tensor:
@@ -158,12 +184,25 @@ def _frame(image: np.ndarray) -> torch.Tensor:
     return stack_camera_images({'camera': image}, ('camera',))
 
 
-def save_backbone(path: Path, backbone: FilmVisionBackbone, cfg: OftConfig,
-                  objects: tuple[str, ...], metrics: dict) -> None:
+def save_backbone(
+    path: Path,
+    backbone: FilmVisionBackbone,
+    cfg: OftConfig,
+    objects: tuple[str, ...],
+    metrics: dict,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'format': FORMAT, 'vision': shape_settings(cfg),
-                'dino': backbone.dino.state_dict(), 'siglip': backbone.siglip.state_dict(),
-                'objects': list(objects), 'metrics': metrics}, path)
+    torch.save(
+        {
+            'format': FORMAT,
+            'vision': shape_settings(cfg),
+            'dino': backbone.dino.state_dict(),
+            'siglip': backbone.siglip.state_dict(),
+            'objects': list(objects),
+            'metrics': metrics,
+        },
+        path,
+    )
 
 
 def load_backbone(path: str | Path, backbone: FilmVisionBackbone, cfg: OftConfig) -> dict:
@@ -179,8 +218,10 @@ def load_backbone(path: str | Path, backbone: FilmVisionBackbone, cfg: OftConfig
     if not isinstance(saved, dict) or saved.get('format') != FORMAT:
         raise ValueError(f'{path} is not a vision backbone file (format {FORMAT!r})')
     if saved['vision'] != shape_settings(cfg):
-        raise ValueError(f'{path} was pretrained for other vision shapes {saved["vision"]}; '
-                         f'preset {cfg.name!r} has {shape_settings(cfg)}')
+        raise ValueError(
+            f'{path} was pretrained for other vision shapes {saved["vision"]}; '
+            f'preset {cfg.name!r} has {shape_settings(cfg)}'
+        )
     for name in ('dino', 'siglip'):
         _load_encoder(getattr(backbone, name), saved[name], f'{path} ({name})')
     return saved['metrics']

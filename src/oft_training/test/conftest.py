@@ -17,8 +17,9 @@ def training_set(tmp_path_factory) -> Path:
     """Three 2 s episodes (26 samples each at K = 25), one instruction each, tiny image size."""
     root = tmp_path_factory.mktemp('demos')
     for i, text in enumerate(INSTRUCTIONS):
-        write_bag(root / f'episode_{i}', BagSpec(instruction=text,
-                                                 start_ns=(1000 + 10 * i) * 10**9))
+        write_bag(
+            root / f'episode_{i}', BagSpec(instruction=text, start_ns=(1000 + 10 * i) * 10**9)
+        )
     out = root / 'set'
     assert convert([str(root), '--out', str(out), '--preset', 'tiny']) == 0
     return out

@@ -49,8 +49,9 @@ def main() -> None:
         if m.topic not in publishers:
             publishers[m.topic] = node.create_publisher(message_class(m.msgtype), m.topic, QOS)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and \
-            any(p.get_subscription_count() == 0 for p in publishers.values()):
+    while time.monotonic() < deadline and any(
+        p.get_subscription_count() == 0 for p in publishers.values()
+    ):
         rclpy.spin_once(node, timeout_sec=0.05)
     start_wall, start_ns = time.monotonic(), messages[0].receive_ns
     for m in messages:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oft_policy_node import robot
 
+from oft_policy_node import robot
 from oft_training.convert import main as convert
 from oft_training.data.training_set import TrainingSet
 from oft_training.testing import (
@@ -32,58 +32,80 @@ def expected_bag_episode() -> dict[str, np.ndarray]:
     """What tick k must hold: joint state 2k (20 ms apart), command k (40 ms apart), and frame
     floor(1.2 k) (the newest 33.3 ms frame at or before 40 k ms)."""
     ticks = np.arange(TICKS)
-    return {'proprio': np.stack([state_row(2 * k) for k in ticks]),
-            'actions': np.stack([command_row(k) for k in ticks]),
-            'frames': (6 * ticks) // 5}
+    return {
+        'proprio': np.stack([state_row(2 * k) for k in ticks]),
+        'actions': np.stack([command_row(k) for k in ticks]),
+        'frames': (6 * ticks) // 5,
+    }
 
 
 def run_convert(tmp_path: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> int:
-    return convert([*map(str, inputs), '--out', str(tmp_path / 'set'), '--preset', 'tiny',
-                    '--overwrite', *extra])
+    return convert(
+        [
+            *map(str, inputs),
+            '--out',
+            str(tmp_path / 'set'),
+            '--preset',
+            'tiny',
+            '--overwrite',
+            *extra,
+        ]
+    )
 
 
-def check_episode(root: Path, name: str, frames_of: dict[str, np.ndarray],
-                  expected: dict[str, np.ndarray], colour_atol: int = 0) -> None:
+def check_episode(
+    root: Path,
+    name: str,
+    frames_of: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    colour_atol: int = 0,
+) -> None:
     folder = root / 'episodes' / name
     np.testing.assert_allclose(np.load(folder / 'proprio.npy'), expected['proprio'], atol=1e-6)
     np.testing.assert_allclose(np.load(folder / 'actions.npy'), expected['actions'], atol=1e-6)
     for cam, colours in frames_of.items():
         frames = np.load(folder / f'{cam}.npy')  # (T, S, S, 3)
         assert frames.shape == (len(colours), 56, 56, 3)
-        np.testing.assert_allclose(frames, np.broadcast_to(colours[:, None, None, :],
-                                                           frames.shape), atol=colour_atol)
+        np.testing.assert_allclose(
+            frames, np.broadcast_to(colours[:, None, None, :], frames.shape), atol=colour_atol
+        )
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
 def test_bag_exact_alignment_counts_and_stats(tmp_path, storage, capsys):
     write_bag(tmp_path / 'demo_a', BagSpec(), storage)
-    write_bag(tmp_path / 'demo_b', BagSpec(instruction='put red pepper into pot',
-                                           instruction_in=('topic',), encoding='bgr8'), storage)
+    write_bag(
+        tmp_path / 'demo_b',
+        BagSpec(instruction='put red pepper into pot', instruction_in=('topic',), encoding='bgr8'),
+        storage,
+    )
     assert run_convert(tmp_path, tmp_path / 'demo_a', tmp_path / 'demo_b') == 0
 
     root = tmp_path / 'set'
     expected = expected_bag_episode()
-    colours = {cam: np.array([frame_colour(i, c) for i in expected['frames']])
-               for c, cam in enumerate(robot.CAMERAS)}
+    colours = {
+        cam: np.array([frame_colour(i, c) for i in expected['frames']])
+        for c, cam in enumerate(robot.CAMERAS)
+    }
     for name in ('demo_a', 'demo_b'):
         check_episode(root, name, colours, expected)
     index = json.loads((root / 'index.json').read_text())
     assert [e['length'] for e in index['episodes']] == [TICKS, TICKS]
     assert index['instructions'] == ['put green pepper into pot', 'put red pepper into pot']
-    np.testing.assert_allclose(index['stats']['action_min'], expected['actions'].min(0),
-                               atol=1e-6)
-    np.testing.assert_allclose(index['stats']['action_max'], expected['actions'].max(0),
-                               atol=1e-6)
-    np.testing.assert_allclose(index['stats']['proprio_min'], expected['proprio'].min(0),
-                               atol=1e-6)
-    np.testing.assert_allclose(index['stats']['proprio_max'], expected['proprio'].max(0),
-                               atol=1e-6)
+    np.testing.assert_allclose(index['stats']['action_min'], expected['actions'].min(0), atol=1e-6)
+    np.testing.assert_allclose(index['stats']['action_max'], expected['actions'].max(0), atol=1e-6)
+    np.testing.assert_allclose(
+        index['stats']['proprio_min'], expected['proprio'].min(0), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        index['stats']['proprio_max'], expected['proprio'].max(0), atol=1e-6
+    )
 
     data = TrainingSet(root)
     assert len(data) == 2 * (TICKS - K + 1)
     sample = data.sample(TICKS - K + 1 + 3)  # demo_b, tick 3
     assert sample['episode'] == 'demo_b' and sample['tick'] == 3
-    np.testing.assert_allclose(sample['actions'], expected['actions'][3:3 + K], atol=1e-6)
+    np.testing.assert_allclose(sample['actions'], expected['actions'][3 : 3 + K], atol=1e-6)
     np.testing.assert_allclose(sample['proprio'], expected['proprio'][3], atol=1e-6)
     assert sample['instruction'] == 'put red pepper into pot'
     out = capsys.readouterr().out
@@ -94,34 +116,47 @@ def test_interbotix_commands_are_actions(tmp_path):
     write_bag(tmp_path / 'ibx', BagSpec(action_source='interbotix'))
     assert run_convert(tmp_path, tmp_path / 'ibx', extra=('--action-source', 'interbotix')) == 0
     expected = expected_bag_episode()
-    np.testing.assert_allclose(np.load(tmp_path / 'set/episodes/ibx/actions.npy'),
-                               expected['actions'], atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / 'set/episodes/ibx/actions.npy'), expected['actions'], atol=1e-6
+    )
 
 
 @pytest.mark.parametrize('compress', [True, False])
 def test_aloha_hdf5_50hz_to_25hz(tmp_path, compress):
-    write_aloha_hdf5(tmp_path / 'episode_0.hdf5', steps=100, compress=compress,
-                     instruction='put green pepper into pot')
+    write_aloha_hdf5(
+        tmp_path / 'episode_0.hdf5',
+        steps=100,
+        compress=compress,
+        instruction='put green pepper into pot',
+    )
     assert run_convert(tmp_path, tmp_path / 'episode_0.hdf5') == 0
     steps = np.arange(0, 100, 2)  # every second 50 Hz step is a 25 Hz tick
-    expected = {'proprio': np.stack([state_row(i) for i in steps]),
-                'actions': np.stack([command_row(i) for i in steps])}
-    colours = {cam: np.array([frame_colour(i, ALOHA_HDF5_CAMERAS.index(cam)) for i in steps])
-               for cam in robot.CAMERAS}
+    expected = {
+        'proprio': np.stack([state_row(i) for i in steps]),
+        'actions': np.stack([command_row(i) for i in steps]),
+    }
+    colours = {
+        cam: np.array([frame_colour(i, ALOHA_HDF5_CAMERAS.index(cam)) for i in steps])
+        for cam in robot.CAMERAS
+    }
     # JPEG of a flat colour decodes to within 2 levels of it.
-    check_episode(tmp_path / 'set', 'episode_0', colours, expected,
-                  colour_atol=2 if compress else 0)
+    check_episode(
+        tmp_path / 'set', 'episode_0', colours, expected, colour_atol=2 if compress else 0
+    )
     assert len(TrainingSet(tmp_path / 'set')) == 50 - K + 1
 
 
 BAD_BAGS = {
-    'missing_topic': (BagSpec(omit_topics=(robot.joint_positions_topic('right'),)),
-                      "no messages on ['/follower_right/commands/joint_positions']"),
+    'missing_topic': (
+        BagSpec(omit_topics=(robot.joint_positions_topic('right'),)),
+        "no messages on ['/follower_right/commands/joint_positions']",
+    ),
     # 12 Hz frames are never older than the 0.1 s tolerance, but up to 83 ms off the others.
-    'unsynced_cameras': (BagSpec(camera_rates_hz={'cam_left_wrist': 12.0}),
-                         'cameras out of sync'),
-    'camera_gap': (BagSpec(camera_gap=('cam_high', 0.5, 0.9)),
-                   '/cam_high/camera/color/image_rect_raw: 9 tick(s) from tick 15'),
+    'unsynced_cameras': (BagSpec(camera_rates_hz={'cam_left_wrist': 12.0}), 'cameras out of sync'),
+    'camera_gap': (
+        BagSpec(camera_gap=('cam_high', 0.5, 0.9)),
+        '/cam_high/camera/color/image_rect_raw: 9 tick(s) from tick 15',
+    ),
     'too_short': (BagSpec(seconds=0.9), 'fewer than one action chunk (25)'),
     'no_instruction': (BagSpec(instruction_in=()), 'no instruction'),
     'unstamped': (BagSpec(stamp_zero=True), 'unstamped messages'),
@@ -160,6 +195,7 @@ def test_bad_hdf5(tmp_path, capsys):
     no_text = write_aloha_hdf5(tmp_path / 'no_text.hdf5', steps=60)
     cut = write_aloha_hdf5(tmp_path / 'cut.hdf5', steps=60, instruction='x')
     import h5py
+
     with h5py.File(cut, 'a') as f:
         f['compress_len'][0, 8] -= 10  # cam_high step 8 points into the middle of its JPEG
     assert run_convert(tmp_path, short, no_text, cut) == 1

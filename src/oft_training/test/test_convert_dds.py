@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from oft_policy_node import robot
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from oft_policy_node import robot
 from oft_training.convert import main as convert
 from oft_training.data.rosbag_episode import make_typestore
 from oft_training.data.training_set import TrainingSet
@@ -26,23 +26,27 @@ def test_bag_recorded_over_dds_converts_exactly(rclpy_context, spawn, tmp_path):
     with spinning_node(rclpy_context, 'demo_recorder') as (node, executor):
         for topic, msgtype in topic_types.items():
             node.create_subscription(
-                message_class(msgtype), topic,
-                lambda raw, topic=topic: received.append((time.time_ns(), topic, raw)), QOS,
-                raw=True)
+                message_class(msgtype),
+                topic,
+                lambda raw, topic=topic: received.append((time.time_ns(), topic, raw)),
+                QOS,
+                raw=True,
+            )
         peer = spawn.python('src/oft_training/test/demo_publisher.py', name='demo_publisher')
-        assert spin_until(executor, lambda: len(received) == len(expected_messages),
-                          timeout=40.0), (len(received), spawn.output(peer))
+        assert spin_until(
+            executor, lambda: len(received) == len(expected_messages), timeout=40.0
+        ), (len(received), spawn.output(peer))
 
     bag = tmp_path / 'dds_demo'
     store = make_typestore()
     with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        connections = {t: writer.add_connection(t, ty, typestore=store)
-                       for t, ty in topic_types.items()}
+        connections = {
+            t: writer.add_connection(t, ty, typestore=store) for t, ty in topic_types.items()
+        }
         for receive_ns, topic, raw in received:
             writer.write(connections[topic], receive_ns, raw)
 
-    assert convert([str(bag), '--out', str(tmp_path / 'set'), '--preset', 'tiny',
-                    '--strict']) == 0
+    assert convert([str(bag), '--out', str(tmp_path / 'set'), '--preset', 'tiny', '--strict']) == 0
     data = TrainingSet(tmp_path / 'set')
     (episode,) = data.episodes
     assert episode['length'] == 50 and episode['instruction'] == SPEC.instruction

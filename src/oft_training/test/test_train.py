@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from oft_policy_node.model import OftPolicy
 from oft_policy_node.model.checkpoint import read_weights
-
 from oft_training.data.training_set import TrainingSet
 from oft_training.train import main as train
 from oft_training.training.batches import StepBatches, start_weighted_stream
@@ -27,8 +27,21 @@ from .conftest import INSTRUCTIONS
 
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ['--data', str(data), '--out', str(out), '--preset', 'tiny', '--batch-size', '4',
-            '--val-every', '4', '--seed', '3', *extra]
+    return [
+        '--data',
+        str(data),
+        '--out',
+        str(out),
+        '--preset',
+        'tiny',
+        '--batch-size',
+        '4',
+        '--val-every',
+        '4',
+        '--seed',
+        '3',
+        *extra,
+    ]
 
 
 def metrics(out: Path) -> list[dict]:
@@ -43,8 +56,12 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 def test_loss_falls_and_checkpoint_loads(training_set, tmp_path):
     out = tmp_path / 'run'
-    assert train(args(training_set, out, '--steps', '24', '--lr-decay-step', '100',
-                      '--val-every', '8')) == 0
+    assert (
+        train(
+            args(training_set, out, '--steps', '24', '--lr-decay-step', '100', '--val-every', '8')
+        )
+        == 0
+    )
     losses = [m['loss'] for m in metrics(out)]
     assert len(losses) == 24
     assert np.mean(losses[-8:]) < 0.75 * np.mean(losses[:3]), losses
@@ -57,8 +74,10 @@ def test_loss_falls_and_checkpoint_loads(training_set, tmp_path):
     data_stats = json.loads((training_set / 'index.json').read_text())['stats']
     np.testing.assert_allclose(policy.stats.action_min, data_stats['action_min'], rtol=1e-6)
     rng = np.random.default_rng(0)
-    images = {cam: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-              for cam in policy.config.camera_names}
+    images = {
+        cam: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        for cam in policy.config.camera_names
+    }
     chunk = policy.predict_action_chunk(images, np.zeros(14), INSTRUCTIONS[0])
     assert chunk.shape == (25, 14)
     assert np.all(chunk >= policy.stats.action_min - 1e-5)
@@ -74,13 +93,15 @@ def test_resume_with_other_steps_moves_the_lr_decay(training_set, tmp_path):
         assert train(args(training_set, out, '--steps', '8', '--save-every', '4')) == 0
     assert [m['lr'] for m in metrics(longer)][5:7] == pytest.approx([5e-4, 5e-5])
 
-    assert train(args(training_set, longer, '--steps', '20', '--save-every', '4',
-                      '--resume')) == 0  # decay after step 16
+    assert (
+        train(args(training_set, longer, '--steps', '20', '--save-every', '4', '--resume')) == 0
+    )  # decay after step 16
     rates = {m['step']: m['lr'] for m in metrics(longer)[8:]}
     assert rates == pytest.approx({step: 5e-4 if step <= 16 else 5e-5 for step in range(9, 21)})
 
-    assert train(args(training_set, shorter, '--steps', '10', '--save-every', '4',
-                      '--resume')) == 0  # decay after step 8: already passed
+    assert (
+        train(args(training_set, shorter, '--steps', '10', '--save-every', '4', '--resume')) == 0
+    )  # decay after step 8: already passed
     assert metrics(shorter)[8]['lr'] == pytest.approx(5e-5)
 
 
@@ -90,8 +111,10 @@ def test_resume_accepts_the_same_data_by_another_path(training_set, tmp_path, mo
     out = tmp_path / 'run'
     monkeypatch.chdir(training_set.parent)
     assert train(args(Path(training_set.name), out, '--steps', '4', '--save-every', '4')) == 0
-    assert train(args(training_set.resolve(), out, '--steps', '6', '--save-every', '4',
-                      '--resume')) == 0
+    assert (
+        train(args(training_set.resolve(), out, '--steps', '6', '--save-every', '4', '--resume'))
+        == 0
+    )
     assert len(metrics(out)) == 6
     other = tmp_path / 'other'
     shutil.copytree(training_set, other)
@@ -106,8 +129,9 @@ def test_interrupted_run_resumes_exactly(training_set, tmp_path, spawn):
     assert train(args(training_set, reference, *settings)) == 0
 
     interrupted = tmp_path / 'interrupted'
-    proc = spawn.python('-m', 'oft_training.train', *args(training_set, interrupted, *settings),
-                        name='train')
+    proc = spawn.python(
+        '-m', 'oft_training.train', *args(training_set, interrupted, *settings), name='train'
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if (interrupted / METRICS_FILE).is_file() and len(metrics(interrupted)) >= 2:
@@ -131,17 +155,32 @@ def test_two_gloo_processes_match_one(training_set, tmp_path):
     assert train(args(training_set, one, '--steps', '2', '--grad-accumulation', '2')) == 0
     two = tmp_path / 'two'
     run = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
-         '-m', 'oft_training.train', *args(training_set, two, '--steps', '2', '--device', 'cpu')],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            '--nproc-per-node',
+            '2',
+            '-m',
+            'oft_training.train',
+            *args(training_set, two, '--steps', '2', '--device', 'cpu'),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     # Same global batch of 4 in micro-batches of 2: one process accumulates two, two processes
     # all-reduce one each. Only the summation order differs.
     for a, b in zip(metrics(one), metrics(two), strict=True):
         assert a['loss'] == pytest.approx(b['loss'], abs=1e-6)
     w1, w2 = weights(one), weights(two)
-    moved = [k for k in w1 if not torch.equal(w1[k], read_weights(
-        one / 'checkpoints' / 'step_0000002' / 'policy')[k])]
+    moved = [
+        k
+        for k in w1
+        if not torch.equal(w1[k], read_weights(one / 'checkpoints' / 'step_0000002' / 'policy')[k])
+    ]
     assert not moved  # the final checkpoint is the last step's weights
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], atol=2e-6, rtol=1e-5, msg=key)
@@ -158,8 +197,10 @@ def test_bad_settings(training_set, tmp_path, capsys):
     assert 'index.json not found' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train(args(training_set, out, '--batch-size', '0'))
-    assert train(args(training_set, tmp_path / 'y', '--batch-size', '3',
-                      '--grad-accumulation', '2')) == 2
+    assert (
+        train(args(training_set, tmp_path / 'y', '--batch-size', '3', '--grad-accumulation', '2'))
+        == 2
+    )
     assert 'must be a multiple of processes' in capsys.readouterr().err
 
 
@@ -170,8 +211,10 @@ def test_no_film_ablation_trains_without_film_maps(training_set, tmp_path):
     policy = OftPolicy.from_pretrained(out / FINAL_DIR, device='cpu')
     assert policy.config.use_film is False
     rng = np.random.default_rng(1)
-    images = {cam: rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
-              for cam in policy.config.camera_names}
+    images = {
+        cam: rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+        for cam in policy.config.camera_names
+    }
     chunks = [policy.predict_action_chunk(images, np.zeros(14), text) for text in INSTRUCTIONS]
     # The instruction still reaches the actions through the LLM prompt.
     assert not np.allclose(chunks[0], chunks[1])
@@ -185,8 +228,9 @@ def test_start_repeats_draw_episode_starts_more_often(training_set):
     stream = start_weighted_stream(ticks, start_ticks=5, repeats=4)
     assert len(stream) == len(ticks) + 3 * 5 * 3  # 5 early samples per episode, 3 extra copies
     batches = StepBatches(len(ticks), 4, seed=0, start_step=0, num_steps=200, stream=stream)
-    drawn = np.array([i for step in range(-(-len(stream) // 4))
-                      for i, _ in batches.step_keys(step)])[:len(stream)]
+    drawn = np.array(
+        [i for step in range(-(-len(stream) // 4)) for i, _ in batches.step_keys(step)]
+    )[: len(stream)]
     # One epoch of the stream: every sample at least once, the early ones exactly 4 times.
     counts = np.bincount(drawn, minlength=len(ticks))
     np.testing.assert_array_equal(counts, np.where(ticks < 5, 4, 1))
@@ -200,8 +244,7 @@ def test_start_repeats_reach_the_sampler_and_are_frozen_on_resume(training_set, 
     out = tmp_path / 'run'
     assert train(args(training_set, out, '--steps', '2', '--start-repeats', '3')) == 0
     assert train(args(training_set, out, '--steps', '3', '--resume')) == 2  # 1 != 3: refused
-    assert train(args(training_set, out, '--steps', '3', '--start-repeats', '3',
-                      '--resume')) == 0
+    assert train(args(training_set, out, '--steps', '3', '--start-repeats', '3', '--resume')) == 0
 
 
 def test_init_policy_starts_from_a_trained_policy(training_set, tmp_path, capsys):
@@ -211,29 +254,85 @@ def test_init_policy_starts_from_a_trained_policy(training_set, tmp_path, capsys
     # A learning rate this small leaves the loaded weights as they were, so the second run's
     # final shows what it started from.
     go_on = tmp_path / 'go_on'
-    assert train(args(training_set, go_on, '--steps', '1', '--lr', '1e-12',
-                      '--init-policy', str(first / FINAL_DIR))) == 0
+    assert (
+        train(
+            args(
+                training_set,
+                go_on,
+                '--steps',
+                '1',
+                '--lr',
+                '1e-12',
+                '--init-policy',
+                str(first / FINAL_DIR),
+            )
+        )
+        == 0
+    )
     assert all(torch.allclose(weights(go_on)[k], v, atol=1e-9) for k, v in trained.items())
     fresh = tmp_path / 'fresh'
     assert train(args(training_set, fresh, '--steps', '1', '--lr', '1e-12')) == 0
     assert any(not torch.allclose(weights(fresh)[k], v, atol=1e-9) for k, v in trained.items())
     # A training checkpoint works too.
     step = first / 'checkpoints' / 'step_0000004'
-    assert train(args(training_set, tmp_path / 'from_step', '--steps', '1', '--lr', '1e-12',
-                      '--init-policy', str(step))) == 0
+    assert (
+        train(
+            args(
+                training_set,
+                tmp_path / 'from_step',
+                '--steps',
+                '1',
+                '--lr',
+                '1e-12',
+                '--init-policy',
+                str(step),
+            )
+        )
+        == 0
+    )
     capsys.readouterr()
 
     nofilm = tmp_path / 'nofilm'
     assert train(args(training_set, nofilm, '--steps', '1', '--no-film')) == 0
-    assert train(args(training_set, tmp_path / 'a', '--steps', '1',
-                      '--init-policy', str(nofilm / FINAL_DIR))) == 2
+    assert (
+        train(
+            args(
+                training_set,
+                tmp_path / 'a',
+                '--steps',
+                '1',
+                '--init-policy',
+                str(nofilm / FINAL_DIR),
+            )
+        )
+        == 2
+    )
     assert 'use_film=False' in capsys.readouterr().err
-    assert train(args(training_set, tmp_path / 'b', '--steps', '1',
-                      '--init-policy', str(tmp_path / 'missing'))) == 2
+    assert (
+        train(
+            args(
+                training_set,
+                tmp_path / 'b',
+                '--steps',
+                '1',
+                '--init-policy',
+                str(tmp_path / 'missing'),
+            )
+        )
+        == 2
+    )
     assert 'neither a policy folder' in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train(args(training_set, tmp_path / 'c', '--init-policy', str(first / FINAL_DIR),
-                   '--init-vision', str(tmp_path / 'backbone.pt')))
+        train(
+            args(
+                training_set,
+                tmp_path / 'c',
+                '--init-policy',
+                str(first / FINAL_DIR),
+                '--init-vision',
+                str(tmp_path / 'backbone.pt'),
+            )
+        )
     # The starting point is part of the run: resuming with another one is refused.
     assert train(args(training_set, go_on, '--steps', '2', '--resume')) == 2
     assert 'init_policy' in capsys.readouterr().err

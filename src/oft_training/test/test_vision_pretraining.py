@@ -7,16 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from oft_policy_node.model.checkpoint import read_weights
 from oft_policy_node.model.config import get_preset
 from oft_policy_node.model.openvla_weights import resolve_key
 from oft_policy_node.model.vision import FilmVisionBackbone
-
-from oft_training.train import main as train
 from oft_training.data.training_set import TrainingSet
+from oft_training.train import main as train
 from oft_training.training.loop import FINAL_DIR, TrainConfig, build_policy
-from oft_training.vision_pretraining import (LocalisationSet, PretrainSettings, load_backbone,
-                                             pretrain, save_backbone)
+from oft_training.vision_pretraining import (
+    LocalisationSet,
+    PretrainSettings,
+    load_backbone,
+    pretrain,
+    save_backbone,
+)
 
 TINY = get_preset('tiny')
 
@@ -26,8 +31,8 @@ def squares(count: int, seed: int = 0) -> LocalisationSet:
     rng = np.random.default_rng(seed)
     images = np.full((count, 56, 56, 3), 120, dtype=np.uint8)
     centres = rng.integers(8, 48, (count, 2))
-    for image, (row, col) in zip(images, centres):
-        image[row - 4:row + 4, col - 4:col + 4] = (230, 20, 20)
+    for image, (row, col) in zip(images, centres, strict=True):
+        image[row - 4 : row + 4, col - 4 : col + 4] = (230, 20, 20)
     positions = (centres[:, None, ::-1] / 100.0).astype(np.float64)  # (M, 1, 2): x=col, y=row
     return LocalisationSet(images, positions, ('square',))
 
@@ -59,9 +64,26 @@ def test_saved_backbone_loads_into_a_policy_unchanged(pretrained, training_set, 
 
     # And through the command line: a short run starts from it, keeps it frozen, trains the rest.
     out = tmp_path / 'run'
-    assert train(['--data', str(training_set), '--out', str(out), '--preset', 'tiny',
-                  '--steps', '2', '--batch-size', '2', '--init-vision', str(path),
-                  '--freeze-vision']) == 0
+    assert (
+        train(
+            [
+                '--data',
+                str(training_set),
+                '--out',
+                str(out),
+                '--preset',
+                'tiny',
+                '--steps',
+                '2',
+                '--batch-size',
+                '2',
+                '--init-vision',
+                str(path),
+                '--freeze-vision',
+            ]
+        )
+        == 0
+    )
     final = read_weights(out / FINAL_DIR)
     wrapped = policy.network.vision.dino.state_dict()
     for name, tensor in backbone.dino.state_dict().items():
@@ -71,9 +93,26 @@ def test_saved_backbone_loads_into_a_policy_unchanged(pretrained, training_set, 
     # Resuming with another backbone would silently change the run: refused.
     other = tmp_path / 'other.pt'
     save_backbone(other, backbone, TINY, ('square',), {})
-    assert train(['--data', str(training_set), '--out', str(out), '--preset', 'tiny',
-                  '--steps', '3', '--batch-size', '2', '--init-vision', str(other),
-                  '--resume']) == 2
+    assert (
+        train(
+            [
+                '--data',
+                str(training_set),
+                '--out',
+                str(out),
+                '--preset',
+                'tiny',
+                '--steps',
+                '3',
+                '--batch-size',
+                '2',
+                '--init-vision',
+                str(other),
+                '--resume',
+            ]
+        )
+        == 2
+    )
 
 
 def test_bad_backbone_files_are_refused(pretrained, tmp_path):

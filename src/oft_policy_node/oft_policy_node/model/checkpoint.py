@@ -35,14 +35,21 @@ class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded; the message names file and tensor."""
 
 
-def write_checkpoint(directory: str | Path, config: OftConfig,
-                     state_dict: Mapping[str, torch.Tensor], stats: NormStats,
-                     instructions: tuple[str, ...]) -> Path:
+def write_checkpoint(
+    directory: str | Path,
+    config: OftConfig,
+    state_dict: Mapping[str, torch.Tensor],
+    stats: NormStats,
+    instructions: tuple[str, ...],
+) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(config.to_json() + '\n')
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()},
-              str(directory / WEIGHTS_FILE), metadata={'format': 'pt', 'preset': config.name})
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in state_dict.items()},
+        str(directory / WEIGHTS_FILE),
+        metadata={'format': 'pt', 'preset': config.name},
+    )
     stats.save(directory)
     (directory / INSTRUCTIONS_FILE).write_text(json.dumps(list(instructions), indent=2) + '\n')
     return directory
@@ -50,8 +57,10 @@ def write_checkpoint(directory: str | Path, config: OftConfig,
 
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise CheckpointError(f'{path}: missing; a checkpoint directory holds {CONFIG_FILE}, '
-                              f'{WEIGHTS_FILE}, norm_stats.json and {INSTRUCTIONS_FILE}')
+        raise CheckpointError(
+            f'{path}: missing; a checkpoint directory holds {CONFIG_FILE}, '
+            f'{WEIGHTS_FILE}, norm_stats.json and {INSTRUCTIONS_FILE}'
+        )
     return path
 
 
@@ -89,8 +98,12 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f'{path}: unreadable safetensors file: {exc}') from exc
 
 
-def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
-               only: Collection[str] | None = None) -> None:
+def load_state(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    only: Collection[str] | None = None,
+) -> None:
     """Copy `state` into `module`, checking names and shapes first so nothing half-loads.
 
     only: the tensors `state` must hold when it is an overlay on already-loaded base weights
@@ -100,8 +113,11 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     required = set(expected) if only is None else set(only)
     unexpected = sorted(set(state) - required)
     missing = sorted(required - set(state))
-    wrong = [f'{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}'
-             for k in state if k in expected and state[k].shape != expected[k].shape]
+    wrong = [
+        f'{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}'
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    ]
     problems = []
     if missing:
         problems.append(f'missing tensors {_few(missing)}')
@@ -110,8 +126,11 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     if wrong:
         problems.append(f'wrong shapes {_few(wrong)}')
     if problems:
-        raise CheckpointError(f'{source}: ' + '; '.join(problems)
-                              + ' (was it saved with a different preset or LoRA rank?)')
+        raise CheckpointError(
+            f'{source}: '
+            + '; '.join(problems)
+            + ' (was it saved with a different preset or LoRA rank?)'
+        )
     module.load_state_dict(dict(state), strict=only is None)
 
 

@@ -31,11 +31,15 @@ class VitConfig:
     def validate(self, name: str) -> None:
         _positive(self, name, ('hidden_size', 'num_heads', 'intermediate_size'))
         if self.num_layers < 2:
-            raise ValueError(f'{name}.num_layers={self.num_layers}: need >= 2 (features come '
-                             'from the second-to-last block)')
+            raise ValueError(
+                f'{name}.num_layers={self.num_layers}: need >= 2 (features come '
+                'from the second-to-last block)'
+            )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f'{name}.hidden_size={self.hidden_size} is not divisible by '
-                             f'{name}.num_heads={self.num_heads}')
+            raise ValueError(
+                f'{name}.hidden_size={self.hidden_size} is not divisible by '
+                f'{name}.num_heads={self.num_heads}'
+            )
         if self.num_registers < 0:
             raise ValueError(f'{name}.num_registers={self.num_registers} must be >= 0')
 
@@ -53,11 +57,23 @@ class LlmConfig:
     rms_norm_eps: float = 1e-5
 
     def validate(self, name: str) -> None:
-        _positive(self, name, ('hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
-                               'vocab_size', 'max_position_embeddings'))
+        _positive(
+            self,
+            name,
+            (
+                'hidden_size',
+                'num_layers',
+                'num_heads',
+                'intermediate_size',
+                'vocab_size',
+                'max_position_embeddings',
+            ),
+        )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f'{name}.hidden_size={self.hidden_size} is not divisible by '
-                             f'{name}.num_heads={self.num_heads}')
+            raise ValueError(
+                f'{name}.hidden_size={self.hidden_size} is not divisible by '
+                f'{name}.num_heads={self.num_heads}'
+            )
 
 
 @dataclass(frozen=True)
@@ -89,14 +105,28 @@ class OftConfig:
         self.siglip.validate('siglip')
         self.llm.validate('llm')
         if self.dino.intermediate_size % self.dino.hidden_size:
-            raise ValueError(f'dino.intermediate_size={self.dino.intermediate_size} must be a '
-                             f'multiple of dino.hidden_size={self.dino.hidden_size} (DINOv2 '
-                             'sizes its MLP by an integer ratio)')
-        _positive(self, 'OftConfig', ('image_size', 'patch_size', 'chunk_size', 'action_dim',
-                                      'proprio_dim', 'num_action_bins', 'lora_alpha'))
+            raise ValueError(
+                f'dino.intermediate_size={self.dino.intermediate_size} must be a '
+                f'multiple of dino.hidden_size={self.dino.hidden_size} (DINOv2 '
+                'sizes its MLP by an integer ratio)'
+            )
+        _positive(
+            self,
+            'OftConfig',
+            (
+                'image_size',
+                'patch_size',
+                'chunk_size',
+                'action_dim',
+                'proprio_dim',
+                'num_action_bins',
+                'lora_alpha',
+            ),
+        )
         if self.image_size % self.patch_size:
-            raise ValueError(f'image_size={self.image_size} is not a multiple of '
-                             f'patch_size={self.patch_size}')
+            raise ValueError(
+                f'image_size={self.image_size} is not a multiple of patch_size={self.patch_size}'
+            )
         if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names):
             raise ValueError(f'camera_names={self.camera_names!r} must be non-empty and unique')
         if not 0.0 < self.crop_scale <= 1.0:
@@ -108,8 +138,10 @@ class OftConfig:
         if self.action_head_blocks < 0:
             raise ValueError(f'action_head_blocks={self.action_head_blocks} must be >= 0')
         if '{}' not in self.instruction_template:
-            raise ValueError(f'instruction_template={self.instruction_template!r} needs a {{}} '
-                             'where the instruction goes')
+            raise ValueError(
+                f'instruction_template={self.instruction_template!r} needs a {{}} '
+                'where the instruction goes'
+            )
 
     @property
     def patches_per_image(self) -> int:
@@ -156,12 +188,20 @@ def _positive(obj: object, name: str, fields: tuple[str, ...]) -> None:
 PRESETS: dict[str, OftConfig] = {
     'openvla-7b': OftConfig(
         name='openvla-7b',
-        dino=VitConfig(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
-                       num_registers=4),
+        dino=VitConfig(
+            hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, num_registers=4
+        ),
         siglip=VitConfig(hidden_size=1152, num_layers=27, num_heads=16, intermediate_size=4304),
-        llm=LlmConfig(hidden_size=4096, num_layers=32, num_heads=32, intermediate_size=11008,
-                      vocab_size=32064, max_position_embeddings=2048),
-        tokenizer='pretrained', lora_rank=32,
+        llm=LlmConfig(
+            hidden_size=4096,
+            num_layers=32,
+            num_heads=32,
+            intermediate_size=11008,
+            vocab_size=32064,
+            max_position_embeddings=2048,
+        ),
+        tokenizer='pretrained',
+        lora_rank=32,
     ),
     # Trained from scratch on a CPU, so every parameter trains (lora_rank=0). Sized for steps:
     # the K*D = 350 action slots dominate the Llama's sequence, so its width sets the cost;
@@ -169,22 +209,37 @@ PRESETS: dict[str, OftConfig] = {
     # cores, 4x less than at 112 px and width 256: 7200 steps take about half an hour alone.
     'small': OftConfig(
         name='small',
-        dino=VitConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512,
-                       num_registers=4),
+        dino=VitConfig(
+            hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, num_registers=4
+        ),
         siglip=VitConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512),
-        llm=LlmConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=344,
-                      vocab_size=515, max_position_embeddings=1024),
+        llm=LlmConfig(
+            hidden_size=128,
+            num_layers=4,
+            num_heads=4,
+            intermediate_size=344,
+            vocab_size=515,
+            max_position_embeddings=1024,
+        ),
         image_size=56,
     ),
     # Seconds per test; LoRA on so tests exercise the paper's fine-tuning structure.
     'tiny': OftConfig(
         name='tiny',
-        dino=VitConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                       num_registers=4),
+        dino=VitConfig(
+            hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_registers=4
+        ),
         siglip=VitConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
-        llm=LlmConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
-                      vocab_size=515, max_position_embeddings=1024),
-        image_size=56, lora_rank=32,
+        llm=LlmConfig(
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=128,
+            vocab_size=515,
+            max_position_embeddings=1024,
+        ),
+        image_size=56,
+        lora_rank=32,
     ),
 }
 

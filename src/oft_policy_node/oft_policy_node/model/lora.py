@@ -13,13 +13,23 @@ from torch import nn
 from oft_policy_node.model.config import OftConfig
 
 LORA_TARGET_PARENTS = ('vision.dino.', 'vision.siglip.', 'llm.model.')
-FULLY_TRAINED = ('vision.dino_film.', 'vision.siglip_film.', 'projector.', 'proprio_projector.',
-                 'action_slots', 'action_head.')
+FULLY_TRAINED = (
+    'vision.dino_film.',
+    'vision.siglip_film.',
+    'projector.',
+    'proprio_projector.',
+    'action_slots',
+    'action_head.',
+)
 # Parts in the order of the trainable-parameter table; "base" = OpenVLA's own weights.
 PARTS = {
-    'dinov2': 'vision.dino.', 'siglip': 'vision.siglip.', 'projector': 'projector.',
-    'llm': 'llm.', 'film': ('vision.dino_film.', 'vision.siglip_film.'),
-    'proprio': 'proprio_projector.', 'action_slots': 'action_slots',
+    'dinov2': 'vision.dino.',
+    'siglip': 'vision.siglip.',
+    'projector': 'projector.',
+    'llm': 'llm.',
+    'film': ('vision.dino_film.', 'vision.siglip_film.'),
+    'proprio': 'proprio_projector.',
+    'action_slots': 'action_slots',
     'action_head': 'action_head.',
 }
 BASE_PARTS = ('dinov2', 'siglip', 'projector', 'llm')
@@ -27,25 +37,35 @@ BASE_PARTS = ('dinov2', 'siglip', 'projector', 'llm')
 
 def lora_targets(network: nn.Module) -> list[str]:
     """Full names of every nn.Linear inside the pretrained backbones."""
-    return [name for name, module in network.named_modules()
-            if isinstance(module, nn.Linear) and name.startswith(LORA_TARGET_PARENTS)]
+    return [
+        name
+        for name, module in network.named_modules()
+        if isinstance(module, nn.Linear) and name.startswith(LORA_TARGET_PARENTS)
+    ]
 
 
 def apply_lora(network: nn.Module, cfg: OftConfig) -> None:
     """Inject peft LoRA adapters in place (keys gain `.base_layer` / `.lora_A.default`)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    inject_adapter_in_model(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                       lora_dropout=0.0, target_modules=lora_targets(network)),
-                            network)
+    inject_adapter_in_model(
+        LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=lora_targets(network),
+        ),
+        network,
+    )
 
 
 def _unused_film(cfg: OftConfig) -> tuple[str, ...]:
     """FiLM maps of the last ViT blocks, which never run (second-to-last block features)."""
-    return tuple(f'vision.{enc}_film.{kind}.{layers - 1}.'
-                 for enc, layers in (('dino', cfg.dino.num_layers),
-                                     ('siglip', cfg.siglip.num_layers))
-                 for kind in ('scale', 'shift'))
+    return tuple(
+        f'vision.{enc}_film.{kind}.{layers - 1}.'
+        for enc, layers in (('dino', cfg.dino.num_layers), ('siglip', cfg.siglip.num_layers))
+        for kind in ('scale', 'shift')
+    )
 
 
 def set_trainable(network: nn.Module, cfg: OftConfig) -> None:
@@ -84,10 +104,13 @@ def parameter_table(network: nn.Module) -> str:
     for part, row in counts.items():
         lines.append(f'{part:<14}{row["total"]:>16,}{row["lora"]:>14,}{row["trainable"]:>16,}')
     totals = {k: sum(row[k] for row in counts.values()) for k in ('total', 'lora', 'trainable')}
-    lines.append(f'{"all":<14}{totals["total"]:>16,}{totals["lora"]:>14,}'
-                 f'{totals["trainable"]:>16,}')
+    lines.append(
+        f'{"all":<14}{totals["total"]:>16,}{totals["lora"]:>14,}{totals["trainable"]:>16,}'
+    )
     base = sum(counts[p]['total'] for p in BASE_PARTS)
-    lines.append(f'Table V groups: base {base:,}  FiLM {counts["film"]["total"]:,}  '
-                 f'action head {counts["action_head"]["total"]:,}  '
-                 f'proprio {counts["proprio"]["total"]:,}')
+    lines.append(
+        f'Table V groups: base {base:,}  FiLM {counts["film"]["total"]:,}  '
+        f'action head {counts["action_head"]["total"]:,}  '
+        f'proprio {counts["proprio"]["total"]:,}'
+    )
     return '\n'.join(lines)

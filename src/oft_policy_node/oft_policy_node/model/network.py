@@ -63,12 +63,21 @@ def bidirectional_mask(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 
 def build_llm(cfg: OftConfig) -> LlamaForCausalLM:
     c = cfg.llm
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
-        num_key_value_heads=c.num_heads, max_position_embeddings=c.max_position_embeddings,
-        rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=False, pad_token_id=0,
-        attn_implementation='sdpa'))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size,
+            num_hidden_layers=c.num_layers,
+            num_attention_heads=c.num_heads,
+            num_key_value_heads=c.num_heads,
+            max_position_embeddings=c.max_position_embeddings,
+            rms_norm_eps=c.rms_norm_eps,
+            tie_word_embeddings=False,
+            pad_token_id=0,
+            attn_implementation='sdpa',
+        )
+    )
 
 
 class OftNetwork(nn.Module):
@@ -85,8 +94,9 @@ class OftNetwork(nn.Module):
         self.action_slots = nn.Parameter(torch.randn(cfg.num_action_slots, h) * 0.02)
         self.action_head = ActionHead(cfg.action_dim, h, cfg.action_head_blocks)
 
-    def condition(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                  bos_token_id: int) -> Conditioning:
+    def condition(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, bos_token_id: int
+    ) -> Conditioning:
         """Prompt ids (B, T) left-padded + mask (B, T) -> text embeddings and FiLM parameters.
 
         FiLM's language vector is the mean input embedding of the prompt's text tokens
@@ -102,8 +112,9 @@ class OftNetwork(nn.Module):
             film = self.vision.film_params(lang)
         return Conditioning(bos, prompt_embeds, prompt_mask, film)
 
-    def prefix_embeds(self, images: torch.Tensor, proprio: torch.Tensor,
-                      cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+    def prefix_embeds(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, N, 3, S, S), proprio (B, P) -> prefix (B, L0, H) and its validity (B, L0)."""
         b = images.shape[0]
         patches = self.projector(self.vision(images, cond.film))  # (B, N*P, H)
@@ -111,11 +122,12 @@ class OftNetwork(nn.Module):
         prompt = cond.prompt_embeds.expand(b, -1, -1)
         seq = torch.cat([cond.bos.expand(b, -1, -1), patches, prop, prompt], dim=1)
         valid = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device)
-        valid[:, -prompt.shape[1]:] = cond.prompt_mask.expand(b, -1)
+        valid[:, -prompt.shape[1] :] = cond.prompt_mask.expand(b, -1)
         return seq, valid
 
-    def slot_states(self, images: torch.Tensor, proprio: torch.Tensor,
-                    cond: Conditioning) -> torch.Tensor:
+    def slot_states(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning
+    ) -> torch.Tensor:
         """(B, N, 3, S, S), (B, P) -> the Llama's last hidden states of the K*D action slots,
         (B, K*D, H): what the action head decodes (and grounding co-training reads)."""
         prefix, valid = self.prefix_embeds(images, proprio, cond)
@@ -124,24 +136,29 @@ class OftNetwork(nn.Module):
         seq = torch.cat([prefix, slots], dim=1)  # (B, L, H)
         valid = torch.cat([valid, valid.new_ones(b, slots.shape[1])], dim=1)  # (B, L)
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # real tokens counted only
-        hidden = self.llm.model(inputs_embeds=seq, position_ids=positions,
-                                attention_mask=bidirectional_mask(valid, seq.dtype),
-                                use_cache=False).last_hidden_state  # (B, L, H)
-        return hidden[:, -slots.shape[1]:]
+        hidden = self.llm.model(
+            inputs_embeds=seq,
+            position_ids=positions,
+            attention_mask=bidirectional_mask(valid, seq.dtype),
+            use_cache=False,
+        ).last_hidden_state  # (B, L, H)
+        return hidden[:, -slots.shape[1] :]
 
     def decode_slots(self, slot_states: torch.Tensor) -> torch.Tensor:
         """(B, K*D, H) action-slot states -> (B, K, D) normalised actions (the L1 head)."""
         b, k = slot_states.shape[0], self.cfg.chunk_size
         return self.action_head(slot_states.reshape(b, k, -1))  # (B, K, D*H) per step
 
-    def forward(self, images: torch.Tensor, proprio: torch.Tensor,
-                cond: Conditioning) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning
+    ) -> torch.Tensor:
         """Parallel decoding: (B, N, 3, S, S), (B, P) -> (B, K, D) normalised actions."""
         return self.decode_slots(self.slot_states(images, proprio, cond))
 
     @torch.inference_mode()
-    def decode_autoregressive(self, images: torch.Tensor, proprio: torch.Tensor,
-                              cond: Conditioning, text_vocab_size: int) -> torch.Tensor:
+    def decode_autoregressive(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning, text_vocab_size: int
+    ) -> torch.Tensor:
         """Baseline OpenVLA decoding: causal, KV cache, one action token per forward.
 
         (1, N, 3, S, S), (1, P) -> (1, K, D) normalised actions (bin centres in [-1, 1]).
@@ -157,8 +174,9 @@ class OftNetwork(nn.Module):
             token = out.logits[:, -1, first_bin:text_vocab_size].argmax(-1) + first_bin  # (1,)
             tokens.append(token)
             if step + 1 < self.cfg.num_action_slots:
-                out = self.llm(input_ids=token[:, None], past_key_values=out.past_key_values,
-                               use_cache=True)
+                out = self.llm(
+                    input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True
+                )
         bin_index = (torch.stack(tokens, dim=1) - first_bin).float()  # (1, K*D)
         values = -1.0 + (bin_index + 0.5) * (2.0 / bins)
         return values.reshape(1, self.cfg.chunk_size, self.cfg.action_dim)

@@ -36,19 +36,23 @@ class NormStats:
         for kind in ('action', 'proprio'):
             lo, hi = getattr(self, f'{kind}_min'), getattr(self, f'{kind}_max')
             if lo.shape != hi.shape:
-                raise ValueError(f'NormStats.{kind}_min {lo.shape} and {kind}_max {hi.shape} '
-                                 'differ in shape')
+                raise ValueError(
+                    f'NormStats.{kind}_min {lo.shape} and {kind}_max {hi.shape} differ in shape'
+                )
             if np.any(lo > hi):
-                raise ValueError(f'NormStats.{kind}_min > {kind}_max at dims '
-                                 f'{np.flatnonzero(lo > hi).tolist()}')
+                raise ValueError(
+                    f'NormStats.{kind}_min > {kind}_max at dims {np.flatnonzero(lo > hi).tolist()}'
+                )
 
     @classmethod
     def from_data(cls, actions: np.ndarray, proprio: np.ndarray) -> NormStats:
         """Stats of a data set: actions (N, D) and proprio (M, P), any float dtype."""
         actions, proprio = np.asarray(actions), np.asarray(proprio)
         if actions.ndim != 2 or proprio.ndim != 2 or len(actions) == 0 or len(proprio) == 0:
-            raise ValueError(f'expected non-empty (N, D) actions and (M, P) proprio, got '
-                             f'{actions.shape} and {proprio.shape}')
+            raise ValueError(
+                f'expected non-empty (N, D) actions and (M, P) proprio, got '
+                f'{actions.shape} and {proprio.shape}'
+            )
         return cls(actions.min(0), actions.max(0), proprio.min(0), proprio.max(0))
 
     @classmethod
@@ -87,8 +91,10 @@ class NormStats:
     def load(cls, directory: str | Path) -> NormStats:
         path = Path(directory) / STATS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f'{path}: normalisation statistics missing; a checkpoint '
-                                    f'directory needs {STATS_FILE} (written by save_pretrained)')
+            raise FileNotFoundError(
+                f'{path}: normalisation statistics missing; a checkpoint '
+                f'directory needs {STATS_FILE} (written by save_pretrained)'
+            )
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except (ValueError, TypeError) as exc:
@@ -98,8 +104,9 @@ class NormStats:
 def _check_dim(values: np.ndarray, lo: np.ndarray, what: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.float32)
     if values.shape[-1:] != lo.shape:
-        raise ValueError(f'{what} has shape {values.shape}; the statistics expect last dim '
-                         f'{lo.shape[0]}')
+        raise ValueError(
+            f'{what} has shape {values.shape}; the statistics expect last dim {lo.shape[0]}'
+        )
     return values
 
 

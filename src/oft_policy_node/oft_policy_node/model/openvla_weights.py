@@ -43,25 +43,43 @@ NOT_IN_BASE = ('vision.dino.embeddings.mask_token',)
 BASE_PREFIXES = ('vision.dino.', 'vision.siglip.', 'projector.', 'llm.')
 REFERENCE_FILE = 'base_checkpoint.json'
 
-_DINO_BLOCK = {'norm1': 'norm1', 'attn.proj': 'attention.o_proj',
-               'ls1.gamma': 'layer_scale1.lambda1', 'norm2': 'norm2', 'mlp.fc1': 'mlp.fc1',
-               'mlp.fc2': 'mlp.fc2',
-               'ls2.gamma': 'layer_scale2.lambda1'}
-_SIGLIP_BLOCK = {'norm1': 'layer_norm1', 'attn.proj': 'self_attn.out_proj',
-                 'norm2': 'layer_norm2', 'mlp.fc1': 'mlp.fc1', 'mlp.fc2': 'mlp.fc2'}
+_DINO_BLOCK = {
+    'norm1': 'norm1',
+    'attn.proj': 'attention.o_proj',
+    'ls1.gamma': 'layer_scale1.lambda1',
+    'norm2': 'norm2',
+    'mlp.fc1': 'mlp.fc1',
+    'mlp.fc2': 'mlp.fc2',
+    'ls2.gamma': 'layer_scale2.lambda1',
+}
+_SIGLIP_BLOCK = {
+    'norm1': 'layer_norm1',
+    'attn.proj': 'self_attn.out_proj',
+    'norm2': 'layer_norm2',
+    'mlp.fc1': 'mlp.fc1',
+    'mlp.fc2': 'mlp.fc2',
+}
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$')
 
 
-def _vit_targets(key: str, tensor: torch.Tensor, dst: str, block_map: dict[str, str],
-                 attn: str, layers: str,
-                 stem: dict[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
+def _vit_targets(
+    key: str,
+    tensor: torch.Tensor,
+    dst: str,
+    block_map: dict[str, str],
+    attn: str,
+    layers: str,
+    stem: dict[str, str],
+) -> Iterator[tuple[str, torch.Tensor]]:
     """timm ViT key -> (our key, tensor) pairs; qkv yields three."""
     m = _BLOCK_KEY.match(key)
     if m:
         idx, name, kind = m.groups()
         base = f'{dst}.{layers}.{idx}.'
         if name == 'attn.qkv':
-            for part, chunk in zip(('q_proj', 'k_proj', 'v_proj'), tensor.chunk(3, dim=0)):
+            for part, chunk in zip(
+                ('q_proj', 'k_proj', 'v_proj'), tensor.chunk(3, dim=0), strict=True
+            ):
                 yield f'{base}{attn}.{part}.{kind}', chunk
             return
         full = f'{name}.{kind}'
@@ -77,29 +95,46 @@ def _vit_targets(key: str, tensor: torch.Tensor, dst: str, block_map: dict[str, 
 def map_key(key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """One base-checkpoint tensor -> the (module key, tensor) pairs it becomes ([] = unknown)."""
     if key.startswith(DINO_PREFIX):
-        key = key[len(DINO_PREFIX):]
+        key = key[len(DINO_PREFIX) :]
         if key == 'pos_embed':  # (1, P, H) -> (1, 1 + P, H), zero row for CLS
-            return [('vision.dino.embeddings.position_embeddings',
-                     torch.cat([tensor.new_zeros(1, 1, tensor.shape[-1]), tensor], dim=1))]
-        stem = {'cls_token': 'embeddings.cls_token', 'reg_tokens': 'embeddings.register_tokens',
-                'patch_embed.proj.weight': 'embeddings.patch_embeddings.projection.weight',
-                'patch_embed.proj.bias': 'embeddings.patch_embeddings.projection.bias',
-                'norm.weight': 'layernorm.weight', 'norm.bias': 'layernorm.bias'}
-        return list(_vit_targets(key, tensor, 'vision.dino', _DINO_BLOCK, 'attention',
-                                 'encoder.layer', stem))
+            return [
+                (
+                    'vision.dino.embeddings.position_embeddings',
+                    torch.cat([tensor.new_zeros(1, 1, tensor.shape[-1]), tensor], dim=1),
+                )
+            ]
+        stem = {
+            'cls_token': 'embeddings.cls_token',
+            'reg_tokens': 'embeddings.register_tokens',
+            'patch_embed.proj.weight': 'embeddings.patch_embeddings.projection.weight',
+            'patch_embed.proj.bias': 'embeddings.patch_embeddings.projection.bias',
+            'norm.weight': 'layernorm.weight',
+            'norm.bias': 'layernorm.bias',
+        }
+        return list(
+            _vit_targets(
+                key, tensor, 'vision.dino', _DINO_BLOCK, 'attention', 'encoder.layer', stem
+            )
+        )
     if key.startswith(SIGLIP_PREFIX):
-        key = key[len(SIGLIP_PREFIX):]
+        key = key[len(SIGLIP_PREFIX) :]
         if key == 'pos_embed':  # (1, P, H) -> embedding table (P, H)
             return [('vision.siglip.embeddings.position_embedding.weight', tensor[0])]
-        stem = {'patch_embed.proj.weight': 'embeddings.patch_embedding.weight',
-                'patch_embed.proj.bias': 'embeddings.patch_embedding.bias',
-                'norm.weight': 'post_layernorm.weight', 'norm.bias': 'post_layernorm.bias'}
-        return list(_vit_targets(key, tensor, 'vision.siglip', _SIGLIP_BLOCK, 'self_attn',
-                                 'encoder.layers', stem))
+        stem = {
+            'patch_embed.proj.weight': 'embeddings.patch_embedding.weight',
+            'patch_embed.proj.bias': 'embeddings.patch_embedding.bias',
+            'norm.weight': 'post_layernorm.weight',
+            'norm.bias': 'post_layernorm.bias',
+        }
+        return list(
+            _vit_targets(
+                key, tensor, 'vision.siglip', _SIGLIP_BLOCK, 'self_attn', 'encoder.layers', stem
+            )
+        )
     if key.startswith('projector.'):
         return [(key, tensor)]
     if key.startswith('language_model.'):
-        return [('llm.' + key[len('language_model.'):], tensor)]
+        return [('llm.' + key[len('language_model.') :], tensor)]
     return []
 
 
@@ -115,8 +150,10 @@ def resolve_key(key: str, params: dict[str, torch.Tensor]) -> str | None:
 def shard_files(directory: Path) -> list[Path]:
     files = sorted(directory.glob('*.safetensors'))
     if not files:
-        raise CheckpointError(f'{directory}: no *.safetensors shards of a base OpenVLA '
-                              'checkpoint (expected model-0000x-of-0000y.safetensors)')
+        raise CheckpointError(
+            f'{directory}: no *.safetensors shards of a base OpenVLA '
+            'checkpoint (expected model-0000x-of-0000y.safetensors)'
+        )
     return files
 
 
@@ -138,30 +175,39 @@ def load_openvla_base(network: nn.Module, directory: str | Path) -> list[str]:
                     continue
                 pairs = map_key(key, f.get_tensor(key))
                 if not pairs:
-                    raise CheckpointError(f'{shard}: tensor {key!r} is not part of the OpenVLA '
-                                          'base layout (is this an OpenVLA checkpoint?)')
+                    raise CheckpointError(
+                        f'{shard}: tensor {key!r} is not part of the OpenVLA '
+                        'base layout (is this an OpenVLA checkpoint?)'
+                    )
                 for ours, tensor in pairs:
                     name = resolve_key(ours, targets)
                     if name is None:
-                        raise CheckpointError(f'{shard}: tensor {key!r} maps to {ours!r}, '
-                                              'which this model does not have')
+                        raise CheckpointError(
+                            f'{shard}: tensor {key!r} maps to {ours!r}, '
+                            'which this model does not have'
+                        )
                     if tuple(targets[name].shape) != tuple(tensor.shape):
                         raise CheckpointError(
                             f'{shard}: tensor {key!r} has shape {tuple(tensor.shape)} but '
-                            f'{name} is {tuple(targets[name].shape)} (wrong preset?)')
+                            f'{name} is {tuple(targets[name].shape)} (wrong preset?)'
+                        )
                     targets[name].copy_(tensor)
                     loaded.append(name)
     missing = sorted(set(base_keys(targets)) - set(loaded))
     if missing:
-        raise CheckpointError(f'{directory}: base checkpoint lacks {len(missing)} tensors, e.g. '
-                              f'{missing[:5]}')
+        raise CheckpointError(
+            f'{directory}: base checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}'
+        )
     return loaded
 
 
 def base_keys(names: Iterable[str]) -> list[str]:
     """The state-dict keys a base OpenVLA checkpoint supplies (never LoRA adapters)."""
-    return [k for k in names
-            if k.startswith(BASE_PREFIXES) and 'lora_' not in k and k not in NOT_IN_BASE]
+    return [
+        k
+        for k in names
+        if k.startswith(BASE_PREFIXES) and 'lora_' not in k and k not in NOT_IN_BASE
+    ]
 
 
 def fine_tuned_keys(names: Iterable[str]) -> list[str]:
@@ -197,16 +243,22 @@ def check_base_matches(network: nn.Module, directory: str | Path) -> None:
                     mine = targets[name]
                     if not torch.equal(tensor.to(mine.device, mine.dtype), mine):
                         raise CheckpointError(
-                            f'{shard}: tensor {key!r} differs from this model\'s {name}: the '
-                            'model was not loaded from this base checkpoint')
+                            f"{shard}: tensor {key!r} differs from this model's {name}: the "
+                            'model was not loaded from this base checkpoint'
+                        )
 
 
 def write_reference(checkpoint_dir: Path, base_dir: str | Path) -> Path:
     """Write `base_checkpoint.json` naming the base directory and its shards' sizes."""
     base_dir = Path(base_dir).resolve()
     path = Path(checkpoint_dir) / REFERENCE_FILE
-    path.write_text(json.dumps({'format': 'openvla', 'path': str(base_dir),
-                                'shards': _shard_sizes(base_dir)}, indent=2) + '\n')
+    path.write_text(
+        json.dumps(
+            {'format': 'openvla', 'path': str(base_dir), 'shards': _shard_sizes(base_dir)},
+            indent=2,
+        )
+        + '\n'
+    )
     return path
 
 
@@ -223,14 +275,18 @@ def read_reference(checkpoint_dir: Path) -> Path | None:
         data = json.loads(path.read_text())
         base, shards = Path(data['path']), dict(data['shards'])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f'{path}: expected {{"path": ..., "shards": {{...}}}}: '
-                              f'{exc}') from exc
+        raise CheckpointError(
+            f'{path}: expected {{"path": ..., "shards": {{...}}}}: {exc}'
+        ) from exc
     fix = f'put the base OpenVLA checkpoint back there or set "path" in {path}'
     if not base.is_dir():
-        raise CheckpointError(f'{path}: the base checkpoint {base} is missing (moved or '
-                              f'deleted); {fix}')
+        raise CheckpointError(
+            f'{path}: the base checkpoint {base} is missing (moved or deleted); {fix}'
+        )
     found = _shard_sizes(base)
     if found != shards:
-        raise CheckpointError(f'{path}: the base checkpoint {base} has shards {found}, but '
-                              f'this checkpoint was saved against {shards}; {fix}')
+        raise CheckpointError(
+            f'{path}: the base checkpoint {base} has shards {found}, but '
+            f'this checkpoint was saved against {shards}; {fix}'
+        )
     return base

@@ -44,8 +44,14 @@ _CACHE_SIZE = 32  # instructions whose text embedding + FiLM parameters stay cac
 class OftPolicy(nn.Module):
     """OpenVLA-OFT+ policy. Random init from a config; `from_pretrained` for checkpoints."""
 
-    def __init__(self, config: OftConfig, *, tokenizer: Any = None,
-                 stats: NormStats | None = None, instructions: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: OftConfig,
+        *,
+        tokenizer: Any = None,
+        stats: NormStats | None = None,
+        instructions: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.config = config
         self.network = OftNetwork(config)
@@ -68,8 +74,10 @@ class OftPolicy(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            raise RuntimeError("this config uses tokenizer='pretrained': load the policy with "
-                               'OftPolicy.from_pretrained(directory) or pass tokenizer=...')
+            raise RuntimeError(
+                "this config uses tokenizer='pretrained': load the policy with "
+                'OftPolicy.from_pretrained(directory) or pass tokenizer=...'
+            )
         return self._tokenizer
 
     @property
@@ -95,8 +103,8 @@ class OftPolicy(nn.Module):
         out = torch.full((len(ids), length), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(ids), length), dtype=torch.bool)
         for row, seq in enumerate(ids):
-            out[row, length - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[row, length - len(seq):] = True
+            out[row, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, length - len(seq) :] = True
         return out.to(self.device), mask.to(self.device)
 
     def conditioning(self, instruction: str) -> Conditioning:
@@ -104,8 +112,9 @@ class OftPolicy(nn.Module):
         cond = self._conditioning_cache.get(instruction)
         if cond is None:
             with torch.inference_mode():
-                cond = self.network.condition(*self.tokenize([instruction]),
-                                              self.tokenizer.bos_token_id)
+                cond = self.network.condition(
+                    *self.tokenize([instruction]), self.tokenizer.bos_token_id
+                )
             self._conditioning_cache[instruction] = cond
             if len(self._conditioning_cache) > _CACHE_SIZE:
                 self._conditioning_cache.popitem(last=False)
@@ -121,33 +130,43 @@ class OftPolicy(nn.Module):
         return super().train(mode)
 
     # ---- inference --------------------------------------------------------------------------
-    def predict_action_chunk(self, images: Mapping[str, np.ndarray], proprio: np.ndarray,
-                             instruction: str, decoding: str = 'parallel') -> np.ndarray:
+    def predict_action_chunk(
+        self,
+        images: Mapping[str, np.ndarray],
+        proprio: np.ndarray,
+        instruction: str,
+        decoding: str = 'parallel',
+    ) -> np.ndarray:
         """One chunk: {camera: (H, W, 3) uint8 RGB}, (P,) robot units, text -> (K, D) float32.
 
         Robot units: arm joints in rad, grippers as normalised opening 0 closed .. 1 open, in
         the layout of `robot.action_joint_names()`. Bad input raises ValueError naming it.
         """
         if self.stats is None:
-            raise RuntimeError('no normalisation statistics: load a checkpoint with '
-                               'OftPolicy.from_pretrained or set policy.stats')
+            raise RuntimeError(
+                'no normalisation statistics: load a checkpoint with '
+                'OftPolicy.from_pretrained or set policy.stats'
+            )
         if decoding not in DECODING_MODES:
             raise ValueError(f'decoding={decoding!r}; expected one of {DECODING_MODES}')
         instruction = _check_instruction(instruction)
         proprio = _check_proprio(proprio, self.config.proprio_dim)
         cfg = self.config
-        pixels = inference_images(stack_camera_images(images, cfg.camera_names), cfg.image_size,
-                                  cfg.crop_scale)  # (N, 3, S, S)
+        pixels = inference_images(
+            stack_camera_images(images, cfg.camera_names), cfg.image_size, cfg.crop_scale
+        )  # (N, 3, S, S)
         pixels = pixels[None].to(self.device, self.dtype)  # (1, N, 3, S, S)
-        prop = torch.from_numpy(self.stats.normalize_proprio(proprio))[None].to(self.device,
-                                                                                self.dtype)
+        prop = torch.from_numpy(self.stats.normalize_proprio(proprio))[None].to(
+            self.device, self.dtype
+        )
         cond = self.conditioning(instruction)
         with torch.inference_mode():
             if decoding == 'parallel':
                 normalized = self.network(pixels, prop, cond)  # (1, K, D)
             else:
-                normalized = self.network.decode_autoregressive(pixels, prop, cond,
-                                                                self.tokenizer.vocab_size)
+                normalized = self.network.decode_autoregressive(
+                    pixels, prop, cond, self.tokenizer.vocab_size
+                )
         return self.stats.unnormalize_actions(normalized[0].float().cpu().numpy())
 
     # ---- training ---------------------------------------------------------------------------
@@ -168,24 +187,35 @@ class OftPolicy(nn.Module):
         if missing:
             raise ValueError(f'batch lacks {missing}; see oft_policy_node.model.policy')
         b = batch['images'].shape[0]
-        expect = {'images': (b, len(cfg.camera_names), 3, cfg.image_size, cfg.image_size),
-                  'proprio': (b, cfg.proprio_dim), 'actions': (b, cfg.chunk_size, cfg.action_dim)}
+        expect = {
+            'images': (b, len(cfg.camera_names), 3, cfg.image_size, cfg.image_size),
+            'proprio': (b, cfg.proprio_dim),
+            'actions': (b, cfg.chunk_size, cfg.action_dim),
+        }
         for key in (k for k in keys if k in expect):
             if tuple(batch[key].shape) != expect[key]:
-                raise ValueError(f'batch[{key!r}] has shape {tuple(batch[key].shape)}, '
-                                 f'expected {expect[key]}')
+                raise ValueError(
+                    f'batch[{key!r}] has shape {tuple(batch[key].shape)}, expected {expect[key]}'
+                )
         if len(batch['instructions']) != b:
-            raise ValueError(f"batch['instructions'] has {len(batch['instructions'])} "
-                             f'entries for a batch of {b}')
+            raise ValueError(
+                f"batch['instructions'] has {len(batch['instructions'])} "
+                f'entries for a batch of {b}'
+            )
 
     def _slot_states(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        cond = self.network.condition(*self.tokenize(batch['instructions']),
-                                      self.tokenizer.bos_token_id)
-        return self.network.slot_states(batch['images'].to(self.device, self.dtype),
-                                        batch['proprio'].to(self.device, self.dtype), cond)
+        cond = self.network.condition(
+            *self.tokenize(batch['instructions']), self.tokenizer.bos_token_id
+        )
+        return self.network.slot_states(
+            batch['images'].to(self.device, self.dtype),
+            batch['proprio'].to(self.device, self.dtype),
+            cond,
+        )
 
-    def action_loss(self, slots: torch.Tensor, actions: torch.Tensor
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def action_loss(
+        self, slots: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Slot states (B, K*D, H) and target normalised actions (B, K, D) -> L1 and metrics."""
         pred = self.network.decode_slots(slots)  # (B, K, D)
         l1 = (pred.float() - actions.to(self.device).float()).abs()  # (B, K, D)
@@ -193,10 +223,15 @@ class OftPolicy(nn.Module):
         return loss, {'l1': loss.item(), 'l1_first_action': l1[:, 0].mean().item()}
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, stats: NormStats | None = None,
-                        instructions: Sequence[str] | None = None, *,
-                        base_weights: str = 'full',
-                        base_checkpoint: str | Path | None = None) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        stats: NormStats | None = None,
+        instructions: Sequence[str] | None = None,
+        *,
+        base_weights: str = 'full',
+        base_checkpoint: str | Path | None = None,
+    ) -> Path:
         """Write the checkpoint directory (layout in `checkpoint`); returns it.
 
         base_weights='full' (default) writes every tensor. 'reference' (LoRA configs only)
@@ -212,8 +247,9 @@ class OftPolicy(nn.Module):
         if stats is None:
             raise ValueError('save_pretrained needs stats=NormStats(...) (none set on the policy)')
         if base_weights not in BASE_WEIGHTS_MODES:
-            raise ValueError(f'base_weights={base_weights!r}; expected one of '
-                             f'{BASE_WEIGHTS_MODES}')
+            raise ValueError(
+                f'base_weights={base_weights!r}; expected one of {BASE_WEIGHTS_MODES}'
+            )
         instructions = tuple(instructions) if instructions is not None else self.instructions
         state = self.network.state_dict()
         if base_weights == 'reference':
@@ -221,8 +257,10 @@ class OftPolicy(nn.Module):
             openvla_weights.check_base_matches(self.network, base)
             state = {k: state[k] for k in openvla_weights.fine_tuned_keys(state)}
         elif base_checkpoint is not None:
-            raise ValueError(f'base_checkpoint={str(base_checkpoint)!r} is only used with '
-                             "base_weights='reference'")
+            raise ValueError(
+                f'base_checkpoint={str(base_checkpoint)!r} is only used with '
+                "base_weights='reference'"
+            )
         path = checkpoint.write_checkpoint(directory, self.config, state, stats, instructions)
         if base_weights == 'reference':
             openvla_weights.write_reference(path, base)
@@ -234,25 +272,37 @@ class OftPolicy(nn.Module):
 
     def _reference_base(self, base_checkpoint: str | Path | None) -> Path:
         if not self.config.lora_rank:
-            raise ValueError(f"base_weights='reference' needs a LoRA config; {self.config.name!r}"
-                             ' has lora_rank=0, so every weight trains: save it in full')
+            raise ValueError(
+                f"base_weights='reference' needs a LoRA config; {self.config.name!r}"
+                ' has lora_rank=0, so every weight trains: save it in full'
+            )
         base = base_checkpoint if base_checkpoint is not None else self.base_checkpoint
         if base is None:
-            raise ValueError("base_weights='reference' needs base_checkpoint=<the OpenVLA "
-                             'directory the base weights were loaded from>')
+            raise ValueError(
+                "base_weights='reference' needs base_checkpoint=<the OpenVLA "
+                'directory the base weights were loaded from>'
+            )
         return Path(base)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = 'cpu',
-                        dtype: torch.dtype | None = None, compile: bool = False) -> OftPolicy:
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = 'cpu',
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+    ) -> OftPolicy:
         """Load a checkpoint directory. dtype default: bfloat16 on CUDA, float32 elsewhere.
 
         A checkpoint saved with base_weights='reference' first loads the base OpenVLA weights
         from the directory its base_checkpoint.json names, then its own tensors on top.
         Raises `checkpoint.CheckpointError` (a ValueError) naming the file and tensor.
         """
-        from oft_policy_node.model.openvla_weights import (fine_tuned_keys, load_openvla_base,
-                                                           read_reference)
+        from oft_policy_node.model.openvla_weights import (
+            fine_tuned_keys,
+            load_openvla_base,
+            read_reference,
+        )
 
         directory = Path(directory)
         if not directory.is_dir():
@@ -271,8 +321,9 @@ class OftPolicy(nn.Module):
             checkpoint.load_state(policy.network, weights, source)
         else:
             load_openvla_base(policy.network, base)
-            checkpoint.load_state(policy.network, weights, source,
-                                  only=fine_tuned_keys(policy.network.state_dict()))
+            checkpoint.load_state(
+                policy.network, weights, source, only=fine_tuned_keys(policy.network.state_dict())
+            )
             policy.base_checkpoint = base
         policy.eval()
         if compile:
@@ -280,9 +331,14 @@ class OftPolicy(nn.Module):
         return policy
 
     @classmethod
-    def from_openvla(cls, directory: str | Path, stats: NormStats | None = None,
-                     config: OftConfig | None = None, device: str | torch.device = 'cpu',
-                     dtype: torch.dtype | None = None) -> OftPolicy:
+    def from_openvla(
+        cls,
+        directory: str | Path,
+        stats: NormStats | None = None,
+        config: OftConfig | None = None,
+        device: str | torch.device = 'cpu',
+        dtype: torch.dtype | None = None,
+    ) -> OftPolicy:
         """Start fine-tuning from a base OpenVLA checkpoint directory (`openvla/openvla-7b`).
 
         Built directly on `device` in `dtype` (`_build`); base weights from the shards, FiLM /
@@ -300,8 +356,14 @@ class OftPolicy(nn.Module):
         return policy
 
     @classmethod
-    def _build(cls, config: OftConfig, tokenizer: Any, stats: NormStats | None,
-               device: str | torch.device, dtype: torch.dtype | None) -> OftPolicy:
+    def _build(
+        cls,
+        config: OftConfig,
+        tokenizer: Any,
+        stats: NormStats | None,
+        device: str | torch.device,
+        dtype: torch.dtype | None,
+    ) -> OftPolicy:
         """A policy built directly on `device` in `dtype` (default: bfloat16 on CUDA, float32
         elsewhere), so a 7B model is never materialised twice before its weights are loaded."""
         device = torch.device(device)
@@ -319,25 +381,34 @@ class OftPolicy(nn.Module):
 def _check_tokenizer(tokenizer: Any, config: OftConfig) -> None:
     """Every id the prompt can hold must index the Llama's embedding table."""
     rows = config.llm.vocab_size
-    ids = {'bos_token_id': tokenizer.bos_token_id, 'pad_token_id': tokenizer.pad_token_id,
-           'vocab_size - 1': tokenizer.vocab_size - 1}
+    ids = {
+        'bos_token_id': tokenizer.bos_token_id,
+        'pad_token_id': tokenizer.pad_token_id,
+        'vocab_size - 1': tokenizer.vocab_size - 1,
+    }
     too_big = {name: value for name, value in ids.items() if not 0 <= value < rows}
     if too_big:
-        raise ValueError(f'tokenizer ids {too_big} do not fit the Llama embedding table of '
-                         f'config.llm.vocab_size={rows}: use the tokenizer the model was built '
-                         'for, or a config whose llm.vocab_size covers it')
+        raise ValueError(
+            f'tokenizer ids {too_big} do not fit the Llama embedding table of '
+            f'config.llm.vocab_size={rows}: use the tokenizer the model was built '
+            'for, or a config whose llm.vocab_size covers it'
+        )
     if tokenizer.vocab_size < config.num_action_bins:
-        raise ValueError(f'tokenizer vocab_size={tokenizer.vocab_size} is smaller than '
-                         f'config.num_action_bins={config.num_action_bins}')
+        raise ValueError(
+            f'tokenizer vocab_size={tokenizer.vocab_size} is smaller than '
+            f'config.num_action_bins={config.num_action_bins}'
+        )
 
 
 def _check_stats(stats: NormStats, config: OftConfig, directory: Path) -> None:
-    if stats.action_min.shape != (config.action_dim,) or \
-            stats.proprio_min.shape != (config.proprio_dim,):
+    if stats.action_min.shape != (config.action_dim,) or stats.proprio_min.shape != (
+        config.proprio_dim,
+    ):
         raise checkpoint.CheckpointError(
             f'{directory / "norm_stats.json"}: action stats have {stats.action_min.shape[0]} '
             f'dims and proprio {stats.proprio_min.shape[0]}; config.json says action_dim='
-            f'{config.action_dim}, proprio_dim={config.proprio_dim}')
+            f'{config.action_dim}, proprio_dim={config.proprio_dim}'
+        )
 
 
 def _check_instruction(instruction: object) -> str:
@@ -349,8 +420,9 @@ def _check_instruction(instruction: object) -> str:
 def _check_proprio(proprio: object, dim: int) -> np.ndarray:
     arr = np.asarray(proprio)
     if arr.shape != (dim,) or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f'proprio must be a ({dim},) numeric array, got shape {arr.shape} '
-                         f'dtype {arr.dtype}')
+        raise ValueError(
+            f'proprio must be a ({dim},) numeric array, got shape {arr.shape} dtype {arr.dtype}'
+        )
     bad = [i for i in range(dim) if not math.isfinite(float(arr[i]))]
     if bad:
         raise ValueError(f'proprio has non-finite values at dims {bad}: {arr.tolist()}')

@@ -39,8 +39,9 @@ class ColorJitter:
     hue: float = 0.05  # fraction of a full hue turn, drawn from [-h, h]
 
 
-def stack_camera_images(images: Mapping[str, np.ndarray],
-                        camera_names: Sequence[str]) -> torch.Tensor:
+def stack_camera_images(
+    images: Mapping[str, np.ndarray], camera_names: Sequence[str]
+) -> torch.Tensor:
     """{camera: (H, W, 3) uint8 RGB} -> (N, 3, H, W) float32 in [0, 1], in `camera_names` order.
 
     Raises ValueError naming the camera on a missing view, a wrong dtype or shape.
@@ -49,14 +50,18 @@ def stack_camera_images(images: Mapping[str, np.ndarray],
         raise ValueError(f'images must be a dict {{camera: HxWx3 uint8}}, got {type(images)}')
     missing = [c for c in camera_names if c not in images]
     if missing:
-        raise ValueError(f'missing camera image(s) {missing}; expected {list(camera_names)}, '
-                         f'got {sorted(images)}')
+        raise ValueError(
+            f'missing camera image(s) {missing}; expected {list(camera_names)}, '
+            f'got {sorted(images)}'
+        )
     tensors = []
     for cam in camera_names:
         img = images[cam]
         if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise ValueError(f'image {cam!r} must be a uint8 numpy array, got '
-                             f'{type(img).__name__} {getattr(img, "dtype", "")}')
+            raise ValueError(
+                f'image {cam!r} must be a uint8 numpy array, got '
+                f'{type(img).__name__} {getattr(img, "dtype", "")}'
+            )
         if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
             raise ValueError(f'image {cam!r} must be HxWx3 RGB, got shape {img.shape}')
         # Frames decoded from ROS messages are read-only views; torch needs writable memory.
@@ -83,7 +88,7 @@ def crop_side(size: int, crop_scale: float) -> int:
 
 def crop_resize(images: torch.Tensor, top: int, left: int, side: int, size: int) -> torch.Tensor:
     """Crop the square [top:top+side, left:left+side] of (N, 3, S, S) and resize to size."""
-    return resize(images[..., top:top + side, left:left + side], size)
+    return resize(images[..., top : top + side, left : left + side], size)
 
 
 def inference_images(images: torch.Tensor, size: int, crop_scale: float) -> torch.Tensor:
@@ -94,9 +99,13 @@ def inference_images(images: torch.Tensor, size: int, crop_scale: float) -> torc
     return crop_resize(images, offset, offset, side, size)
 
 
-def augment_images(images: torch.Tensor, size: int, crop_scale: float,
-                   generator: torch.Generator | None = None,
-                   jitter: ColorJitter = ColorJitter()) -> torch.Tensor:
+def augment_images(
+    images: torch.Tensor,
+    size: int,
+    crop_scale: float,
+    generator: torch.Generator | None = None,
+    jitter: ColorJitter = ColorJitter(),
+) -> torch.Tensor:
     """Training view of ONE sample: (N, 3, H, W) in [0, 1] -> (N, 3, size, size) in [0, 1].
 
     Random crop of area `crop_scale` + colour jitter; one draw for all N cameras.
@@ -106,22 +115,28 @@ def augment_images(images: torch.Tensor, size: int, crop_scale: float,
     top, left = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=generator))
     images = crop_resize(images, top, left, side, size)
     u = torch.rand(4, generator=generator) * 2.0 - 1.0  # four draws in [-1, 1]
-    return color_jitter(images, brightness=1.0 + jitter.brightness * float(u[0]),
-                        contrast=1.0 + jitter.contrast * float(u[1]),
-                        saturation=1.0 + jitter.saturation * float(u[2]),
-                        hue=jitter.hue * float(u[3]))
+    return color_jitter(
+        images,
+        brightness=1.0 + jitter.brightness * float(u[0]),
+        contrast=1.0 + jitter.contrast * float(u[1]),
+        saturation=1.0 + jitter.saturation * float(u[2]),
+        hue=jitter.hue * float(u[3]),
+    )
 
 
-def color_jitter(images: torch.Tensor, brightness: float, contrast: float, saturation: float,
-                 hue: float) -> torch.Tensor:
+def color_jitter(
+    images: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float
+) -> torch.Tensor:
     """Apply given jitter factors to (..., 3, H, W) in [0, 1]; factors of 1 (hue 0) = identity.
 
     Hue is rotated in YIQ space (a rotation of the chroma plane), which needs no HSV round trip.
     """
     x = (images * brightness).clamp(0, 1)
     gray = _luma(x)  # (..., 1, H, W)
-    x = ((x - gray.mean(dim=(-3, -2, -1), keepdim=True)) * contrast
-         + gray.mean(dim=(-3, -2, -1), keepdim=True)).clamp(0, 1)
+    x = (
+        (x - gray.mean(dim=(-3, -2, -1), keepdim=True)) * contrast
+        + gray.mean(dim=(-3, -2, -1), keepdim=True)
+    ).clamp(0, 1)
     gray = _luma(x)
     x = ((x - gray) * saturation + gray).clamp(0, 1)
     if hue:
@@ -133,8 +148,9 @@ def color_jitter(images: torch.Tensor, brightness: float, contrast: float, satur
     return x
 
 
-def normalize_pixels(images: torch.Tensor, mean: Sequence[float],
-                     std: Sequence[float]) -> torch.Tensor:
+def normalize_pixels(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """(..., 3, H, W) in [0, 1] -> (x - mean) / std per channel, same dtype/device."""
     m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(3, 1, 1)
     s = torch.tensor(std, dtype=images.dtype, device=images.device).view(3, 1, 1)
@@ -142,10 +158,10 @@ def normalize_pixels(images: torch.Tensor, mean: Sequence[float],
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :])
+    return 0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :]
 
 
-_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114],
-                         [0.5959, -0.2746, -0.3213],
-                         [0.2115, -0.5227, 0.3112]])
+_RGB2YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]]
+)
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)

@@ -14,13 +14,16 @@ from oft_policy_node.model.config import OftConfig, get_preset
 from oft_policy_node.model.normalization import NormStats
 from oft_policy_node.model.policy import OftPolicy
 
-DEFAULT_INSTRUCTIONS = ('put green pepper into pot', 'put red pepper into pot',
-                        'put yellow corn into pot')
+DEFAULT_INSTRUCTIONS = (
+    'put green pepper into pot',
+    'put red pepper into pot',
+    'put yellow corn into pot',
+)
 
 
-def make_tiny_checkpoint(directory: str | Path,
-                         instructions: Sequence[str] = DEFAULT_INSTRUCTIONS,
-                         seed: int = 0) -> Path:
+def make_tiny_checkpoint(
+    directory: str | Path, instructions: Sequence[str] = DEFAULT_INSTRUCTIONS, seed: int = 0
+) -> Path:
     """Save a random-weight `tiny` policy with stats spanning the robot's action limits.
 
     Deterministic in `seed` and leaves the global torch RNG untouched. Returns the directory.
@@ -29,16 +32,20 @@ def make_tiny_checkpoint(directory: str | Path,
     return policy.save_pretrained(directory)
 
 
-def random_policy(preset: str, seed: int = 0,
-                  instructions: Sequence[str] = DEFAULT_INSTRUCTIONS) -> OftPolicy:
+def random_policy(
+    preset: str, seed: int = 0, instructions: Sequence[str] = DEFAULT_INSTRUCTIONS
+) -> OftPolicy:
     """A random-weight policy of a preset, in eval mode, with stats from the robot's limits.
 
     Its FiLM maps are random too (`randomize_film`), so that, like a trained policy, the
     instruction modulates the vision features."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        policy = OftPolicy(get_preset(preset), instructions=instructions,
-                           stats=NormStats.from_limits(*robot.action_limits()))
+        policy = OftPolicy(
+            get_preset(preset),
+            instructions=instructions,
+            stats=NormStats.from_limits(*robot.action_limits()),
+        )
         randomize_film(policy)
     return policy.eval()
 
@@ -53,14 +60,20 @@ def randomize_film(policy: OftPolicy, std: float = 0.05) -> None:
             param.normal_(0.0, std)
 
 
-def random_observation(config: OftConfig, seed: int = 0, height: int = robot.IMAGE_HEIGHT,
-                       width: int = robot.IMAGE_WIDTH) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def random_observation(
+    config: OftConfig,
+    seed: int = 0,
+    height: int = robot.IMAGE_HEIGHT,
+    width: int = robot.IMAGE_WIDTH,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Random camera images {camera: (H, W, 3) uint8} and a proprio (P,) inside the limits."""
     rng = np.random.default_rng(seed)
-    images = {cam: rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-              for cam in config.camera_names}
+    images = {
+        cam: rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for cam in config.camera_names
+    }
     lower, upper = robot.action_limits()
-    proprio = rng.uniform(lower, upper)[:config.proprio_dim].astype(np.float32)
+    proprio = rng.uniform(lower, upper)[: config.proprio_dim].astype(np.float32)
     return images, proprio
 
 

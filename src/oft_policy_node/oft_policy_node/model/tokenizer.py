@@ -51,23 +51,33 @@ class HfTokenizer:
         directory = Path(directory)
         # Without these files AutoTokenizer does not fail: it builds an empty Llama tokenizer
         # (3 ids) or one without special tokens, which would only break much later.
-        missing = [name for name in ('tokenizer_config.json', 'tokenizer.json')
-                   if not (directory / name).is_file()]
+        missing = [
+            name
+            for name in ('tokenizer_config.json', 'tokenizer.json')
+            if not (directory / name).is_file()
+        ]
         if 'tokenizer.json' in missing and (directory / 'tokenizer.model').is_file():
             missing.remove('tokenizer.json')  # SentencePiece file (needs `sentencepiece`)
         if missing:
-            raise CheckpointError(f'{directory}: no tokenizer, missing {missing}; copy the '
-                                  'tokenizer files from the base OpenVLA checkpoint')
+            raise CheckpointError(
+                f'{directory}: no tokenizer, missing {missing}; copy the '
+                'tokenizer files from the base OpenVLA checkpoint'
+            )
         try:
             self._tok = AutoTokenizer.from_pretrained(str(directory))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f'{directory}: unusable tokenizer files: {exc}') from exc
         if self._tok.bos_token_id is None:
-            raise CheckpointError(f'{directory / "tokenizer_config.json"}: the tokenizer has no '
-                                  'BOS token; copy the file from the base OpenVLA checkpoint')
+            raise CheckpointError(
+                f'{directory / "tokenizer_config.json"}: the tokenizer has no '
+                'BOS token; copy the file from the base OpenVLA checkpoint'
+            )
         self.bos_token_id = self._tok.bos_token_id
-        self.pad_token_id = (self._tok.pad_token_id if self._tok.pad_token_id is not None
-                             else self._tok.unk_token_id or 0)
+        self.pad_token_id = (
+            self._tok.pad_token_id
+            if self._tok.pad_token_id is not None
+            else self._tok.unk_token_id or 0
+        )
         self.vocab_size = self._tok.vocab_size  # 32000 for Llama-2 (without added pad)
 
     def encode(self, text: str) -> list[int]:
@@ -82,6 +92,8 @@ def load_tokenizer(kind: str, directory: str | Path | None, num_action_bins: int
     if kind == 'bytes':
         return ByteTokenizer(num_action_bins)
     if directory is None:
-        raise ValueError("tokenizer='pretrained' needs a checkpoint directory; use "
-                         'OftPolicy.from_pretrained(directory) or pass tokenizer=...')
+        raise ValueError(
+            "tokenizer='pretrained' needs a checkpoint directory; use "
+            'OftPolicy.from_pretrained(directory) or pass tokenizer=...'
+        )
     return HfTokenizer(directory)

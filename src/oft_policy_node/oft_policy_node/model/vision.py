@@ -17,12 +17,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import (Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig,
-                          SiglipVisionModel)
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from oft_policy_node.model.config import OftConfig
-from oft_policy_node.model.processing import (DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD,
-                                              normalize_pixels)
+from oft_policy_node.model.processing import (
+    DINO_MEAN,
+    DINO_STD,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    normalize_pixels,
+)
 
 
 @dataclass
@@ -60,8 +69,9 @@ def _film(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None
     return x * (1 + gamma[:, None, :]) + beta[:, None, :]  # broadcast over tokens
 
 
-def dino_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None,
-               beta: torch.Tensor | None) -> torch.Tensor:
+def dino_block(
+    layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None
+) -> torch.Tensor:
     """`Dinov2WithRegistersLayer.forward` with FiLM after the attention residual."""
     h, _ = layer.attention(layer.norm1(x))
     x = layer.drop_path(layer.layer_scale1(h)) + x
@@ -69,8 +79,9 @@ def dino_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None,
     return layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(x)))) + x
 
 
-def siglip_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None,
-                 beta: torch.Tensor | None) -> torch.Tensor:
+def siglip_block(
+    layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None
+) -> torch.Tensor:
     """`SiglipEncoderLayer.forward` with FiLM after the attention residual."""
     h, _ = layer.self_attn(hidden_states=layer.layer_norm1(x), attention_mask=None)
     x = _film(x + h, gamma, beta)
@@ -79,21 +90,37 @@ def siglip_block(layer: nn.Module, x: torch.Tensor, gamma: torch.Tensor | None,
 
 def build_dino(cfg: OftConfig) -> Dinov2WithRegistersModel:
     c = cfg.dino
-    return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
-        hidden_size=c.hidden_size, num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads, mlp_ratio=c.intermediate_size // c.hidden_size,
-        image_size=cfg.image_size, patch_size=cfg.patch_size,
-        num_register_tokens=c.num_registers, layer_norm_eps=1e-6, layerscale_value=1e-5,
-        attn_implementation='sdpa'))
+    return Dinov2WithRegistersModel(
+        Dinov2WithRegistersConfig(
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_layers,
+            num_attention_heads=c.num_heads,
+            mlp_ratio=c.intermediate_size // c.hidden_size,
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            num_register_tokens=c.num_registers,
+            layer_norm_eps=1e-6,
+            layerscale_value=1e-5,
+            attn_implementation='sdpa',
+        )
+    )
 
 
 def build_siglip(cfg: OftConfig) -> SiglipVisionModel:
     c = cfg.siglip
-    return SiglipVisionModel(SiglipVisionConfig(
-        hidden_size=c.hidden_size, num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads, intermediate_size=c.intermediate_size,
-        image_size=cfg.image_size, patch_size=cfg.patch_size, layer_norm_eps=1e-6,
-        vision_use_head=False, attn_implementation='sdpa'))
+    return SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_layers,
+            num_attention_heads=c.num_heads,
+            intermediate_size=c.intermediate_size,
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            layer_norm_eps=1e-6,
+            vision_use_head=False,
+            attn_implementation='sdpa',
+        )
+    )
 
 
 class FilmVisionBackbone(nn.Module):
@@ -110,10 +137,12 @@ class FilmVisionBackbone(nn.Module):
         # rules (see lora.py) so they do not sit in the optimiser without gradients.
         # Without FiLM (the ablation) there are no maps at all: unused parameters would sit in
         # the optimiser and break DDP's gradient reduction.
-        self.dino_film = (FilmMaps(cond, cfg.dino.hidden_size, cfg.dino.num_layers)
-                          if cfg.use_film else None)
-        self.siglip_film = (FilmMaps(cond, cfg.siglip.hidden_size, cfg.siglip.num_layers)
-                            if cfg.use_film else None)
+        self.dino_film = (
+            FilmMaps(cond, cfg.dino.hidden_size, cfg.dino.num_layers) if cfg.use_film else None
+        )
+        self.siglip_film = (
+            FilmMaps(cond, cfg.siglip.hidden_size, cfg.siglip.num_layers) if cfg.use_film else None
+        )
 
     def film_params(self, lang: torch.Tensor) -> FilmParams:
         """Mean prompt text embedding (B, C) -> the gammas/betas of every block."""
@@ -125,15 +154,16 @@ class FilmVisionBackbone(nn.Module):
         for i, layer in enumerate(self.dino.encoder.layer[:-1]):
             g, b = (None, None) if film is None else (film.dino_gamma[:, i], film.dino_beta[:, i])
             h = dino_block(layer, h, g, b)
-        return h[:, self.num_prefix_tokens:]
+        return h[:, self.num_prefix_tokens :]
 
     def encode_siglip(self, x: torch.Tensor, film: FilmParams | None) -> torch.Tensor:
         """(M, 3, S, S) in [0, 1] -> (M, P, Ds) second-to-last block patch tokens."""
         vm = self.siglip  # transformers 5 flattened SiglipVisionModel (no .vision_model)
         h = vm.embeddings(normalize_pixels(x, SIGLIP_MEAN, SIGLIP_STD))
         for i, layer in enumerate(vm.encoder.layers[:-1]):
-            g, b = ((None, None) if film is None
-                    else (film.siglip_gamma[:, i], film.siglip_beta[:, i]))
+            g, b = (
+                (None, None) if film is None else (film.siglip_gamma[:, i], film.siglip_beta[:, i])
+            )
             h = siglip_block(layer, h, g, b)
         return h
 
@@ -141,7 +171,11 @@ class FilmVisionBackbone(nn.Module):
         b, n = images.shape[:2]
         x = images.flatten(0, 1)  # (B*N, 3, S, S)
         if film is not None:  # every camera of a sample shares its sample's modulation
-            film = FilmParams(*(t.repeat_interleave(n, dim=0) for t in (
-                film.dino_gamma, film.dino_beta, film.siglip_gamma, film.siglip_beta)))
+            film = FilmParams(
+                *(
+                    t.repeat_interleave(n, dim=0)
+                    for t in (film.dino_gamma, film.dino_beta, film.siglip_gamma, film.siglip_beta)
+                )
+            )
         fused = torch.cat([self.encode_dino(x, film), self.encode_siglip(x, film)], dim=-1)
         return fused.reshape(b, -1, fused.shape[-1])  # (B, N*P, Dd+Ds)

@@ -46,35 +46,68 @@ class DriverCall:
 
 
 def _operating_mode(arm: str, cmd_type: str, name: str, mode: str) -> DriverCall:
-    return DriverCall(arm, 'set_operating_modes', 'OperatingModes',
-                      {'cmd_type': cmd_type, 'name': name, 'mode': mode,
-                       'profile_type': 'velocity', 'profile_velocity': 0,
-                       'profile_acceleration': 0})
+    return DriverCall(
+        arm,
+        'set_operating_modes',
+        'OperatingModes',
+        {
+            'cmd_type': cmd_type,
+            'name': name,
+            'mode': mode,
+            'profile_type': 'velocity',
+            'profile_velocity': 0,
+            'profile_acceleration': 0,
+        },
+    )
 
 
 def _torque_on(arm: str) -> list[DriverCall]:
-    return [DriverCall(arm, 'torque_enable', 'TorqueEnable',
-                       {'cmd_type': cmd_type, 'name': name, 'enable': True})
-            for cmd_type, name in (('group', 'arm'), ('single', robot.GRIPPER))]
+    return [
+        DriverCall(
+            arm,
+            'torque_enable',
+            'TorqueEnable',
+            {'cmd_type': cmd_type, 'name': name, 'enable': True},
+        )
+        for cmd_type, name in (('group', 'arm'), ('single', robot.GRIPPER))
+    ]
 
 
 def follower_bringup(gripper_current_limit: int = GRIPPER_CURRENT_LIMIT) -> list[DriverCall]:
     """The calls in the order of Trossen's opening_ceremony: per arm reboot the gripper, set
     the operating modes and the gripper current limit; then torque on, arm by arm."""
     if not 0 < gripper_current_limit <= 2**31 - 1:
-        raise ValueError(f'gripper_current_limit {gripper_current_limit!r} must be a positive '
-                         f'register value (Trossen uses {GRIPPER_CURRENT_LIMIT})')
+        raise ValueError(
+            f'gripper_current_limit {gripper_current_limit!r} must be a positive '
+            f'register value (Trossen uses {GRIPPER_CURRENT_LIMIT})'
+        )
     calls = []
     for arm in robot.ARMS:
         calls += [
-            DriverCall(arm, 'reboot_motors', 'Reboot',
-                       {'cmd_type': 'single', 'name': robot.GRIPPER, 'enable': True,
-                        'smart_reboot': False}),
+            DriverCall(
+                arm,
+                'reboot_motors',
+                'Reboot',
+                {
+                    'cmd_type': 'single',
+                    'name': robot.GRIPPER,
+                    'enable': True,
+                    'smart_reboot': False,
+                },
+            ),
             _operating_mode(arm, 'group', 'arm', 'position'),
             _operating_mode(arm, 'single', robot.GRIPPER, 'current_based_position'),
-            DriverCall(arm, 'set_motor_registers', 'RegisterValues',
-                       {'cmd_type': 'single', 'name': robot.GRIPPER, 'reg': 'current_limit',
-                        'value': int(gripper_current_limit)}),
+            DriverCall(
+                arm,
+                'set_motor_registers',
+                'RegisterValues',
+                {
+                    'cmd_type': 'single',
+                    'name': robot.GRIPPER,
+                    'reg': 'current_limit',
+                    'value': int(gripper_current_limit),
+                },
+            ),
         ]
     for arm in robot.ARMS:
         calls += _torque_on(arm)
@@ -106,5 +139,7 @@ class BringupSequence:
         self._index += 1
 
     def fail(self, reason: str) -> None:
-        self.failure = f'bring-up stopped at {self.progress}, {self.calls[self._index].name}: ' \
-                       f'{reason}; nothing was commanded'
+        self.failure = (
+            f'bring-up stopped at {self.progress}, {self.calls[self._index].name}: '
+            f'{reason}; nothing was commanded'
+        )

@@ -76,8 +76,13 @@ class Chunk:
 class ChunkQueue:
     """Holds the chunks that may still answer a tick and merges them by the configured rule."""
 
-    def __init__(self, merge_rule: str = 'newest', blend_decay: float = 0.0,
-                 max_age: float = 1.0, max_chunks: int = 8) -> None:
+    def __init__(
+        self,
+        merge_rule: str = 'newest',
+        blend_decay: float = 0.0,
+        max_age: float = 1.0,
+        max_chunks: int = 8,
+    ) -> None:
         if merge_rule not in MERGE_RULES:
             raise ValueError(f'merge_rule {merge_rule!r} is unknown; use one of {MERGE_RULES}')
         if not (math.isfinite(blend_decay) and blend_decay >= 0.0):
@@ -103,7 +108,7 @@ class ChunkQueue:
         """Add a validated chunk (see SafetyFilter.validate_chunk); keeps the newest few."""
         self._chunks.append(chunk)
         self._chunks.sort(key=lambda c: c.stamp)
-        del self._chunks[:-self._max_chunks]
+        del self._chunks[: -self._max_chunks]
 
     def clear(self) -> None:
         self._chunks.clear()
@@ -114,8 +119,9 @@ class ChunkQueue:
     def target(self, now: float) -> np.ndarray | None:
         """The merged target for time `now`, (D,), or None when no fresh chunk covers it."""
         # Chunks past their end, or older than the watchdog allows, can never answer again.
-        self._chunks = [c for c in self._chunks
-                        if c.end_time() > now and c.fresh(now, self.max_age)]
+        self._chunks = [
+            c for c in self._chunks if c.end_time() > now and c.fresh(now, self.max_age)
+        ]
         if self.merge_rule == 'sync':
             return self._sync_target(now)
         rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]

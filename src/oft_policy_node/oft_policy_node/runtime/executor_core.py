@@ -14,7 +14,9 @@ The node (chunk_executor.py) only converts messages and drives `tick` from its t
   over start_ramp_ticks fresh ticks, so the first move to the policy's target is slow.
 * Tracking error (tracking.py): a joint beyond its tolerance for `tracking_ticks` ticks trips a
   fault: the pose is re-based on the measured one, held, and no chunk is taken until `resume`.
-* Stale joint states: no state from an arm for `max_joint_state_age` -> hold and count. The
+* Stale joint states: no state from an arm for `max_joint_state_age` (and for as many of the
+  executor's own ticks, so a late tick of a starved executor is not mistaken for a silent
+  driver) -> hold and count. The
   executor takes up again on its own when fresh states return, because it checks the held
   command against the fresh measured pose *before* anything moves: an arm that was moved
   meanwhile (pushed, torqued off, rebooted) trips the tracking fault, which waits for resume;
@@ -34,8 +36,7 @@ import numpy as np
 
 from oft_policy_node import robot
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
-from oft_policy_node.runtime.safety import FutureStamp, ChunkRejected, SafetyFilter, \
-    validate_chunk
+from oft_policy_node.runtime.safety import ChunkRejected, FutureStamp, SafetyFilter, validate_chunk
 from oft_policy_node.runtime.tracking import TrackingFault, TrackingMonitor, rebase
 
 
@@ -47,6 +48,7 @@ class ExecutorState(enum.Enum):
     STALE_JOINT_STATES = 'joint states stale'
 
 
+CLOCK_NOT_STARTED = 'the executor clock has not started (use_sim_time and no /clock yet)'
 # States in which chunks are ignored until ~/resume.
 NEEDS_RESUME = (ExecutorState.STOPPED, ExecutorState.TRACKING_FAULT)
 
@@ -57,6 +59,10 @@ class ExecutorRules:
 
     max_future_stamp: float = 0.1  # s a chunk's stamp may lie ahead of the executor's clock
     max_joint_state_age: float = 0.25  # s without a state from an arm before holding
+    # ... and as many of the executor's own ticks: a tick that runs late because the executor
+    # itself was starved of CPU (its queued joint states not yet handled) is not the driver's
+    # silence. The node sets it to max_joint_state_age x rate.
+    joint_state_ticks: int = 7
     tracking_ticks: int = 5  # consecutive ticks beyond the tolerance that trip a fault
     start_ramp_ticks: int = 50  # fresh ticks of the start ramp (2 s at 25 Hz); 0 = none
 
@@ -65,8 +71,9 @@ class ExecutorRules:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f'{name} {value!r} must be a finite number of seconds >= 0')
-        if self.tracking_ticks < 1:
-            raise ValueError(f'tracking_ticks {self.tracking_ticks!r} must be >= 1')
+        for name in ('tracking_ticks', 'joint_state_ticks'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} {getattr(self, name)!r} must be >= 1')
         if self.start_ramp_ticks < 0:
             raise ValueError(f'start_ramp_ticks {self.start_ramp_ticks!r} must be >= 0')
 
@@ -78,15 +85,18 @@ class TickResult:
 
 
 class ExecutorCore:
-    def __init__(self, queue: ChunkQueue, safety: SafetyFilter,
-                 rules: ExecutorRules | None = None) -> None:
+    def __init__(
+        self, queue: ChunkQueue, safety: SafetyFilter, rules: ExecutorRules | None = None
+    ) -> None:
         self.queue = queue
         self.safety = safety
         self.rules = rules or ExecutorRules()
-        self.tracking = TrackingMonitor(safety.limits.tracking_tolerance,
-                                        self.rules.tracking_ticks)
+        self.tracking = TrackingMonitor(
+            safety.limits.tracking_tolerance, self.rules.tracking_ticks
+        )
         self._measured: dict[str, np.ndarray] = {}  # arm -> (7,)
-        self._measured_at: dict[str, float] = {}  # arm -> executor clock (s) of its state
+        self._measured_at: dict[str, tuple[float, int]] = {}  # arm -> (clock s, tick) of its
+        # newest state
         self._last_command: np.ndarray | None = None  # (D,)
         self._stopped = False
         self._stale: tuple[str, ...] = ()  # arms whose joint states are stale
@@ -137,26 +147,43 @@ class ExecutorCore:
         arrived at `now` (s, executor clock: the stamp of the message is the driver's)."""
         state = np.asarray(state, dtype=np.float64)
         if state.shape != (len(robot.ARM_JOINTS) + 1,) or not np.isfinite(state).all():
-            raise ValueError(f'measured pose of the {arm} arm must be 7 finite values, '
-                             f'got {state!r}')
+            raise ValueError(
+                f'measured pose of the {arm} arm must be 7 finite values, got {state!r}'
+            )
         self._measured[arm] = state
-        self._measured_at[arm] = now
+        self._measured_at[arm] = (now, self.ticks)
 
     def _stale_arms(self, now: float) -> tuple[str, ...]:
-        return tuple(arm for arm in robot.ARMS
-                     if now - self._measured_at[arm] > self.rules.max_joint_state_age)
+        rules = self.rules
+        return tuple(
+            arm
+            for arm in robot.ARMS
+            if now - self._measured_at[arm][0] > rules.max_joint_state_age
+            and self.ticks - self._measured_at[arm][1] > rules.joint_state_ticks
+        )
 
-    def receive_chunk(self, stamp: float, period: float, joint_names: Sequence[str],
-                      num_steps: int, actions: Sequence[float] | np.ndarray,
-                      inference_latency: float, now: float) -> str | None:
+    def receive_chunk(
+        self,
+        stamp: float,
+        period: float,
+        joint_names: Sequence[str],
+        num_steps: int,
+        actions: Sequence[float] | np.ndarray,
+        inference_latency: float,
+        now: float,
+    ) -> str | None:
         """Validate and queue a chunk that arrived at `now` (s, executor clock); returns the
         rejection reason, or None when accepted."""
         if self.state in NEEDS_RESUME:
             self.ignored_chunks += 1
             return f'the executor is {self.state.value}; call ~/resume'
+        if now <= 0.0:  # use_sim_time before the first /clock: no time to judge a stamp by
+            self.ignored_chunks += 1
+            return CLOCK_NOT_STARTED
         try:
-            chunk = validate_chunk(stamp, period, joint_names, num_steps, actions, now,
-                                   self.rules.max_future_stamp)
+            chunk = validate_chunk(
+                stamp, period, joint_names, num_steps, actions, now, self.rules.max_future_stamp
+            )
         except ChunkRejected as error:
             self.rejected_chunks += 1
             self.future_chunks += isinstance(error, FutureStamp)
@@ -178,7 +205,8 @@ class ExecutorCore:
         self.fault = None
         if self._last_command is not None and self.has_measured_pose:
             self._last_command = self.safety.clip_to_limits(
-                rebase(self._last_command, self.measured_pose()))
+                rebase(self._last_command, self.measured_pose())
+            )
         self._restart()
 
     def _restart(self) -> None:
@@ -190,7 +218,8 @@ class ExecutorCore:
         self.tracking_faults += 1
         self.queue.clear()
         self._last_command = self.safety.clip_to_limits(
-            rebase(self._last_command, self.measured_pose()))
+            rebase(self._last_command, self.measured_pose())
+        )
 
     def _ramp_scale(self) -> float:
         ramp = self.rules.start_ramp_ticks
@@ -224,8 +253,13 @@ class ExecutorCore:
         if self.state in NEEDS_RESUME:
             return self._hold()
         target = self.queue.target(now)
-        filtered = None if target is None else self.safety.apply(
-            target, self._last_command, self.measured_pose(), self._ramp_scale())
+        filtered = (
+            None
+            if target is None
+            else self.safety.apply(
+                target, self._last_command, self.measured_pose(), self._ramp_scale()
+            )
+        )
         if filtered is None:
             if target is None and self.queue.waiting:
                 self.waits += 1

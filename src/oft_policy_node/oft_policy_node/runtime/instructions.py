@@ -13,12 +13,16 @@ def validate_instruction(text: str, known: Collection[str], allow_unknown: bool)
     if not instruction:
         raise ValueError('the instruction is empty; send e.g. "put green pepper into pot"')
     if len(instruction) > MAX_INSTRUCTION_LENGTH:
-        raise ValueError(f'the instruction has {len(instruction)} characters, at most '
-                         f'{MAX_INSTRUCTION_LENGTH} are allowed')
+        raise ValueError(
+            f'the instruction has {len(instruction)} characters, at most '
+            f'{MAX_INSTRUCTION_LENGTH} are allowed'
+        )
     if not instruction.isprintable():
         bad = sorted({repr(ch) for ch in instruction if not ch.isprintable()})
         raise ValueError(f'the instruction contains non-printable characters {", ".join(bad)}')
     if not allow_unknown and instruction not in known:
-        raise ValueError(f'{instruction!r} was not seen in training; known instructions: '
-                         f'{sorted(known)} (or set allow_unknown_instructions:=true)')
+        raise ValueError(
+            f'{instruction!r} was not seen in training; known instructions: '
+            f'{sorted(known)} (or set allow_unknown_instructions:=true)'
+        )
     return instruction

@@ -29,8 +29,13 @@ class Observation:
 
 
 class ObservationBuffer:
-    def __init__(self, cameras: Sequence[str] = robot.CAMERAS, sync_tolerance: float = 0.05,
-                 max_age: float = 0.5, history: int = 8) -> None:
+    def __init__(
+        self,
+        cameras: Sequence[str] = robot.CAMERAS,
+        sync_tolerance: float = 0.05,
+        max_age: float = 0.5,
+        history: int = 8,
+    ) -> None:
         if not (math.isfinite(sync_tolerance) and sync_tolerance >= 0.0):
             raise ValueError(f'sync_tolerance {sync_tolerance!r} must be a finite number >= 0 s')
         if not (math.isfinite(max_age) and max_age > 0.0):
@@ -39,7 +44,8 @@ class ObservationBuffer:
         self._max_age_ns = round(max_age * 1e9)
         self._sources = [*(f'camera:{c}' for c in cameras), *(f'arm:{a}' for a in robot.ARMS)]
         self._history: dict[str, deque[tuple[int, np.ndarray]]] = {
-            source: deque(maxlen=history) for source in self._sources}
+            source: deque(maxlen=history) for source in self._sources
+        }
         self._lock = threading.Lock()
 
     def add_image(self, camera: str, stamp: int, image: np.ndarray) -> None:
@@ -65,13 +71,18 @@ class ObservationBuffer:
             if not all(self._history.values()):
                 return None
             anchor = min(history[-1][0] for history in self._history.values())
-            chosen = {source: min(history, key=lambda sample: abs(sample[0] - anchor))
-                      for source, history in self._history.items()}
+            chosen = {
+                source: min(history, key=lambda sample: abs(sample[0] - anchor))
+                for source, history in self._history.items()
+            }
         stamps = [stamp for stamp, _ in chosen.values()]
         newest = max(stamps)
         if newest - min(stamps) > self._tolerance_ns or now - newest > self._max_age_ns:
             return None
-        images = {source.removeprefix('camera:'): value for source, (_, value) in chosen.items()
-                  if source.startswith('camera:')}
+        images = {
+            source.removeprefix('camera:'): value
+            for source, (_, value) in chosen.items()
+            if source.startswith('camera:')
+        }
         proprio = np.concatenate([chosen[f'arm:{arm}'][1] for arm in robot.ARMS])
         return Observation(stamp=newest, images=images, proprio=proprio)

@@ -26,11 +26,17 @@ class TickStats:
         """rate_hz and jitter p50/p99/max in ms over the window (NaN before two ticks)."""
         if not self._intervals:
             nan = float('nan')
-            return {'rate_hz': nan, 'jitter_p50_ms': nan, 'jitter_p99_ms': nan,
-                    'jitter_max_ms': nan}
+            return {
+                'rate_hz': nan,
+                'jitter_p50_ms': nan,
+                'jitter_p99_ms': nan,
+                'jitter_max_ms': nan,
+            }
         intervals = np.fromiter(self._intervals, dtype=np.float64)
         jitter_ms = np.abs(intervals - self.nominal_period) * 1e3
-        return {'rate_hz': float(1.0 / intervals.mean()),
-                'jitter_p50_ms': float(np.percentile(jitter_ms, 50)),
-                'jitter_p99_ms': float(np.percentile(jitter_ms, 99)),
-                'jitter_max_ms': float(jitter_ms.max())}
+        return {
+            'rate_hz': float(1.0 / intervals.mean()),
+            'jitter_p50_ms': float(np.percentile(jitter_ms, 50)),
+            'jitter_p99_ms': float(np.percentile(jitter_ms, 99)),
+            'jitter_max_ms': float(jitter_ms.max()),
+        }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oft_policy_node import robot
-from oft_policy_node.runtime.safety import IS_GRIPPER, Filtered
+from oft_policy_node.runtime.safety import IS_GRIPPER, Filtered, tracking_error
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,11 @@ class TrackingFault:
     def describe(self) -> str:
         unit = '' if self.joint.endswith(robot.GRIPPER) else ' rad'
         when = f'for {self.ticks} ticks' if self.ticks else 'when its joint states came back'
-        return (f'tracking error on {self.joint}: the target was {self.error:+.3f}{unit} from '
-                f'the measured pose {when} (tolerance {self.tolerance}{unit}); holding the '
-                f'measured pose until ~/resume')
+        return (
+            f'tracking error on {self.joint}: the target was {self.error:+.3f}{unit} from '
+            f'the measured pose {when} (tolerance {self.tolerance}{unit}); holding the '
+            f'measured pose until ~/resume'
+        )
 
 
 def rebase(command: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -62,17 +64,21 @@ class TrackingMonitor:
         joint = int(np.argmax(self._beyond))
         if self._beyond[joint] < self.trip_ticks:
             return None
-        return TrackingFault(robot.action_joint_names()[joint],
-                             float(filtered.tracking_error[joint]),
-                             float(self.tolerance[joint]), int(self._beyond[joint]))
+        return TrackingFault(
+            robot.action_joint_names()[joint],
+            float(filtered.tracking_error[joint]),
+            float(self.tolerance[joint]),
+            int(self._beyond[joint]),
+        )
 
     def gap_fault(self, command: np.ndarray, measured: np.ndarray) -> TrackingFault | None:
         """A fault if `command` is already beyond the tolerance of `measured` (used when joint
         states come back after a silence, before anything moves)."""
-        error = np.where(IS_GRIPPER, np.maximum(command - measured, 0.0), command - measured)
+        error = tracking_error(command, measured)
         beyond = np.abs(error) > self.tolerance
         if not beyond.any():
             return None
         joint = int(np.argmax(np.abs(error) - self.tolerance))
-        return TrackingFault(robot.action_joint_names()[joint], float(error[joint]),
-                             float(self.tolerance[joint]), 0)
+        return TrackingFault(
+            robot.action_joint_names()[joint], float(error[joint]), float(self.tolerance[joint]), 0
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from oft_policy_node.model.processing import resize
 
 

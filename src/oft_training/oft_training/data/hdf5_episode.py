@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
-from oft_policy_node import robot
 
+from oft_policy_node import robot
 from oft_training.data.training_set import EpisodeError, TrainingSetWriter
 
 # Camera order of ALOHA's task configs; `compress_len` rows follow the recording's order.
@@ -38,8 +38,10 @@ class Hdf5Options:
     def stride(self) -> int:
         ratio = self.source_rate_hz / self.rate_hz
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
-            raise ValueError(f'HDF5 rate {self.source_rate_hz} Hz is not a whole multiple of the '
-                             f'control rate {self.rate_hz} Hz; set --hdf5-rate')
+            raise ValueError(
+                f'HDF5 rate {self.source_rate_hz} Hz is not a whole multiple of the '
+                f'control rate {self.rate_hz} Hz; set --hdf5-rate'
+            )
         return round(ratio)
 
 
@@ -47,9 +49,13 @@ def is_hdf5(path: Path) -> bool:
     return path.is_file() and path.suffix in ('.hdf5', '.h5')
 
 
-def convert_hdf5(path: Path, writer: TrainingSetWriter, options: Hdf5Options,
-                 resize: Callable[[np.ndarray], np.ndarray], name: str | None = None
-                 ) -> tuple[int, float, str]:
+def convert_hdf5(
+    path: Path,
+    writer: TrainingSetWriter,
+    options: Hdf5Options,
+    resize: Callable[[np.ndarray], np.ndarray],
+    name: str | None = None,
+) -> tuple[int, float, str]:
     """Write the file as one episode; returns (ticks, duration s, instruction)."""
     name = name or path.stem
     stride = options.stride()
@@ -61,15 +67,15 @@ def convert_hdf5(path: Path, writer: TrainingSetWriter, options: Hdf5Options,
         qpos = _matrix(file, '/observations/qpos', name)
         action = _matrix(file, '/action', name)
         if len(qpos) != len(action):
-            raise EpisodeError(f'{name}: /observations/qpos has {len(qpos)} steps but /action '
-                               f'{len(action)}')
+            raise EpisodeError(
+                f'{name}: /observations/qpos has {len(qpos)} steps but /action {len(action)}'
+            )
         steps = np.arange(0, len(qpos), stride)  # (T,) source steps on the control grid
         images = file.get('/observations/images')
         missing = [c for c in options.cameras if images is None or c not in images]
         if missing:
             have = sorted(images) if images is not None else []
-            raise EpisodeError(f'{name}: no /observations/images/{missing} in {path} (has '
-                               f'{have})')
+            raise EpisodeError(f'{name}: no /observations/images/{missing} in {path} (has {have})')
         compressed = any(images[c].ndim == 2 for c in options.cameras)
         lengths = _compress_lengths(file, images, options, name) if compressed else {}
         instruction = options.instruction or _attr_text(file, 'instruction')
@@ -80,11 +86,15 @@ def convert_hdf5(path: Path, writer: TrainingSetWriter, options: Hdf5Options,
             for cam in options.cameras:
                 data = images[cam]
                 if len(data) != len(qpos):
-                    raise EpisodeError(f'{name}: {cam} has {len(data)} frames for {len(qpos)} '
-                                       'steps')
+                    raise EpisodeError(
+                        f'{name}: {cam} has {len(data)} frames for {len(qpos)} steps'
+                    )
                 for tick, step in enumerate(steps):
-                    frame = (_decode_jpeg(data[step], int(lengths[cam][step]), name, cam, step)
-                             if cam in lengths else _raw_frame(data[step], name, cam))
+                    frame = (
+                        _decode_jpeg(data[step], int(lengths[cam][step]), name, cam, step)
+                        if cam in lengths
+                        else _raw_frame(data[step], name, cam)
+                    )
                     sink.put_image(cam, np.array([tick]), resize(frame))
     return len(steps), (len(steps) - 1) / options.rate_hz, instruction
 
@@ -94,8 +104,9 @@ def _matrix(file: h5py.File, key: str, name: str) -> np.ndarray:
         raise EpisodeError(f'{name}: no {key} dataset (not an ALOHA episode?)')
     values = np.asarray(file[key], dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != robot.ACTION_DIM:
-        raise EpisodeError(f'{name}: {key} has shape {values.shape}, expected (T, '
-                           f'{robot.ACTION_DIM})')
+        raise EpisodeError(
+            f'{name}: {key} has shape {values.shape}, expected (T, {robot.ACTION_DIM})'
+        )
     if not np.all(np.isfinite(values)):
         raise EpisodeError(f'{name}: {key} has non-finite values')
     return values
@@ -106,8 +117,9 @@ def _attr_text(file: h5py.File, key: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _compress_lengths(file: h5py.File, images: h5py.Group, options: Hdf5Options, name: str
-                      ) -> dict[str, np.ndarray]:
+def _compress_lengths(
+    file: h5py.File, images: h5py.Group, options: Hdf5Options, name: str
+) -> dict[str, np.ndarray]:
     """Camera -> (T,) JPEG byte counts, from /compress_len's rows in the recording's order."""
     if '/compress_len' not in file:
         raise EpisodeError(f'{name}: JPEG images but no /compress_len dataset')
@@ -115,17 +127,21 @@ def _compress_lengths(file: h5py.File, images: h5py.Group, options: Hdf5Options,
     order = options.recorded_camera_order or tuple(c for c in ALOHA_CAMERA_ORDER if c in images)
     unknown = sorted(set(images) - set(order))
     if unknown or len(order) != len(table):
-        raise EpisodeError(f'{name}: cannot tell which /compress_len row ({len(table)} rows) '
-                           f'belongs to which camera {sorted(images)}; pass the recording\'s '
-                           'camera order with --hdf5-camera-order')
+        raise EpisodeError(
+            f'{name}: cannot tell which /compress_len row ({len(table)} rows) '
+            f"belongs to which camera {sorted(images)}; pass the recording's "
+            'camera order with --hdf5-camera-order'
+        )
     return {cam: table[order.index(cam)] for cam in options.cameras if images[cam].ndim == 2}
 
 
 def _decode_jpeg(padded: np.ndarray, length: int, name: str, cam: str, step: int) -> np.ndarray:
     data = padded[:length]
     if length <= len(JPEG_END) or length > len(padded) or bytes(data[-2:]) != JPEG_END:
-        raise EpisodeError(f'{name}: {cam} step {step}: compress_len {length} does not end a '
-                           'JPEG image (truncated file or wrong --hdf5-camera-order?)')
+        raise EpisodeError(
+            f'{name}: {cam} step {step}: compress_len {length} does not end a '
+            'JPEG image (truncated file or wrong --hdf5-camera-order?)'
+        )
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise EpisodeError(f'{name}: {cam} step {step}: JPEG data does not decode')
@@ -136,6 +152,7 @@ def _decode_jpeg(padded: np.ndarray, length: int, name: str, cam: str, step: int
 
 def _raw_frame(frame: np.ndarray, name: str, cam: str) -> np.ndarray:
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise EpisodeError(f'{name}: {cam} frames must be (H, W, 3) uint8, got {frame.shape} '
-                           f'{frame.dtype}')
+        raise EpisodeError(
+            f'{name}: {cam} frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}'
+        )
     return frame

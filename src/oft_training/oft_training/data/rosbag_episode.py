@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from oft_policy_node import robot
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from oft_policy_node import robot
 from oft_training.data import topics
 from oft_training.data.sync import NS_PER_S, Stream, control_grid, latest_at
 from oft_training.data.training_set import EpisodeError, TrainingSetWriter
@@ -33,8 +33,10 @@ class BagOptions:
     """How a bag becomes an episode; every field is a `convert` option."""
 
     action_source: str = 'sim'
-    leader_gripper: tuple[float, float] = (topics.LEADER_GRIPPER_CLOSED,
-                                           topics.LEADER_GRIPPER_OPEN)
+    leader_gripper: tuple[float, float] = (
+        topics.LEADER_GRIPPER_CLOSED,
+        topics.LEADER_GRIPPER_OPEN,
+    )
     cameras: tuple[str, ...] = robot.CAMERAS
     rate_hz: float = robot.CONTROL_RATE_HZ
     joint_tolerance_s: float = 0.1  # max age of a joint state / command at a tick
@@ -65,8 +67,10 @@ def make_typestore() -> object:
 
 def is_bag(path: Path) -> bool:
     """A rosbag2 folder (metadata.yaml) or a bare .mcap / .db3 storage file."""
-    return (path.is_dir() and (path / 'metadata.yaml').is_file()) or \
-        path.suffix in ('.mcap', '.db3')
+    return (path.is_dir() and (path / 'metadata.yaml').is_file()) or path.suffix in (
+        '.mcap',
+        '.db3',
+    )
 
 
 @dataclass
@@ -78,9 +82,13 @@ class BagEpisodeReport:
     warnings: list[str]
 
 
-def convert_bag(path: Path, writer: TrainingSetWriter, options: BagOptions,
-                resize: Callable[[np.ndarray], np.ndarray], name: str | None = None
-                ) -> BagEpisodeReport:
+def convert_bag(
+    path: Path,
+    writer: TrainingSetWriter,
+    options: BagOptions,
+    resize: Callable[[np.ndarray], np.ndarray],
+    name: str | None = None,
+) -> BagEpisodeReport:
     """Read the bag at `path` into `writer` as one episode. Raises EpisodeError (naming the
     episode) for anything that would give a wrong sample."""
     name = name or path.stem
@@ -97,38 +105,52 @@ def convert_bag(path: Path, writer: TrainingSetWriter, options: BagOptions,
     except EpisodeError:
         raise
     except Exception as exc:  # truncated chunks, undecodable messages: name the episode
-        raise EpisodeError(f'{name}: bag {path} is unreadable ({type(exc).__name__}: {exc}); '
-                           'is it truncated or corrupt?') from exc
+        raise EpisodeError(
+            f'{name}: bag {path} is unreadable ({type(exc).__name__}: {exc}); '
+            'is it truncated or corrupt?'
+        ) from exc
     finally:
         reader.close()
 
 
-def _convert_open_bag(reader: Reader, store: object, name: str, writer: TrainingSetWriter,
-                      options: BagOptions, resize: Callable[[np.ndarray], np.ndarray],
-                      proprio: list[topics.Channel], actions: list[topics.Channel]
-                      ) -> BagEpisodeReport:
+def _convert_open_bag(
+    reader: Reader,
+    store: object,
+    name: str,
+    writer: TrainingSetWriter,
+    options: BagOptions,
+    resize: Callable[[np.ndarray], np.ndarray],
+    proprio: list[topics.Channel],
+    actions: list[topics.Channel],
+) -> BagEpisodeReport:
     camera_topics = {options.camera_topic(cam): cam for cam in options.cameras}
     wanted = {c.topic: c.msgtype for c in proprio + actions}
     wanted.update({topic: topics.IMAGE for topic in camera_topics})
     available = reader.topics
     missing = sorted(t for t in wanted if t not in available or available[t].msgcount == 0)
     if missing:
-        hint = (f' (action source {options.action_source!r}: pick another with --action-source)'
-                if any(t in {c.topic for c in actions} for t in missing) else '')
-        raise EpisodeError(f'{name}: no messages on {missing}{hint}; the bag has '
-                           f'{sorted(available)}')
+        hint = (
+            f' (action source {options.action_source!r}: pick another with --action-source)'
+            if any(t in {c.topic for c in actions} for t in missing)
+            else ''
+        )
+        raise EpisodeError(
+            f'{name}: no messages on {missing}{hint}; the bag has {sorted(available)}'
+        )
     for topic, msgtype in wanted.items():
         if available[topic].msgtype != msgtype:
-            raise EpisodeError(f'{name}: {topic} has type {available[topic].msgtype}, '
-                               f'expected {msgtype}')
+            raise EpisodeError(
+                f'{name}: {topic} has type {available[topic].msgtype}, expected {msgtype}'
+            )
 
     # Pass 1: joint/command values and camera stamps.
     channels = {c.topic: c for c in proprio + actions}
     values: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
     camera_stamps: dict[str, list[int]] = defaultdict(list)
     instructions: list[str] = []
-    connections = [c for c in reader.connections
-                   if c.topic in wanted or c.topic in topics.INSTRUCTION_TOPICS]
+    connections = [
+        c for c in reader.connections if c.topic in wanted or c.topic in topics.INSTRUCTION_TOPICS
+    ]
     for connection, receive_ns, raw in reader.messages(connections):
         msg = store.deserialize_cdr(raw, connection.msgtype)
         if connection.topic in topics.INSTRUCTION_TOPICS:
@@ -146,20 +168,29 @@ def _convert_open_bag(reader: Reader, store: object, name: str, writer: Training
             values[connection.topic][0].append(stamp)
             values[connection.topic][1].append(decoded)
 
-    streams = {topic: Stream.from_unsorted(topic, *values[topic]) for topic in channels
-               if values[topic][0]}
+    streams = {
+        topic: Stream.from_unsorted(topic, *values[topic])
+        for topic in channels
+        if values[topic][0]
+    }
     silent = sorted(set(channels) - set(streams))
     if silent:
-        raise EpisodeError(f'{name}: no usable command on {silent} (e.g. Interbotix commands to '
-                           'another group or joint)')
+        raise EpisodeError(
+            f'{name}: no usable command on {silent} (e.g. Interbotix commands to '
+            'another group or joint)'
+        )
     # Camera streams carry their message ordinal as value: pass 2 finds frames by it.
-    cams = {topic: Stream.from_unsorted(topic, stamps, np.arange(len(stamps)))
-            for topic, stamps in camera_stamps.items()}
+    cams = {
+        topic: Stream.from_unsorted(topic, stamps, np.arange(len(stamps)))
+        for topic, stamps in camera_stamps.items()
+    }
     ticks = control_grid([*streams.values(), *cams.values()], options.rate_hz)  # (T,)
 
     problems = []
-    rows = {'proprio': np.full((len(ticks), robot.ACTION_DIM), np.nan),
-            'actions': np.full((len(ticks), robot.ACTION_DIM), np.nan)}
+    rows = {
+        'proprio': np.full((len(ticks), robot.ACTION_DIM), np.nan),
+        'actions': np.full((len(ticks), robot.ACTION_DIM), np.nan),
+    }
     for what, group in (('proprio', proprio), ('actions', actions)):
         for channel in group:
             stream = streams[channel.topic]
@@ -178,9 +209,11 @@ def _convert_open_bag(reader: Reader, store: object, name: str, writer: Training
     spread_s = (np.max(used_stamps, axis=0) - np.min(used_stamps, axis=0)) / NS_PER_S  # (T,)
     if len(ticks) and spread_s.max() > options.camera_sync_s:
         bad = np.flatnonzero(spread_s > options.camera_sync_s)
-        raise EpisodeError(f'{name}: cameras out of sync at {len(bad)} tick(s) from tick '
-                           f'{bad[0]}: frames up to {spread_s.max() * 1e3:.0f} ms apart '
-                           f'(allowed {options.camera_sync_s * 1e3:.0f} ms, --camera-sync)')
+        raise EpisodeError(
+            f'{name}: cameras out of sync at {len(bad)} tick(s) from tick '
+            f'{bad[0]}: frames up to {spread_s.max() * 1e3:.0f} ms apart '
+            f'(allowed {options.camera_sync_s * 1e3:.0f} ms, --camera-sync)'
+        )
 
     instruction, warnings = _instruction(name, reader, instructions, options)
     source = f'rosbag2:{reader.path}'
@@ -210,8 +243,10 @@ def _stamp(msg: object, receive_ns: int, time_source: str, name: str, topic: str
         return receive_ns
     stamp = header.stamp.sec * NS_PER_S + header.stamp.nanosec
     if stamp == 0:
-        raise EpisodeError(f'{name}: {topic} has unstamped messages (header.stamp = 0); '
-                           'convert with --time-source receive')
+        raise EpisodeError(
+            f'{name}: {topic} has unstamped messages (header.stamp = 0); '
+            'convert with --time-source receive'
+        )
     return stamp
 
 
@@ -222,27 +257,34 @@ def _ticks_by_frame(frames: np.ndarray) -> dict[int, np.ndarray]:
     return {int(f): t for f, t in zip(unique, np.split(order, starts[1:]), strict=True)}
 
 
-def _instruction(name: str, reader: Reader, on_topic: list[str], options: BagOptions
-                 ) -> tuple[str, list[str]]:
+def _instruction(
+    name: str, reader: Reader, on_topic: list[str], options: BagOptions
+) -> tuple[str, list[str]]:
     """Priority: --instruction, the bag's metadata (custom_data 'instruction'), the topic."""
     warnings = []
     custom = reader.storage.metadata.custom or {}
     from_meta = (custom.get('instruction') or '').strip()
     distinct = list(dict.fromkeys(s.strip() for s in on_topic if s.strip()))
     if len(distinct) > 1:
-        raise EpisodeError(f'{name}: the instruction changed during the episode ({distinct}); '
-                           'split the recording per instruction')
+        raise EpisodeError(
+            f'{name}: the instruction changed during the episode ({distinct}); '
+            'split the recording per instruction'
+        )
     from_topic = distinct[0] if distinct else ''
     if options.instruction:
         return options.instruction, warnings
     if from_meta and from_topic and from_meta != from_topic:
-        warnings.append(f'{name}: metadata instruction {from_meta!r} differs from the topic\'s '
-                        f'{from_topic!r}; using the metadata')
+        warnings.append(
+            f"{name}: metadata instruction {from_meta!r} differs from the topic's "
+            f'{from_topic!r}; using the metadata'
+        )
     instruction = from_meta or from_topic
     if not instruction:
-        raise EpisodeError(f'{name}: no instruction in the bag metadata (custom_data '
-                           f'"instruction") nor on {" or ".join(topics.INSTRUCTION_TOPICS)}; '
-                           'pass --instruction')
+        raise EpisodeError(
+            f'{name}: no instruction in the bag metadata (custom_data '
+            f'"instruction") nor on {" or ".join(topics.INSTRUCTION_TOPICS)}; '
+            'pass --instruction'
+        )
     return instruction, warnings
 
 
@@ -250,15 +292,18 @@ def image_to_rgb(msg: object, where: str) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB."""
     channels = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
     if msg.encoding not in channels:
-        raise EpisodeError(f'{where}: image encoding {msg.encoding!r} is not supported '
-                           f'({sorted(channels)})')
+        raise EpisodeError(
+            f'{where}: image encoding {msg.encoding!r} is not supported ({sorted(channels)})'
+        )
     c = channels[msg.encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     data = np.asarray(msg.data, dtype=np.uint8)
     if step < w * c or len(data) < h * step:
-        raise EpisodeError(f'{where}: image {w}x{h} {msg.encoding} step {step} with '
-                           f'{len(data)} bytes is truncated')
-    pixels = data[:h * step].reshape(h, step)[:, :w * c].reshape(h, w, c)
+        raise EpisodeError(
+            f'{where}: image {w}x{h} {msg.encoding} step {step} with '
+            f'{len(data)} bytes is truncated'
+        )
+    pixels = data[: h * step].reshape(h, step)[:, : w * c].reshape(h, w, c)
     if msg.encoding.startswith('bgr'):
         pixels = pixels[..., [2, 1, 0]]
     elif c == 1:

@@ -46,8 +46,10 @@ class Gap:
 
     def __str__(self) -> str:
         age = 'none yet' if np.isinf(self.worst_age_s) else f'{self.worst_age_s * 1e3:.0f} ms old'
-        return (f'{self.stream}: {self.count} tick(s) from tick {self.first_tick} have no message '
-                f'within tolerance (newest {age})')
+        return (
+            f'{self.stream}: {self.count} tick(s) from tick {self.first_tick} have no message '
+            f'within tolerance (newest {age})'
+        )
 
 
 def control_grid(streams: list[Stream], rate_hz: float) -> np.ndarray:
@@ -66,13 +68,13 @@ def control_grid(streams: list[Stream], rate_hz: float) -> np.ndarray:
     return start + period_ns * np.arange((end - start) // period_ns + 1, dtype=np.int64)
 
 
-def latest_at(stream: Stream, ticks: np.ndarray, tolerance_s: float
-              ) -> tuple[np.ndarray, list[Gap]]:
+def latest_at(
+    stream: Stream, ticks: np.ndarray, tolerance_s: float
+) -> tuple[np.ndarray, list[Gap]]:
     """Index (T,) of the newest message at or before each tick, and the gaps where that message
     is older than `tolerance_s` (or missing: index -1)."""
     index = np.searchsorted(stream.stamps, ticks, side='right') - 1  # (T,)
-    age_s = np.where(index >= 0, (ticks - stream.stamps[np.maximum(index, 0)]) / NS_PER_S,
-                     np.inf)
+    age_s = np.where(index >= 0, (ticks - stream.stamps[np.maximum(index, 0)]) / NS_PER_S, np.inf)
     return index, _gaps(stream.name, age_s > tolerance_s, age_s)
 
 

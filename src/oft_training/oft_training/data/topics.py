@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from oft_policy_node import robot
 
 JOINT_STATE = 'sensor_msgs/msg/JointState'
@@ -72,8 +73,9 @@ def _positions(msg: object, names: tuple[str, ...], topic: str) -> np.ndarray:
     return position[[index[n] for n in names]]
 
 
-def _joint_state_channel(topic: str, arm: str, gripper_joint: str,
-                         to_opening: Callable[[np.ndarray], np.ndarray]) -> Channel:
+def _joint_state_channel(
+    topic: str, arm: str, gripper_joint: str, to_opening: Callable[[np.ndarray], np.ndarray]
+) -> Channel:
     names = (*robot.ARM_JOINTS, gripper_joint)
 
     def decode(msg: object) -> np.ndarray:
@@ -86,13 +88,21 @@ def _joint_state_channel(topic: str, arm: str, gripper_joint: str,
 
 def proprio_channels() -> list[Channel]:
     """The follower arms' joint_states: 6 joints + gripper opening from the finger position."""
-    return [_joint_state_channel(robot.joint_states_topic(arm), arm, robot.FINGER_JOINT,
-                                 robot.finger_to_normalized) for arm in robot.ARMS]
+    return [
+        _joint_state_channel(
+            robot.joint_states_topic(arm), arm, robot.FINGER_JOINT, robot.finger_to_normalized
+        )
+        for arm in robot.ARMS
+    ]
 
 
 def _sim_channels() -> list[Channel]:
-    return [_joint_state_channel(robot.joint_positions_topic(arm), arm, robot.GRIPPER,
-                                 robot.motor_to_normalized) for arm in robot.ARMS]
+    return [
+        _joint_state_channel(
+            robot.joint_positions_topic(arm), arm, robot.GRIPPER, robot.motor_to_normalized
+        )
+        for arm in robot.ARMS
+    ]
 
 
 def _interbotix_channels() -> list[Channel]:
@@ -106,8 +116,10 @@ def _interbotix_channels() -> list[Channel]:
                 return None
             cmd = np.asarray(msg.cmd, dtype=np.float64)
             if len(cmd) != len(robot.ARM_JOINTS):
-                raise ChannelError(f'{topic}: group "arm" command has {len(cmd)} values, '
-                                   f'expected {len(robot.ARM_JOINTS)}')
+                raise ChannelError(
+                    f'{topic}: group "arm" command has {len(cmd)} values, '
+                    f'expected {len(robot.ARM_JOINTS)}'
+                )
             return cmd
 
         def decode_single(msg: object) -> np.ndarray | None:
@@ -116,8 +128,9 @@ def _interbotix_channels() -> list[Channel]:
             return np.array([robot.motor_to_normalized(float(msg.cmd))])
 
         channels.append(Channel(group_topic, JOINT_GROUP_COMMAND, dims[:-1], decode_group))
-        channels.append(Channel(robot.joint_single_topic(arm), JOINT_SINGLE_COMMAND, dims[-1:],
-                                decode_single))
+        channels.append(
+            Channel(robot.joint_single_topic(arm), JOINT_SINGLE_COMMAND, dims[-1:], decode_single)
+        )
     return channels
 
 
@@ -128,16 +141,23 @@ def leader_joint_states_topic(arm: str) -> str:
 def _leader_channels(closed: float, open_: float) -> list[Channel]:
     if open_ == closed:
         raise ValueError(f'leader gripper closed and open angles are equal ({closed})')
-    return [_joint_state_channel(leader_joint_states_topic(arm), arm, robot.GRIPPER,
-                                 lambda angle: (angle - closed) / (open_ - closed))
-            for arm in robot.ARMS]
+    return [
+        _joint_state_channel(
+            leader_joint_states_topic(arm),
+            arm,
+            robot.GRIPPER,
+            lambda angle: (angle - closed) / (open_ - closed),
+        )
+        for arm in robot.ARMS
+    ]
 
 
 ACTION_SOURCES = ('sim', 'interbotix', 'leader')
 
 
-def action_channels(source: str, leader_gripper: tuple[float, float] = (
-        LEADER_GRIPPER_CLOSED, LEADER_GRIPPER_OPEN)) -> list[Channel]:
+def action_channels(
+    source: str, leader_gripper: tuple[float, float] = (LEADER_GRIPPER_CLOSED, LEADER_GRIPPER_OPEN)
+) -> list[Channel]:
     """The channels of a named action source (see the module docstring); `leader_gripper` is
     the leader gripper's (closed, open) joint angle, used by the `leader` source only."""
     if source == 'sim':
@@ -155,5 +175,7 @@ def check_coverage(channels: list[Channel], what: str) -> None:
     for channel in channels:
         counts[list(channel.dims)] += 1
     if not np.all(counts == 1):
-        raise ValueError(f'{what} channels must fill each of the {robot.ACTION_DIM} dimensions '
-                         f'once; fill counts per dimension: {counts.tolist()}')
+        raise ValueError(
+            f'{what} channels must fill each of the {robot.ACTION_DIM} dimensions '
+            f'once; fill counts per dimension: {counts.tolist()}'
+        )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from oft_policy_node import robot
 from oft_policy_node.model.normalization import NormStats
 
@@ -54,32 +55,36 @@ class RunningMinMax:
         self.high = high if self.high is None else np.maximum(self.high, high)
 
 
-
 class EpisodeSink:
     """Memory-mapped arrays of one episode being written. Use as a context manager: leaving it
     with an exception deletes the partial episode, so no half-written episode is ever indexed."""
 
-    def __init__(self, writer: TrainingSetWriter, name: str, length: int, instruction: str,
-                 source: str) -> None:
+    def __init__(
+        self, writer: TrainingSetWriter, name: str, length: int, instruction: str, source: str
+    ) -> None:
         self._writer, self.name, self.length = writer, name, length
         self.instruction, self.source = instruction, source
         self.folder = writer.root / 'episodes' / episode_dir_name(name)
         if self.folder.exists():
-            raise EpisodeError(f'{name}: episode folder {self.folder} exists already (two '
-                               'episodes with the same name?)')
+            raise EpisodeError(
+                f'{name}: episode folder {self.folder} exists already (two '
+                'episodes with the same name?)'
+            )
         self.folder.mkdir(parents=True)
         h, w = writer.image_size
         self.proprio = self._array('proprio', (length, robot.ACTION_DIM), np.float32)
         self.actions = self._array('actions', (length, robot.ACTION_DIM), np.float32)
         self.proprio[:] = np.nan  # so an unfilled row is caught in commit()
         self.actions[:] = np.nan
-        self.images = {cam: self._array(cam, (length, h, w, 3), np.uint8)
-                       for cam in writer.cameras}
+        self.images = {
+            cam: self._array(cam, (length, h, w, 3), np.uint8) for cam in writer.cameras
+        }
         self._written = {cam: np.zeros(length, dtype=bool) for cam in writer.cameras}
 
     def _array(self, stem: str, shape: tuple[int, ...], dtype: type) -> np.memmap:
-        return np.lib.format.open_memmap(self.folder / f'{stem}.npy', mode='w+', dtype=dtype,
-                                         shape=shape)
+        return np.lib.format.open_memmap(
+            self.folder / f'{stem}.npy', mode='w+', dtype=dtype, shape=shape
+        )
 
     def put_image(self, camera: str, ticks: np.ndarray, frame: np.ndarray) -> None:
         """Store one (H, W, 3) uint8 frame (already resized) at every tick in `ticks`."""
@@ -105,12 +110,15 @@ class EpisodeSink:
             for what, array in (('proprio', self.proprio), ('actions', self.actions)):
                 if not np.all(np.isfinite(array)):
                     rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-                    raise EpisodeError(f'{self.name}: {what} has non-finite values at ticks '
-                                       f'{rows[:10].tolist()}')
+                    raise EpisodeError(
+                        f'{self.name}: {what} has non-finite values at ticks {rows[:10].tolist()}'
+                    )
             for cam, written in self._written.items():
                 if not written.all():
-                    raise EpisodeError(f'{self.name}: no {cam} frame for ticks '
-                                       f'{np.flatnonzero(~written)[:10].tolist()}')
+                    raise EpisodeError(
+                        f'{self.name}: no {cam} frame for ticks '
+                        f'{np.flatnonzero(~written)[:10].tolist()}'
+                    )
         except EpisodeError:
             self._discard()
             raise
@@ -122,13 +130,21 @@ class EpisodeSink:
 class TrainingSetWriter:
     """Collects episodes into `root`; `close()` writes the index with the statistics."""
 
-    def __init__(self, root: Path, image_size: tuple[int, int], chunk_size: int = robot.CHUNK_SIZE,
-                 cameras: tuple[str, ...] = robot.CAMERAS, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        image_size: tuple[int, int],
+        chunk_size: int = robot.CHUNK_SIZE,
+        cameras: tuple[str, ...] = robot.CAMERAS,
+        overwrite: bool = False,
+    ) -> None:
         self.root = Path(root)
         if self.root.exists() and any(self.root.iterdir()):
             if not overwrite:
-                raise FileExistsError(f'output folder {self.root} is not empty; pass --overwrite '
-                                      'to replace it or choose another --out')
+                raise FileExistsError(
+                    f'output folder {self.root} is not empty; pass --overwrite '
+                    'to replace it or choose another --out'
+                )
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.image_size, self.chunk_size, self.cameras = tuple(image_size), chunk_size, cameras
@@ -138,11 +154,14 @@ class TrainingSetWriter:
 
     def episode(self, name: str, length: int, instruction: str, source: str) -> EpisodeSink:
         if length < self.chunk_size:
-            raise EpisodeError(f'{name}: {length} ticks on the control grid, fewer than one '
-                               f'action chunk ({self.chunk_size}); record a longer episode')
+            raise EpisodeError(
+                f'{name}: {length} ticks on the control grid, fewer than one '
+                f'action chunk ({self.chunk_size}); record a longer episode'
+            )
         if not instruction.strip():
-            raise EpisodeError(f'{name}: no instruction; record one (metadata or topic) or '
-                               'pass --instruction')
+            raise EpisodeError(
+                f'{name}: no instruction; record one (metadata or topic) or pass --instruction'
+            )
         return EpisodeSink(self, name, length, instruction.strip(), source)
 
     def _add(self, sink: EpisodeSink) -> None:
@@ -150,22 +169,38 @@ class TrainingSetWriter:
         self._action_stats.update(np.asarray(sink.actions))
         if sink.instruction not in self.instructions:
             self.instructions.append(sink.instruction)
-        self.episodes.append({'name': sink.name, 'folder': sink.folder.name,
-                              'source': sink.source, 'length': sink.length,
-                              'instruction': sink.instruction})
+        self.episodes.append(
+            {
+                'name': sink.name,
+                'folder': sink.folder.name,
+                'source': sink.source,
+                'length': sink.length,
+                'instruction': sink.instruction,
+            }
+        )
 
     def close(self) -> dict:
         """Write index.json (atomically) and return it; refuses an empty training set."""
         if not self.episodes:
-            raise EpisodeError(f'no episode could be converted into {self.root}; see the '
-                               'messages above')
+            raise EpisodeError(
+                f'no episode could be converted into {self.root}; see the messages above'
+            )
         index = {
-            'format': FORMAT, 'version': VERSION, 'image_size': list(self.image_size),
-            'cameras': list(self.cameras), 'control_rate_hz': robot.CONTROL_RATE_HZ,
-            'chunk_size': self.chunk_size, 'joint_names': robot.action_joint_names(),
-            'episodes': self.episodes, 'instructions': self.instructions,
-            'stats': NormStats(self._action_stats.low, self._action_stats.high,
-                               self._proprio_stats.low, self._proprio_stats.high).to_dict(),
+            'format': FORMAT,
+            'version': VERSION,
+            'image_size': list(self.image_size),
+            'cameras': list(self.cameras),
+            'control_rate_hz': robot.CONTROL_RATE_HZ,
+            'chunk_size': self.chunk_size,
+            'joint_names': robot.action_joint_names(),
+            'episodes': self.episodes,
+            'instructions': self.instructions,
+            'stats': NormStats(
+                self._action_stats.low,
+                self._action_stats.high,
+                self._proprio_stats.low,
+                self._proprio_stats.high,
+            ).to_dict(),
         }
         tmp = self.root / (INDEX + '.tmp')
         tmp.write_text(json.dumps(index, indent=1) + '\n')
@@ -185,8 +220,9 @@ class TrainingSet:
         self.root = Path(self.root)
         path = self.root / INDEX
         if not path.is_file():
-            raise FileNotFoundError(f'{path} not found: is {self.root} a training set written by '
-                                    '`convert`?')
+            raise FileNotFoundError(
+                f'{path} not found: is {self.root} a training set written by `convert`?'
+            )
         self.index = json.loads(path.read_text())
         if self.index.get('format') != FORMAT or self.index.get('version') != VERSION:
             raise ValueError(f'{path}: not a {FORMAT} v{VERSION} index')
@@ -198,9 +234,16 @@ class TrainingSet:
         self.episodes = [by_name[n] for n in names]
         k = self.chunk_size
         # (episode number, start tick) of every sample, in order.
-        self._starts = np.concatenate(
-            [np.stack([np.full(e['length'] - k + 1, i), np.arange(e['length'] - k + 1)], 1)
-             for i, e in enumerate(self.episodes)]) if self.episodes else np.zeros((0, 2), int)
+        self._starts = (
+            np.concatenate(
+                [
+                    np.stack([np.full(e['length'] - k + 1, i), np.arange(e['length'] - k + 1)], 1)
+                    for i, e in enumerate(self.episodes)
+                ]
+            )
+            if self.episodes
+            else np.zeros((0, 2), int)
+        )
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
 
     @property
@@ -231,8 +274,10 @@ class TrainingSet:
         """Memory-mapped arrays of episode `number` (opened once per process)."""
         if number not in self._arrays:
             folder = self.root / 'episodes' / self.episodes[number]['folder']
-            self._arrays[number] = {stem: np.load(folder / f'{stem}.npy', mmap_mode='r')
-                                    for stem in ('proprio', 'actions', *self.cameras)}
+            self._arrays[number] = {
+                stem: np.load(folder / f'{stem}.npy', mmap_mode='r')
+                for stem in ('proprio', 'actions', *self.cameras)
+            }
         return self._arrays[number]
 
     def sample(self, i: int) -> dict:
@@ -243,7 +288,7 @@ class TrainingSet:
         return {
             'images': {cam: np.array(arrays[cam][t]) for cam in self.cameras},
             'proprio': np.array(arrays['proprio'][t]),
-            'actions': np.array(arrays['actions'][t:t + self.chunk_size]),
+            'actions': np.array(arrays['actions'][t : t + self.chunk_size]),
             'instruction': self.episodes[number]['instruction'],
             'episode': self.episodes[number]['name'],
             'tick': t,

@@ -15,16 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, Sampler
+
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.normalization import NormStats
 from oft_policy_node.model.processing import augment_images, inference_images, stack_camera_images
-from torch.utils.data import Dataset, Sampler
-
 from oft_training.data.training_set import TrainingSet
 
 
-def split_episodes(names: list[str], val_fraction: float, seed: int
-                   ) -> tuple[list[str], list[str]]:
+def split_episodes(
+    names: list[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """Seeded split by episode (samples of one episode never straddle train and val).
 
     At least one validation episode when val_fraction > 0 and there are >= 2 episodes."""
@@ -74,8 +75,10 @@ class StepBatches(Sampler):
         object.__setattr__(self, '_stream', stream)
         per_rank, rest = divmod(self.global_batch, self.world_size * self.accumulation)
         if rest or per_rank < 1:
-            raise ValueError(f'batch size {self.global_batch} must be a multiple of processes '
-                             f'({self.world_size}) x gradient accumulation ({self.accumulation})')
+            raise ValueError(
+                f'batch size {self.global_batch} must be a multiple of processes '
+                f'({self.world_size}) x gradient accumulation ({self.accumulation})'
+            )
         object.__setattr__(self, '_permutations', {})  # epoch -> permutation (last two kept)
 
     @property
@@ -85,8 +88,7 @@ class StepBatches(Sampler):
     def _permutation(self, epoch: int) -> np.ndarray:
         cache = self._permutations
         if epoch not in cache:
-            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
-                len(self._stream))
+            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self._stream))
             for old in [e for e in cache if e < epoch - 1]:
                 del cache[old]
         return cache[epoch]
@@ -98,15 +100,19 @@ class StepBatches(Sampler):
         for position in range(self.rank * share, (self.rank + 1) * share):
             stream = step * self.global_batch + position
             epoch, offset = divmod(stream, len(self._stream))
-            keys.append((int(self._stream[self._permutation(epoch)[offset]]),
-                         sample_seed(self.seed, step, position)))
+            keys.append(
+                (
+                    int(self._stream[self._permutation(epoch)[offset]]),
+                    sample_seed(self.seed, step, position),
+                )
+            )
         return keys
 
     def __iter__(self):
         for step in range(self.start_step, self.num_steps):
             keys = self.step_keys(step)
             for i in range(self.accumulation):
-                yield keys[i * self.micro_batch:(i + 1) * self.micro_batch]
+                yield keys[i * self.micro_batch : (i + 1) * self.micro_batch]
 
     def __len__(self) -> int:
         return (self.num_steps - self.start_step) * self.accumulation
@@ -123,8 +129,9 @@ def start_weighted_stream(ticks: np.ndarray, start_ticks: int, repeats: int) -> 
     return np.repeat(np.arange(len(ticks)), np.where(np.asarray(ticks) < start_ticks, repeats, 1))
 
 
-def model_images(images: Mapping[str, np.ndarray], config: OftConfig,
-                 seed: int | None) -> torch.Tensor:
+def model_images(
+    images: Mapping[str, np.ndarray], config: OftConfig, seed: int | None
+) -> torch.Tensor:
     """{camera: (H, W, 3) uint8} -> (N, 3, S, S) model input: the inference centre crop for
     seed None (evaluation), else the model package's shared-draw augmentation from `seed`."""
     pixels = stack_camera_images(images, config.camera_names)  # (N, 3, H, W)
@@ -150,15 +157,19 @@ class SampleDataset(Dataset):
     def __getitem__(self, key: tuple[int, int | None]) -> dict:
         index, seed = key
         sample = self.data.sample(index)
-        return {'images': model_images(sample['images'], self.config, seed),  # (N, 3, S, S)
-                'proprio': torch.from_numpy(self.stats.normalize_proprio(sample['proprio'])),
-                'actions': torch.from_numpy(self.stats.normalize_actions(sample['actions'])),
-                'instruction': sample['instruction']}
+        return {
+            'images': model_images(sample['images'], self.config, seed),  # (N, 3, S, S)
+            'proprio': torch.from_numpy(self.stats.normalize_proprio(sample['proprio'])),
+            'actions': torch.from_numpy(self.stats.normalize_actions(sample['actions'])),
+            'instruction': sample['instruction'],
+        }
 
 
 def collate(samples: list[dict]) -> dict:
     """A list of samples -> the model's training batch (see oft_policy_node.model.policy)."""
-    return {'images': torch.stack([s['images'] for s in samples]),  # (B, N, 3, S, S)
-            'proprio': torch.stack([s['proprio'] for s in samples]),  # (B, P)
-            'actions': torch.stack([s['actions'] for s in samples]),  # (B, K, D)
-            'instructions': [s['instruction'] for s in samples]}
+    return {
+        'images': torch.stack([s['images'] for s in samples]),  # (B, N, 3, S, S)
+        'proprio': torch.stack([s['proprio'] for s in samples]),  # (B, P)
+        'actions': torch.stack([s['actions'] for s in samples]),  # (B, K, D)
+        'instructions': [s['instruction'] for s in samples],
+    }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from oft_policy_node.model import checkpoint
 from oft_policy_node.model.policy import OftPolicy
 
@@ -28,8 +29,11 @@ LATEST = 'latest'
 
 
 def rng_state() -> dict:
-    state = {'python': random.getstate(), 'numpy': np.random.get_state(),
-             'torch': torch.get_rng_state()}
+    state = {
+        'python': random.getstate(),
+        'numpy': np.random.get_state(),
+        'torch': torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -68,8 +72,10 @@ def latest(out: Path) -> Path | None:
         return None
     folder = pointer.parent / pointer.read_text().strip()
     if not (folder / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f'{pointer} names {folder}, which has no {TRAINER_STATE}; '
-                                'delete the pointer to resume from an older checkpoint')
+        raise FileNotFoundError(
+            f'{pointer} names {folder}, which has no {TRAINER_STATE}; '
+            'delete the pointer to resume from an older checkpoint'
+        )
     return folder
 
 
@@ -81,5 +87,8 @@ def load(folder: Path, policy: OftPolicy) -> dict:
 
 def load_weights(weights_dir: Path, policy: OftPolicy) -> None:
     """Load a saved policy folder's weights into `policy`: exactly, every tensor."""
-    checkpoint.load_state(policy.network, checkpoint.read_weights(weights_dir),
-                          str(weights_dir / checkpoint.WEIGHTS_FILE))
+    checkpoint.load_state(
+        policy.network,
+        checkpoint.read_weights(weights_dir),
+        str(weights_dir / checkpoint.WEIGHTS_FILE),
+    )

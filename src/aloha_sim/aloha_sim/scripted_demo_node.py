@@ -1,0 +1,234 @@
+"""scripted_demo: drive the running aloha_sim through N seeded episodes with the scripted
+demonstrator, over ROS like a teleoperator: per episode set the sim's `seed` and
+`instruction`, call /aloha_sim/reset, then publish one joint_positions command per control tick
+of sim time (/clock), and read /task/success at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from tqdm import tqdm
+
+from aloha_sim.physics import COMMAND_JOINTS, Episode
+from aloha_sim.scenes import SCENES, Layout, get_scene
+from aloha_sim.scripted import ScriptedDemonstrator, Trajectory
+from oft_policy_node import robot
+
+SIM_NODE = 'aloha_sim'
+SETTLE_SECONDS = 0.5  # sim time holding the last command before success is read
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    instruction: str
+    success: bool
+    sim_seconds: float
+    wall_seconds: float
+
+
+def instruction_for(scene: str, episode: int, instruction: str | None) -> str:
+    """The given instruction, or the scene's instructions in turn (all objects get demos)."""
+    choices = get_scene(scene).instructions()
+    return instruction if instruction else choices[episode % len(choices)]
+
+
+class DemoRunner:
+    """Runs scripted episodes against aloha_sim from a node of the caller's."""
+
+    def __init__(
+        self,
+        node: Node,
+        executor: SingleThreadedExecutor,
+        scene: str,
+        rate_hz: float = robot.CONTROL_RATE_HZ,
+    ) -> None:
+        self.node, self.executor = node, executor
+        scene_obj = get_scene(scene)
+        self.demonstrator = ScriptedDemonstrator(
+            scene_obj, scene_obj.build_spec().compile(), rate_hz
+        )
+        self.scene = scene
+        self.command_pubs = {
+            arm: node.create_publisher(JointState, robot.joint_positions_topic(arm), 10)
+            for arm in robot.ARMS
+        }
+        self.reset_client = node.create_client(Trigger, f'/{SIM_NODE}/reset')
+        self.params = AsyncParameterClient(node, SIM_NODE)
+        self.sim_time: float | None = None
+        self.success = False
+        node.create_subscription(Clock, robot.CLOCK_TOPIC, self._on_clock, 10)
+        node.create_subscription(Bool, robot.TASK_SUCCESS_TOPIC, self._on_success, 10)
+        self._trajectory: Trajectory | None = None
+        self._start = 0.0
+        self._sent = -1
+
+    def _on_clock(self, msg: Clock) -> None:
+        self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
+        if self._trajectory is None:
+            return
+        row = min(
+            math.floor((self.sim_time - self._start) * self.demonstrator.rate_hz + 1e-6),
+            len(self._trajectory.times) - 1,
+        )
+        if row > self._sent:  # newest due row only: like a teleoperator, no backlog
+            self._sent = row
+            for arm in robot.ARMS:
+                msg_out = JointState(
+                    name=list(COMMAND_JOINTS),
+                    position=self._trajectory.commands[arm][row].tolist(),
+                )
+                msg_out.header.stamp = msg.clock
+                self.command_pubs[arm].publish(msg_out)
+
+    def _on_success(self, msg: Bool) -> None:
+        self.success = msg.data
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f'no {what} within {timeout:.0f} s; is aloha_sim running '
+                    f'(scene {self.scene!r}) on this ROS_DOMAIN_ID?'
+                )
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def wait_for_sim(self, timeout: float = 30.0) -> None:
+        self._wait(
+            lambda: self.reset_client.service_is_ready() and self.sim_time is not None,
+            timeout,
+            f'/{SIM_NODE}/reset service and /clock',
+        )
+
+    def reset(self, seed: int, instruction: str, timeout: float = 30.0) -> tuple[Episode, float]:
+        """Set the sim's seed and instruction, reset it; the episode and its start time."""
+        future = self.params.set_parameters(
+            [Parameter('seed', value=seed), Parameter('instruction', value=instruction)]
+        )
+        self._wait(future.done, timeout, 'parameter reply from aloha_sim')
+        refused = [r.reason for r in future.result().results if not r.successful]
+        if refused:
+            raise ValueError(
+                f'aloha_sim refused seed={seed}, instruction={instruction!r}: {refused}'
+            )
+        future = self.reset_client.call_async(Trigger.Request())
+        self._wait(future.done, timeout, 'reply from /aloha_sim/reset')
+        if not future.result().success:
+            raise RuntimeError(f'aloha_sim reset failed: {future.result().message}')
+        info = json.loads(future.result().message)
+        if info['scene'] != self.scene:
+            raise ValueError(
+                f'aloha_sim runs scene {info["scene"]!r}, not {self.scene!r}; '
+                f'start it with -p scene:={self.scene}'
+            )
+        layout = Layout({k: tuple(v) for k, v in info['objects'].items()})
+        episode = Episode(
+            info['scene'], info['seed'], info['instruction'], layout, info['episode']
+        )
+        return episode, float(info['start_time'])
+
+    def run_episode(self, seed: int, instruction: str) -> EpisodeResult:
+        wall = time.monotonic()
+        episode, start = self.reset(seed, instruction)
+        trajectory = self.demonstrator.plan(episode)
+        self.success = False
+        self._start, self._sent, self._trajectory = start, -1, trajectory
+        end = start + trajectory.times[-1] + 1.0 / self.demonstrator.rate_hz + SETTLE_SECONDS
+        sim_seconds = end - start
+        # Generous: the sim may run far below real time on a busy CPU.
+        self._wait(
+            lambda: self.sim_time is not None and self.sim_time >= end,
+            timeout=60.0 + 20.0 * sim_seconds,
+            what='end of the episode on /clock',
+        )
+        self._trajectory = None
+        # The success topic runs at its own rate: take a message from after the episode end.
+        self.success = None
+        self._wait(lambda: self.success is not None, 10.0, robot.TASK_SUCCESS_TOPIC)
+        return EpisodeResult(
+            seed, episode.instruction, bool(self.success), sim_seconds, time.monotonic() - wall
+        )
+
+
+def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--scene',
+        default='put_x_into_pot',
+        choices=list(SCENES),
+        help='scene aloha_sim runs (default: %(default)s)',
+    )
+    parser.add_argument(
+        '-n', '--episodes', type=int, default=10, help='number of episodes (default: %(default)s)'
+    )
+    parser.add_argument(
+        '--seed', type=int, default=0, help='seed of the first episode; episode k uses seed + k'
+    )
+    parser.add_argument(
+        '--instruction',
+        default=None,
+        help="instruction of every episode (default: the scene's instructions in turn)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog='scripted_demo',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_episode_arguments(parser)
+    args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    if args.episodes < 1:
+        parser.error(f'--episodes must be >= 1, got {args.episodes}')
+    rclpy.init(args=argv)
+    node = Node('scripted_demo')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    results = []
+    try:
+        runner = DemoRunner(node, executor, args.scene)
+        runner.wait_for_sim()
+        for k in tqdm(range(args.episodes), desc=f'{args.scene} episodes', unit='ep'):
+            result = runner.run_episode(
+                args.seed + k, instruction_for(args.scene, k, args.instruction)
+            )
+            results.append(result)
+            tqdm.write(
+                f'seed {result.seed}: {"success" if result.success else "FAILED"} '
+                f'({result.instruction!r}, {result.sim_seconds:.1f} s sim in '
+                f'{result.wall_seconds:.1f} s)'
+            )
+    except (TimeoutError, ValueError, RuntimeError) as err:
+        print(f'scripted_demo: {err}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    wins = sum(r.success for r in results)
+    print(f'scripted_demo: {wins}/{len(results)} successful episodes of {args.scene}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
