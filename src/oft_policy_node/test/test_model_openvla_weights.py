@@ -1,7 +1,10 @@
-"""The base OpenVLA checkpoint loader, on a tiny checkpoint written here in OpenVLA's layout:
-timm-named DINOv2 / SigLIP tensors (fused qkv, patch-only position embeddings, layer-scale
-gammas), the fused projector, and the Hugging Face Llama, in two safetensors shards; and
-fine-tuned checkpoints that hold the base weights by reference to such a directory."""
+"""The base OpenVLA checkpoint loader, on a tiny checkpoint written here in the layout of the
+authors' Hugging Face export (test/data/openvla_7b_tensors.txt, from
+vla-scripts/extern/convert_openvla_weights_to_hf.py and the timm modules it saves): timm-named
+DINOv2 / SigLIP tensors (fused qkv, patch-only position embeddings, `reg_token`, LayerScale
+renamed `scale_factor`, SigLIP's unused attention-pooling head), the fused projector, and the
+Hugging Face Llama, in safetensors shards with their index; and fine-tuned checkpoints that hold
+the base weights by reference to such a directory."""
 
 from __future__ import annotations
 
@@ -51,11 +54,24 @@ def timm_vit(
         'norm.bias': r(hidden),
     }
     if dino:
-        t.update(
-            {'cls_token': r(1, 1, hidden), 'reg_tokens': r(1, CFG.dino.num_registers, hidden)}
-        )
-    else:  # SigLIP's attention-pooling head: present in OpenVLA's file, unused
-        t.update({'attn_pool.latent': r(1, 1, hidden), 'attn_pool.q.weight': r(hidden, hidden)})
+        t.update({'cls_token': r(1, 1, hidden), 'reg_token': r(1, CFG.dino.num_registers, hidden)})
+    else:  # SigLIP's attention-pooling head (timm AttentionPoolLatent): in the file, unused
+        pool = {
+            'latent': (1, 1, hidden),
+            'q.weight': (hidden, hidden),
+            'q.bias': (hidden,),
+            'kv.weight': (2 * hidden, hidden),
+            'kv.bias': (2 * hidden,),
+            'proj.weight': (hidden, hidden),
+            'proj.bias': (hidden,),
+            'norm.weight': (hidden,),
+            'norm.bias': (hidden,),
+            'mlp.fc1.weight': (mlp, hidden),
+            'mlp.fc1.bias': (mlp,),
+            'mlp.fc2.weight': (hidden, mlp),
+            'mlp.fc2.bias': (hidden,),
+        }
+        t.update({f'attn_pool.{k}': r(*shape) for k, shape in pool.items()})
     for i in range(layers):
         b = f'blocks.{i}.'
         t.update(
@@ -74,8 +90,10 @@ def timm_vit(
                 b + 'mlp.fc2.bias': r(hidden),
             }
         )
-        if dino:
-            t.update({b + 'ls1.gamma': 1 + r(hidden), b + 'ls2.gamma': 1 + r(hidden)})
+        if dino:  # the exporter's name for timm's LayerScale gamma
+            t.update(
+                {b + 'ls1.scale_factor': 1 + r(hidden), b + 'ls2.scale_factor': 1 + r(hidden)}
+            )
     return {prefix + k: v for k, v in t.items()}
 
 
@@ -99,9 +117,20 @@ def base_dir(tmp_path_factory):
     torch.manual_seed(1)  # the Llama is stored by transformers' own names, as OpenVLA does
     rest.update({'language_model.' + k: v for k, v in build_llm(CFG).state_dict().items()})
     out = tmp_path_factory.mktemp('openvla')
-    save_file(vision, str(out / 'model-00001-of-00002.safetensors'))
-    save_file(rest, str(out / 'model-00002-of-00002.safetensors'))
+    write_shards(out, [vision, rest])
     return out, {**vision, **rest}
+
+
+def write_shards(directory, shards: list[dict[str, torch.Tensor]]) -> None:
+    """save_pretrained's layout: model-0000i-of-0000n.safetensors and their index."""
+    weight_map, total = {}, 0
+    for i, tensors in enumerate(shards, start=1):
+        name = f'model-{i:05d}-of-{len(shards):05d}.safetensors'
+        save_file(tensors, str(directory / name), metadata={'format': 'pt'})
+        weight_map.update(dict.fromkeys(tensors, name))
+        total += sum(v.numel() * v.element_size() for v in tensors.values())
+    index = {'metadata': {'total_size': total}, 'weight_map': weight_map}
+    (directory / 'model.safetensors.index.json').write_text(json.dumps(index, indent=2))
 
 
 def timm_block(x: torch.Tensor, t: dict, b: str, heads: int) -> torch.Tensor:
@@ -111,14 +140,15 @@ def timm_block(x: torch.Tensor, t: dict, b: str, heads: int) -> torch.Tensor:
     qkv = F.linear(h, t[b + 'attn.qkv.weight'], t[b + 'attn.qkv.bias'])
     q, k, v = qkv.reshape(n, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
     a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, hidden)
-    x = x + t[b + 'ls1.gamma'] * F.linear(a, t[b + 'attn.proj.weight'], t[b + 'attn.proj.bias'])
+    scale1, scale2 = t[b + 'ls1.scale_factor'], t[b + 'ls2.scale_factor']
+    x = x + scale1 * F.linear(a, t[b + 'attn.proj.weight'], t[b + 'attn.proj.bias'])
     h = F.layer_norm(x, (hidden,), t[b + 'norm2.weight'], t[b + 'norm2.bias'], 1e-6)
     h = F.linear(
         F.gelu(F.linear(h, t[b + 'mlp.fc1.weight'], t[b + 'mlp.fc1.bias'])),
         t[b + 'mlp.fc2.weight'],
         t[b + 'mlp.fc2.bias'],
     )
-    return x + t[b + 'ls2.gamma'] * h
+    return x + scale2 * h
 
 
 def test_loads_every_base_tensor_onto_the_right_module(base_dir):
@@ -168,7 +198,7 @@ def test_dinov2_features_equal_timm_computation(base_dir):
     tokens = torch.cat(
         [
             t[DINO + 'cls_token'].expand(2, -1, -1),
-            t[DINO + 'reg_tokens'].expand(2, -1, -1),
+            t[DINO + 'reg_token'].expand(2, -1, -1),
             patches,
         ],
         dim=1,
@@ -179,6 +209,20 @@ def test_dinov2_features_equal_timm_computation(base_dir):
     with torch.no_grad():
         ours = policy.network.vision.encode_dino(x, None)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_prismatic_native_layer_scale_name_loads_too(base_dir, tmp_path):
+    """Checkpoints saved by the Prismatic training code (not the Hugging Face export) keep
+    timm's `ls1.gamma`; both spellings load to the same weights."""
+    directory, t = base_dir
+    native = {k.replace('.scale_factor', '.gamma'): v for k, v in t.items()}
+    assert any(k.endswith('ls1.gamma') for k in native)
+    write_shards(tmp_path, [native])
+    exported = OftPolicy.from_openvla(directory, config=CFG).network.state_dict()
+    loaded = OftPolicy.from_openvla(tmp_path, config=CFG).network.state_dict()
+    key = 'vision.dino.encoder.layer.0.layer_scale1.lambda1'
+    assert torch.equal(loaded[key], t[DINO + 'blocks.0.ls1.scale_factor'])
+    assert torch.equal(loaded[key], exported[key])
 
 
 def test_unknown_and_misshapen_tensors_are_named(base_dir, tmp_path):

@@ -142,6 +142,38 @@ def test_attention_is_bidirectional(policy):
     assert not torch.equal(before[0, -1], after[0, -1])
 
 
+def test_zero_action_slots_differ_only_from_the_second_layer_on(policy):
+    """The authors' zero slot inputs: after the first layer every slot has the same state
+    (a zero query attends uniformly, RoPE cannot rotate it), after the second they differ
+    (RoPE tells them apart once the states are not zero)."""
+    batch = make_batch(policy, 1, seed=5)
+    net = policy.network
+    assert len(net.llm.model.layers) >= 2
+    outputs = []
+    hooks = [
+        layer.register_forward_hook(
+            lambda module, args, out: outputs.append(out[0] if isinstance(out, tuple) else out)
+        )
+        for layer in net.llm.model.layers[:2]
+    ]
+    try:
+        with torch.no_grad():
+            net.action_slots.zero_()
+            cond = net.condition(*policy.tokenize(batch['instructions']), 1)
+            net.slot_states(batch['images'], batch['proprio'], cond)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    k = net.cfg.num_action_slots
+    first, second = (out[0, -k:] for out in outputs)  # (K*D, H) each
+
+    def spread(states: torch.Tensor) -> float:
+        return float((states - states[:1]).abs().max() / states.abs().max())
+
+    assert spread(first) < 1e-5
+    assert spread(second) > 1e-2
+
+
 def test_padding_does_not_change_a_sample(policy):
     """A short prompt padded next to a long one gives the same actions as alone."""
     batch = make_batch(policy, 2, seed=4)
@@ -220,8 +252,11 @@ def test_autoregressive_baseline_decodes_bin_centres(policy, observation):
     chunk = policy.predict_action_chunk(*observation, GREEN, decoding='autoregressive')
     assert chunk.shape == (25, 14)
     normalized = policy.stats.normalize_actions(chunk)
-    bins = (normalized + 1) / 2 * 256 - 0.5
-    np.testing.assert_allclose(bins, np.round(bins), atol=1e-3)
+    # OpenVLA's 255 bin centres between 256 uniform edges over [-1, 1] (ActionTokenizer).
+    edges = np.linspace(-1.0, 1.0, 256)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    nearest = np.abs(normalized[..., None] - centres).min(axis=-1)
+    assert nearest.max() < 1e-4
     with pytest.raises(ValueError, match='decoding'):
         policy.predict_action_chunk(*observation, GREEN, decoding='beam')
 

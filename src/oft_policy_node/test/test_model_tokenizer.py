@@ -128,10 +128,24 @@ def test_prompt_ids_are_openvla_tokenisation_without_bos(policy, tokenizer_dir):
     torch.testing.assert_close(bos[0, 0], policy.network.llm.get_input_embeddings().weight[1])
 
 
+def test_the_prompt_is_openvlas_with_the_empty_token_after_out(policy, tokenizer_dir):
+    """vla-scripts/deploy.py's prompt, then the token predict_action appends when the prompt
+    does not already end with it (29871 in Llama-2's vocabulary: '▁')."""
+    reference = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    instruction = 'Put Green Pepper Into Pot'
+    assert policy.prompt(instruction) == (
+        'In: What action should the robot take to put green pepper into pot?\nOut:'
+    )
+    ids, mask = policy.tokenize([instruction])
+    expected = reference(policy.prompt(instruction), add_special_tokens=False)['input_ids']
+    assert ids[0].tolist() == [*expected, reference.convert_tokens_to_ids('▁')]
+    assert mask.all()
+
+
 def test_padding_is_left_and_left_out_of_the_film_mean(policy):
     short, long = 'go', 'put the yellow corn into the big pot please'
     ids, mask = policy.tokenize([short, long])  # (2, T) each
-    n_short = len(policy.tokenizer.encode(policy.prompt(short)))
+    n_short = len(policy.tokenizer.encode(policy.prompt(short))) + 1  # + the empty token
     pad = ids.shape[1] - n_short
     assert pad > 0 and mask[1].all()
     assert not mask[0, :pad].any() and mask[0, pad:].all()

@@ -16,15 +16,18 @@ so nothing is causal. No fork, no monkey-patching, every attention backend that 
 Padding sits inside the prompt segment; position ids count only real tokens, so a padded
 sample sees exactly the positions it would see unpadded.
 
-The action slots are "empty" inputs that differ only by position. With exactly zero inputs and
-bidirectional attention every slot would stay identical through all layers (RMSNorm(0) = 0, so
-q = k = v = 0 and RoPE has nothing to rotate), so the slots carry a learned per-slot position
-embedding (`action_slots`, (K*D, H), 0.02-std init): still no content, just position.
+The action slots are "empty" inputs that differ only by position. The authors feed zeros: then
+every slot leaves the first layer with the same state (RMSNorm(0) = 0, so its query is 0, which
+attends uniformly whatever RoPE does to it), and RoPE tells the slots apart from the second
+layer on, once their states are no longer zero (test_model_policy checks both). This
+implementation gives each slot a learned embedding instead (`action_slots`, (K*D, H), 0.02-std
+init): still no content, only position, distinct from the first layer; which of the two trains
+better has not been measured yet.
 
 The baseline mode (`decode_autoregressive`) is the original OpenVLA decoding on the same
 weights: causal attention, one discrete token per forward with a KV cache, greedy over the
-`num_action_bins` last ids of the text vocabulary. It exists only to measure what parallel
-decoding buys.
+`num_action_bins` last ids of the text vocabulary, mapped as OpenVLA's ActionTokenizer
+(action_tokens.py). It exists only to measure what parallel decoding buys.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from oft_policy_node.model.action_tokens import ActionTokens
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.heads import ActionHead, ProprioProjector, VisionProjector
 from oft_policy_node.model.vision import FilmParams, FilmVisionBackbone
@@ -166,17 +170,16 @@ class OftNetwork(nn.Module):
         prefix, valid = self.prefix_embeds(images, proprio, cond)
         if not bool(valid.all()):
             raise ValueError('autoregressive baseline decodes unpadded prompts (batch of 1)')
-        bins = self.cfg.num_action_bins
-        first_bin = text_vocab_size - bins
+        actions = ActionTokens(text_vocab_size, self.cfg.num_action_bins)
+        first = actions.first_id
         out = self.llm(inputs_embeds=prefix, use_cache=True)  # causal by default
         tokens = []
         for step in range(self.cfg.num_action_slots):
-            token = out.logits[:, -1, first_bin:text_vocab_size].argmax(-1) + first_bin  # (1,)
+            token = out.logits[:, -1, first:text_vocab_size].argmax(-1) + first  # (1,)
             tokens.append(token)
             if step + 1 < self.cfg.num_action_slots:
                 out = self.llm(
                     input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True
                 )
-        bin_index = (torch.stack(tokens, dim=1) - first_bin).float()  # (1, K*D)
-        values = -1.0 + (bin_index + 0.5) * (2.0 / bins)
+        values = actions.decode(torch.stack(tokens, dim=1)).to(prefix.device)  # (1, K*D)
         return values.reshape(1, self.cfg.chunk_size, self.cfg.action_dim)

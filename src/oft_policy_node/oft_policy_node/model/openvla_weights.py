@@ -1,15 +1,20 @@
 """Load the base OpenVLA checkpoint (`openvla/openvla-7b` layout) onto the OFT+ modules.
 
-The base checkpoint is a directory of safetensors shards whose keys are:
+The base checkpoint is the authors' Hugging Face export (moojink/openvla-oft,
+vla-scripts/extern/convert_openvla_weights_to_hf.py): a directory of safetensors shards whose
+keys are
 
     vision_backbone.featurizer.<timm DINOv2 ViT-L/14 reg4 keys>        -> vision.dino
     vision_backbone.fused_featurizer.<timm SigLIP SO400M/14 keys>      -> vision.siglip
     projector.fc1/fc2/fc3.{weight,bias}                                -> projector
     language_model.model.* / language_model.lm_head.weight             -> llm.model.* / llm.lm_head
 
-timm fuses q, k, v into one `attn.qkv` (3H, H) tensor: it is split in that order. timm's DINOv2
-position embedding covers the patches only (`no_embed_class`), transformers' has one more row
-for CLS: that row is zero, which gives CLS exactly timm's (absent) position term. SigLIP's
+(every name and shape: test/data/openvla_7b_tensors.txt). The exporter renames DINOv2's
+LayerScale `ls1.gamma` to `ls1.scale_factor`, because transformers rewrites parameter names
+containing "gamma" when it loads them; the Prismatic-native and timm spelling `gamma` is read
+too. timm fuses q, k, v into one `attn.qkv` (3H, H) tensor: it is split in that order. timm's
+DINOv2 position embedding covers the patches only (`no_embed_class`), transformers' has one more
+row for CLS: that row is zero, which gives CLS exactly timm's (absent) position term. SigLIP's
 attention-pooling head (`attn_pool.*`) is skipped: OpenVLA never uses it. Tensors are streamed
 shard by shard into the existing parameters, so a 15 GB checkpoint is never held twice.
 
@@ -46,10 +51,12 @@ REFERENCE_FILE = 'base_checkpoint.json'
 _DINO_BLOCK = {
     'norm1': 'norm1',
     'attn.proj': 'attention.o_proj',
-    'ls1.gamma': 'layer_scale1.lambda1',
+    'ls1.scale_factor': 'layer_scale1.lambda1',  # the Hugging Face export
+    'ls1.gamma': 'layer_scale1.lambda1',  # Prismatic-native / timm
     'norm2': 'norm2',
     'mlp.fc1': 'mlp.fc1',
     'mlp.fc2': 'mlp.fc2',
+    'ls2.scale_factor': 'layer_scale2.lambda1',
     'ls2.gamma': 'layer_scale2.lambda1',
 }
 _SIGLIP_BLOCK = {
@@ -59,7 +66,7 @@ _SIGLIP_BLOCK = {
     'mlp.fc1': 'mlp.fc1',
     'mlp.fc2': 'mlp.fc2',
 }
-_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$')
+_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)\.(weight|bias|gamma|scale_factor)$')
 
 
 def _vit_targets(
@@ -83,7 +90,7 @@ def _vit_targets(
                 yield f'{base}{attn}.{part}.{kind}', chunk
             return
         full = f'{name}.{kind}'
-        if full in block_map:  # layer-scale gammas map as whole names
+        if full in block_map:  # layer scales map as whole names
             yield base + block_map[full], tensor
         elif name in block_map:
             yield f'{base}{block_map[name]}.{kind}', tensor
@@ -105,7 +112,7 @@ def map_key(key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
             ]
         stem = {
             'cls_token': 'embeddings.cls_token',
-            'reg_tokens': 'embeddings.register_tokens',
+            'reg_token': 'embeddings.register_tokens',  # timm's name, (1, R, H)
             'patch_embed.proj.weight': 'embeddings.patch_embeddings.projection.weight',
             'patch_embed.proj.bias': 'embeddings.patch_embeddings.projection.bias',
             'norm.weight': 'layernorm.weight',

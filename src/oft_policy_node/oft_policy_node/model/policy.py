@@ -93,12 +93,16 @@ class OftPolicy(nn.Module):
 
     # ---- text -------------------------------------------------------------------------------
     def prompt(self, instruction: str) -> str:
-        return self.config.instruction_template.format(instruction.strip().lower())
+        """OpenVLA's prompt: `In: What action should the robot take to {instruction.lower()}?
+        \nOut:` (vla-scripts/deploy.py; instructions arrive stripped, validated upstream)."""
+        return self.config.instruction_template.format(instruction.lower())
 
     def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """B instructions -> prompt ids (B, T) left-padded and their mask (B, T) bool."""
+        """B instructions -> prompt ids (B, T) left-padded and their mask (B, T) bool; each
+        prompt ends with the tokenizer's `prompt_suffix` (Llama: the empty token 29871 that
+        OpenVLA's predict_action appends after "Out:")."""
         tok = self.tokenizer
-        ids = [tok.encode(self.prompt(text)) for text in instructions]
+        ids = [tok.encode(self.prompt(text)) + tok.prompt_suffix for text in instructions]
         length = max(len(i) for i in ids)
         out = torch.full((len(ids), length), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(ids), length), dtype=torch.bool)

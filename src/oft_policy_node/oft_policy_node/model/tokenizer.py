@@ -13,11 +13,14 @@ from typing import Protocol
 
 from oft_policy_node.model.checkpoint import CheckpointError
 
+EMPTY_TOKEN = '\u2581'  # '▁', SentencePiece's word-start marker
+
 
 class PromptTokenizer(Protocol):
     bos_token_id: int
     pad_token_id: int
     vocab_size: int
+    prompt_suffix: list[int]  # ids every prompt ends with
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -30,6 +33,7 @@ class ByteTokenizer:
 
     pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
     _offset = 3
+    prompt_suffix: list[int] = []  # nothing: the small presets' prompts end at "Out:"
 
     def __init__(self, num_action_bins: int = 256) -> None:
         self.vocab_size = self._offset + 256 + num_action_bins
@@ -79,6 +83,15 @@ class HfTokenizer:
             else self._tok.unk_token_id or 0
         )
         self.vocab_size = self._tok.vocab_size  # 32000 for Llama-2 (without added pad)
+        # OpenVLA's predict_action appends the empty token after "Out:" (id 29871 hard-coded:
+        # Llama-2's '▁', SentencePiece's word-start piece), as its training prompts had it.
+        empty = self._tok.convert_tokens_to_ids(EMPTY_TOKEN)
+        if empty is None or empty == self._tok.unk_token_id:
+            raise CheckpointError(
+                f'{directory}: the tokenizer has no {EMPTY_TOKEN!r} token, which OpenVLA '
+                'prompts end with; copy the tokenizer files from the base OpenVLA checkpoint'
+            )
+        self.prompt_suffix = [empty]
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok(text, add_special_tokens=False)['input_ids'])
