@@ -12,8 +12,9 @@ import torch
 
 from oft_training.convert import main as convert
 from oft_training.testing import BagSpec, write_bag
-from oft_training.training.loop import METRICS_FILE, TrainConfig
+from oft_training.training.config import TrainConfig
 from oft_training.training.loop import run as train
+from oft_training.training.metrics_log import METRICS_FILE
 
 PRESET, BATCH, STEPS, WARMUP = 'small', 8, 6, 2
 

@@ -90,9 +90,9 @@ def executor_and_arm(rclpy_context, spawn):
         yield node, executor, chunks, commands, diagnostics, executor_proc, spawn
 
 
-def start_arm(spawn, pose: np.ndarray) -> object:
+def start_arm(spawn, pose: np.ndarray, *flags: str) -> object:
     return spawn.python(
-        '-m', 'tests.peers.perfect_arm', json.dumps(pose.tolist()), name='perfect_arm'
+        '-m', 'tests.peers.perfect_arm', json.dumps(pose.tolist()), *flags, name='perfect_arm'
     )
 
 
@@ -141,10 +141,13 @@ def test_a_killed_joint_state_publisher_holds_the_arms_until_it_returns(executor
     )
     held_after = last_change - killed_at
     print(f'\njoint states stopped: hold after {held_after:.3f} s (max_joint_state_age 0.25)')
-    assert held_after <= 0.25 + 0.35  # 0.25 s, a tick, and the scheduling of a busy machine
-    assert not moving(killed_at + 0.7)
+    # 0.25 s after the last state was handled; on an idle machine 0.20-0.37 s after the kill,
+    # more when the executor handled that state late (a busy machine, a blocked publish).
+    assert held_after <= 0.25 + 0.5
+    assert not moving(killed_at + 0.8)
     report = diagnostics[-1]
-    assert report['message'] == 'joint states stale: left, right' and report['level'] == 'WARN'
+    assert report['message'] == 'joint states stale: left, right', spawn.output(executor_proc)
+    assert report['level'] == 'WARN'
     assert int(report['stale_events']) == stale_before + 1
 
     # The driver comes back where the arm was held: the executor takes up again on its own.
@@ -160,14 +163,15 @@ def test_a_killed_joint_state_publisher_holds_the_arms_until_it_returns(executor
     assert moving(back_at), diagnostics[-1]
     assert diagnostics[-1]['tracking_faults'] == '0'
 
-    # Silent again, and this time the arm comes back 0.8 rad away (pushed, or torqued off).
+    # Silent again, and this time the arm comes back 0.8 rad away and stays there (pushed and
+    # torqued off: it no longer follows commands).
     arm.kill()
     arm.wait()
     keep_publishing(1.0)
     moved = POSE.copy()
     moved[:6] = commands[-1][1][:6]
     moved[1] += 0.8
-    start_arm(spawn, moved)
+    start_arm(spawn, moved, '--still')
     assert keep_publishing(20.0, lambda: diagnostics[-1]['level'] == 'ERROR'), diagnostics[-1]
     assert 'tracking error on follower_left/shoulder' in diagnostics[-1]['message']
     assert 'when its joint states came back' in diagnostics[-1]['message']
@@ -184,7 +188,7 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
     the policy pushes it at 0.6 rad/s: the commands never leave the tracking tolerance of the
     measured pose, the fault trips with the joint named, and the executor holds the measured
     pose until ~/resume."""
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
@@ -216,7 +220,9 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
         ],
     )
     probe = Node('blocked_probe', context=rclpy_context)
-    spinner = MultiThreadedExecutor(num_threads=3, context=rclpy_context)
+    # Single-threaded: every callback has run when spin_once returns, so none is left over
+    # when the nodes are destroyed (the sim steps and publishes on its own thread).
+    spinner = SingleThreadedExecutor(context=rclpy_context)
     for n in (sim, executor_node, probe):
         spinner.add_node(n)
     measured: list[tuple[float, np.ndarray]] = []  # (sim s, left (7,))
@@ -288,5 +294,5 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
         assert all(np.allclose(c, commands[rebased][1]) for _, c in commands[rebased:])
     finally:
         spinner.shutdown()
-        for n in (probe, executor_node, sim):
+        for n in (sim, executor_node, probe):
             n.destroy_node()

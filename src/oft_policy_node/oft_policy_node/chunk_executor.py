@@ -18,7 +18,6 @@ Run (simulation: add -p use_sim_time:=true; robot: -p backend:=interbotix):
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -67,7 +66,6 @@ class ChunkExecutor(Node):
             ExecutorRules(
                 max_future_stamp=params['max_future_stamp'],
                 max_joint_state_age=params['max_joint_state_age'],
-                joint_state_ticks=max(1, math.ceil(params['max_joint_state_age'] * rate)),
                 tracking_ticks=params['tracking_error_ticks'],
                 start_ramp_ticks=round(params['start_ramp_duration'] * rate),
             ),
@@ -200,6 +198,7 @@ class ChunkExecutor(Node):
             'ignored_chunks': core.ignored_chunks,
             'tracking_faults': core.tracking_faults,
             'stale_events': core.stale_events,
+            'late_ticks': core.late_ticks,
             'tracking_error_peak': float(peak[worst]),
             'tracking_error_peak_joint': robot.action_joint_names()[worst],
             'inference_latency_s': core.inference_latency,

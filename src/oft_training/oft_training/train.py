@@ -23,7 +23,8 @@ import argparse
 import sys
 
 from oft_policy_node.model.config import PRESETS
-from oft_training.training.loop import TrainConfig, run
+from oft_training.training.config import TrainConfig
+from oft_training.training.loop import run
 
 DEFAULTS = TrainConfig(data='', out='')
 

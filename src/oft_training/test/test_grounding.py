@@ -18,7 +18,8 @@ from oft_policy_node.model.config import get_preset
 from oft_policy_node.model.normalization import NormStats
 from oft_training.grounding import GroundingBatches, GroundingHead, GroundingSet, split_views
 from oft_training.train import main as train
-from oft_training.training.loop import FINAL_DIR, METRICS_FILE
+from oft_training.training.loop import FINAL_DIR
+from oft_training.training.metrics_log import METRICS_FILE
 from oft_training.training.state import TRAINER_STATE
 
 from .conftest import INSTRUCTIONS

@@ -21,7 +21,8 @@ from oft_policy_node.model.checkpoint import read_weights
 from oft_training.data.training_set import TrainingSet
 from oft_training.train import main as train
 from oft_training.training.batches import StepBatches, start_weighted_stream
-from oft_training.training.loop import FINAL_DIR, METRICS_FILE
+from oft_training.training.loop import FINAL_DIR
+from oft_training.training.metrics_log import METRICS_FILE
 
 from .conftest import INSTRUCTIONS
 

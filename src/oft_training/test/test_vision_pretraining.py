@@ -14,7 +14,9 @@ from oft_policy_node.model.openvla_weights import resolve_key
 from oft_policy_node.model.vision import FilmVisionBackbone
 from oft_training.data.training_set import TrainingSet
 from oft_training.train import main as train
-from oft_training.training.loop import FINAL_DIR, TrainConfig, build_policy
+from oft_training.training.config import TrainConfig
+from oft_training.training.loop import FINAL_DIR
+from oft_training.training.policy_setup import build_policy
 from oft_training.vision_pretraining import (
     LocalisationSet,
     PretrainSettings,

@@ -14,9 +14,10 @@ The node (chunk_executor.py) only converts messages and drives `tick` from its t
   over start_ramp_ticks fresh ticks, so the first move to the policy's target is slow.
 * Tracking error (tracking.py): a joint beyond its tolerance for `tracking_ticks` ticks trips a
   fault: the pose is re-based on the measured one, held, and no chunk is taken until `resume`.
-* Stale joint states: no state from an arm for `max_joint_state_age` (and for as many of the
-  executor's own ticks, so a late tick of a starved executor is not mistaken for a silent
-  driver) -> hold and count. The
+* Stale joint states: no state from an arm for `max_joint_state_age` -> hold and count. A tick
+  that comes later than that after the previous one (the executor starved of CPU, or blocked
+  in a publish) holds without judging, since the states queued meanwhile are not handled yet;
+  the next tick judges. The
   executor takes up again on its own when fresh states return, because it checks the held
   command against the fresh measured pose *before* anything moves: an arm that was moved
   meanwhile (pushed, torqued off, rebooted) trips the tracking fault, which waits for resume;
@@ -59,10 +60,6 @@ class ExecutorRules:
 
     max_future_stamp: float = 0.1  # s a chunk's stamp may lie ahead of the executor's clock
     max_joint_state_age: float = 0.25  # s without a state from an arm before holding
-    # ... and as many of the executor's own ticks: a tick that runs late because the executor
-    # itself was starved of CPU (its queued joint states not yet handled) is not the driver's
-    # silence. The node sets it to max_joint_state_age x rate.
-    joint_state_ticks: int = 7
     tracking_ticks: int = 5  # consecutive ticks beyond the tolerance that trip a fault
     start_ramp_ticks: int = 50  # fresh ticks of the start ramp (2 s at 25 Hz); 0 = none
 
@@ -71,9 +68,8 @@ class ExecutorRules:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f'{name} {value!r} must be a finite number of seconds >= 0')
-        for name in ('tracking_ticks', 'joint_state_ticks'):
-            if getattr(self, name) < 1:
-                raise ValueError(f'{name} {getattr(self, name)!r} must be >= 1')
+        if self.tracking_ticks < 1:
+            raise ValueError(f'tracking_ticks {self.tracking_ticks!r} must be >= 1')
         if self.start_ramp_ticks < 0:
             raise ValueError(f'start_ramp_ticks {self.start_ramp_ticks!r} must be >= 0')
 
@@ -95,8 +91,8 @@ class ExecutorCore:
             safety.limits.tracking_tolerance, self.rules.tracking_ticks
         )
         self._measured: dict[str, np.ndarray] = {}  # arm -> (7,)
-        self._measured_at: dict[str, tuple[float, int]] = {}  # arm -> (clock s, tick) of its
-        # newest state
+        self._measured_at: dict[str, float] = {}  # arm -> executor clock (s) of its state
+        self._last_tick: float | None = None  # executor clock (s) of the previous tick
         self._last_command: np.ndarray | None = None  # (D,)
         self._stopped = False
         self._stale: tuple[str, ...] = ()  # arms whose joint states are stale
@@ -113,6 +109,7 @@ class ExecutorCore:
         self.ignored_chunks = 0  # arrived while stopped or after a tracking fault
         self.tracking_faults = 0
         self.stale_events = 0  # times an arm's joint states went stale
+        self.late_ticks = 0  # held because the previous tick was longer ago than a state may be
         self.last_rejection = ''
         self.inference_latency = float('nan')  # s, of the newest accepted chunk
 
@@ -151,15 +148,13 @@ class ExecutorCore:
                 f'measured pose of the {arm} arm must be 7 finite values, got {state!r}'
             )
         self._measured[arm] = state
-        self._measured_at[arm] = (now, self.ticks)
+        self._measured_at[arm] = now
 
     def _stale_arms(self, now: float) -> tuple[str, ...]:
-        rules = self.rules
         return tuple(
             arm
             for arm in robot.ARMS
-            if now - self._measured_at[arm][0] > rules.max_joint_state_age
-            and self.ticks - self._measured_at[arm][1] > rules.joint_state_ticks
+            if now - self._measured_at[arm] > self.rules.max_joint_state_age
         )
 
     def receive_chunk(
@@ -232,12 +227,22 @@ class ExecutorCore:
     def tick(self, now: float) -> TickResult:
         """The command for time `now` (s on the node clock)."""
         self.ticks += 1
+        late = (
+            self._last_tick is not None and now - self._last_tick > self.rules.max_joint_state_age
+        )
+        self._last_tick = now
         if self._last_command is None:
             if not self.has_measured_pose or self._stale_arms(now):
                 return TickResult(None, fresh=False)
             self._last_command = self.safety.clip_to_limits(self.measured_pose())
             self._restart()
             return TickResult(self._last_command.copy(), fresh=False)
+        if late:
+            # The executor itself did not run for longer than a joint state may be old (CPU
+            # starvation, a blocked publish): the states that arrived meanwhile are not handled
+            # yet, so this tick cannot tell a silent driver; it holds and the next one judges.
+            self.late_ticks += 1
+            return self._hold()
         stale = self._stale_arms(now)
         if stale:
             self.stale_events += not self._stale

@@ -1,0 +1,81 @@
+"""The policy a training run starts from: the preset with its tokenizer and the data's
+statistics, the base OpenVLA weights, a pretrained vision backbone or all the weights of a
+trained policy, and the checks that the data fits it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oft_policy_node.model import checkpoint
+from oft_policy_node.model.config import get_preset
+from oft_policy_node.model.openvla_weights import load_openvla_base
+from oft_policy_node.model.policy import OftPolicy
+from oft_policy_node.model.tokenizer import load_tokenizer
+from oft_training.data.training_set import TrainingSet
+from oft_training.training import state
+from oft_training.vision_pretraining import load_backbone
+
+
+def build_policy(
+    config_name: str,
+    base: str | None,
+    data: TrainingSet,
+    no_film: bool = False,
+    init_vision: str | None = None,
+) -> OftPolicy:
+    config = get_preset(config_name)
+    if no_film:
+        config = config.replace(use_film=False)
+    tokenizer = load_tokenizer(config.tokenizer, base, config.num_action_bins)
+    policy = OftPolicy(
+        config, tokenizer=tokenizer, stats=data.stats, instructions=data.instructions
+    )
+    if base is not None:
+        load_openvla_base(policy.network, base)
+    if init_vision is not None:
+        metrics = load_backbone(init_vision, policy.network.vision, config)
+        print(
+            f'train: vision backbone from {init_vision} (held-out localisation error, cm: '
+            f'{metrics.get("error_cm")})'
+        )
+    return policy
+
+
+def init_policy_weights(policy: OftPolicy, folder: Path) -> dict:
+    """Load every network weight of a trained policy into `policy` (fine-tuning a trained
+    policy on new demos). `folder`: a policy folder (`final`) or a training checkpoint
+    (`checkpoints/step_N`), whose trainer state is returned (else {}): with --grounding its
+    head starts where that run left it. The new data's normalisation statistics are kept."""
+    is_training_checkpoint = (folder / state.TRAINER_STATE).is_file()
+    weights_dir = folder / state.POLICY_DIR if is_training_checkpoint else folder
+    if not (weights_dir / checkpoint.WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f'--init-policy {folder}: neither a policy folder (with '
+            f'{checkpoint.WEIGHTS_FILE}) nor a training checkpoint'
+        )
+    saved = checkpoint.read_config(weights_dir)
+    mine = policy.config
+    if (saved.name, saved.use_film) != (mine.name, mine.use_film):
+        raise ValueError(
+            f'--init-policy {folder} is preset {saved.name!r} with '
+            f'use_film={saved.use_film}; this run builds {mine.name!r} with '
+            f'use_film={mine.use_film}'
+        )
+    print(f'train: all weights from {weights_dir}')
+    if is_training_checkpoint:
+        return state.load(folder, policy)
+    state.load_weights(weights_dir, policy)
+    return {}
+
+
+def check_data(data: TrainingSet, policy: OftPolicy) -> None:
+    cfg = policy.config
+    if data.chunk_size != cfg.chunk_size:
+        raise ValueError(
+            f'{data.root} was converted for K={data.chunk_size} but preset '
+            f'{cfg.name!r} has K={cfg.chunk_size}; re-run convert --preset '
+            f'{cfg.name}'
+        )
+    missing = [c for c in cfg.camera_names if c not in data.cameras]
+    if missing:
+        raise ValueError(f'{data.root} lacks cameras {missing} that preset {cfg.name!r} uses')
