@@ -36,7 +36,7 @@ from aloha_bringup.evaluation.demo_report import (
 from aloha_bringup.graph import default_checkpoint, resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from oft_policy_node import robot
-from oft_policy_node.child_process import sigterm_as_ctrl_c
+from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # The executor reports counters on /diagnostics; the demo asks for them often so the counts at
@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             for spec in nodes:
                 graph.start(spec, node_command(spec, Path(params_dir)))
             status = _run_window(monitor, executor, graph, args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as error:
+        if not interrupted(error):
+            raise
         print('demo: interrupted; writing what was recorded', flush=True)
         status = 130
     finally:

@@ -31,7 +31,7 @@ from aloha_bringup.recorder_node import subscribe_raw
 from aloha_bringup.recording import DEMO_TOPICS, STAMPED_TYPES, BagWriter, header_stamp_ns
 from aloha_sim.scripted_demo_node import DemoRunner, add_episode_arguments, instruction_for
 from oft_policy_node import robot
-from oft_policy_node.child_process import sigterm_as_ctrl_c, stop_process
+from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c, stop_process
 from oft_policy_node.node_parameters import non_negative
 
 
@@ -229,11 +229,12 @@ def main(argv: list[str] | None = None) -> int:
                 f'{path.name}: {"success" if result.success else "FAILED"}, '
                 f'{sum(counts.values())} messages'
             )
-    except (TimeoutError, ValueError, RuntimeError, FileExistsError) as err:
-        print(f'record_demos: {err}', file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        status = 130
+    except (KeyboardInterrupt, TimeoutError, ValueError, RuntimeError, FileExistsError) as err:
+        if interrupted(err):
+            status = 130
+        else:
+            print(f'record_demos: {err}', file=sys.stderr)
+            status = 1
     finally:
         recorder.close()  # a bag interrupted mid-episode is still closed and readable
         executor.shutdown()

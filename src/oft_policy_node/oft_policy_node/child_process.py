@@ -36,11 +36,25 @@ def stop_process(
     return proc.wait()
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
+_stop_signals: list[int] = []  # Ctrl-C / SIGTERM received since sigterm_as_ctrl_c()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    _stop_signals.append(signum)
     raise KeyboardInterrupt
 
 
 def sigterm_as_ctrl_c() -> None:
-    """From now on SIGTERM (kill, CI timeouts, process managers) raises KeyboardInterrupt in
-    the main thread: the program's Ctrl-C path then stops its children and writes its results."""
+    """From now on SIGTERM (kill, CI timeouts, process managers) and Ctrl-C raise
+    KeyboardInterrupt in the main thread: the program's Ctrl-C path then stops its children and
+    writes its results. Check an exception with `interrupted` (see there why)."""
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` is the program being stopped: a KeyboardInterrupt, or any exception after
+    a stop signal arrived. The signal's exception is raised wherever the main thread is; inside
+    a C extension's call (rclpy's pybind11 argument conversion) it surfaces as a RuntimeError
+    instead."""
+    return isinstance(error, KeyboardInterrupt) or bool(_stop_signals)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
@@ -92,61 +93,45 @@ def random_film(network: OftNetwork, images: int) -> FilmParams:
     )
 
 
-def test_dinov2_block_order_with_film_matches_the_reference():
+ENCODERS = {
+    # encoder: (block prefix, names, layer scale, prefix tokens dropped, pixel mean/std)
+    'dino': (
+        'encoder.layer.',
+        {'norm1': 'norm1', 'attn': 'attention', 'out': 'o_proj', 'norm2': 'norm2'},
+        True,
+        1 + CFG.dino.num_registers,
+        (DINO_MEAN, DINO_STD),
+    ),
+    'siglip': (
+        'encoder.layers.',
+        {'norm1': 'layer_norm1', 'attn': 'self_attn', 'out': 'out_proj', 'norm2': 'layer_norm2'},
+        False,
+        0,
+        (SIGLIP_MEAN, SIGLIP_STD),
+    ),
+}
+
+
+@pytest.mark.parametrize('encoder', ENCODERS)
+def test_block_order_with_film_matches_the_reference(encoder):
+    prefix, names, scale, dropped, (mean, std) = ENCODERS[encoder]
     with one_torch_thread(), torch.no_grad():
         network = network_with_random_weights()
         vision, film = network.vision, random_film(network, 2)
+        model, vit = getattr(vision, encoder), getattr(CFG, encoder)
+        gamma, beta = getattr(film, f'{encoder}_gamma'), getattr(film, f'{encoder}_beta')
         x = torch.rand(2, 3, CFG.image_size, CFG.image_size)
-        w = {k: v for k, v in vision.dino.state_dict().items()}
-        h = vision.dino.embeddings(normalize_pixels(x, DINO_MEAN, DINO_STD))
-        names = {'norm1': 'norm1', 'attn': 'attention', 'out': 'o_proj', 'norm2': 'norm2'}
-        act = ACT2FN[vision.dino.config.hidden_act]
-        for i in range(CFG.dino.num_layers - 1):
+        w = dict(model.state_dict())
+        h = model.embeddings(normalize_pixels(x, mean, std))
+        act = ACT2FN[model.config.hidden_act]
+        for i in range(vit.num_layers - 1):  # features of the second-to-last block
             h = reference_block(
-                h,
-                w,
-                f'encoder.layer.{i}.',
-                names,
-                CFG.dino.num_heads,
-                act,
-                film.dino_gamma[:, i],
-                film.dino_beta[:, i],
-                scale=True,
+                h, w, f'{prefix}{i}.', names, vit.num_heads, act, gamma[:, i], beta[:, i], scale
             )
-        expected = h[:, 1 + CFG.dino.num_registers :]
-        ours = vision.encode_dino(x, film)
-        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
-        unfilmed = vision.encode_dino(x, None)
-        assert (unfilmed - expected).abs().max() > 1e-2  # FiLM does change these features
-
-
-def test_siglip_block_order_with_film_matches_the_reference():
-    with one_torch_thread(), torch.no_grad():
-        network = network_with_random_weights()
-        vision, film = network.vision, random_film(network, 2)
-        x = torch.rand(2, 3, CFG.image_size, CFG.image_size)
-        w = {k: v for k, v in vision.siglip.state_dict().items()}
-        h = vision.siglip.embeddings(normalize_pixels(x, SIGLIP_MEAN, SIGLIP_STD))
-        names = {
-            'norm1': 'layer_norm1',
-            'attn': 'self_attn',
-            'out': 'out_proj',
-            'norm2': 'layer_norm2',
-        }
-        act = ACT2FN[vision.siglip.config.hidden_act]
-        for i in range(CFG.siglip.num_layers - 1):
-            h = reference_block(
-                h,
-                w,
-                f'encoder.layers.{i}.',
-                names,
-                CFG.siglip.num_heads,
-                act,
-                film.siglip_gamma[:, i],
-                film.siglip_beta[:, i],
-                scale=False,
-            )
-        torch.testing.assert_close(vision.encode_siglip(x, film), h, rtol=1e-4, atol=1e-5)
+        expected = h[:, dropped:]
+        encode = getattr(vision, f'encode_{encoder}')
+        torch.testing.assert_close(encode(x, film), expected, rtol=1e-4, atol=1e-5)
+        assert (encode(x, None) - expected).abs().max() > 1e-2  # FiLM does change them
 
 
 def test_the_mask_is_bidirectional_over_the_whole_sequence():

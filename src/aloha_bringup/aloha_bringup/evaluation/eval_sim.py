@@ -52,7 +52,7 @@ from aloha_bringup.evaluation.eval_monitor import SIM
 from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
 from aloha_sim.scenes import get_scene
 from oft_policy_node import robot
-from oft_policy_node.child_process import sigterm_as_ctrl_c
+from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
 from oft_policy_node.node_parameters import fraction
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES
 
@@ -193,16 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             for plan in progress:
                 records.append(evaluation.run_episode(plan, first=not records))
                 progress.set_postfix(success=summarize(records)['success_rate'])
-        except KeyboardInterrupt:
-            print('eval_sim: interrupted; writing the episodes finished so far', flush=True)
-            status = 130
-        except RuntimeError as error:
-            print(
-                f'eval_sim: {error}; writing the episodes finished so far',
-                file=sys.stderr,
-                flush=True,
-            )
-            status = 1
+        except (KeyboardInterrupt, RuntimeError) as error:
+            if interrupted(error):
+                print('eval_sim: interrupted; writing the episodes finished so far', flush=True)
+                status = 130
+            else:  # a node or service failed: the episodes so far still count
+                print(
+                    f'eval_sim: {error}; writing the episodes finished so far',
+                    file=sys.stderr,
+                    flush=True,
+                )
+                status = 1
         finally:
             evaluation.close()
     report = {

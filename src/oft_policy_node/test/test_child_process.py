@@ -1,0 +1,30 @@
+"""Stopping programs the way Ctrl-C would: SIGTERM and SIGINT raise KeyboardInterrupt, and an
+exception raised after such a signal counts as the stop (inside a C extension's call, rclpy's
+pybind11 conversion, the signal's KeyboardInterrupt surfaces as a RuntimeError)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_sigterm_raises_keyboard_interrupt_and_marks_the_stop():
+    result = run("""
+        import os, signal, time
+        from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
+        sigterm_as_ctrl_c()
+        assert not interrupted(RuntimeError('a real failure'))
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt as error:
+            print('stopped', interrupted(error), interrupted(RuntimeError('mid-conversion')))
+        """)
+    assert result.stdout.strip() == 'stopped True True', result.stderr
