@@ -14,7 +14,7 @@ import pytest
 from oft_policy_node import robot
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES
 from oft_policy_node.runtime.safety import ARM_TRACKING_TOLERANCE
-from tests.ros_fixtures import spin_until, spinning_node
+from tests.ros_fixtures import REPO_ROOT, spin_until, spinning_node
 from tests.runtime_rig import (
     PERIOD,
     POSE,
@@ -90,9 +90,21 @@ def executor_and_arm(rclpy_context, spawn):
         yield node, executor, chunks, commands, diagnostics, executor_proc, spawn
 
 
+# The driver this test kills talks UDP on loopback only: a participant SIGKILLed while writing
+# into a shared-memory port can leave it locked and stall the survivors' DDS for a while.
+UDP_ONLY = {
+    'FASTDDS_DEFAULT_PROFILES_FILE': str(REPO_ROOT / 'tests/peers/fastdds_udp_loopback.xml')
+}
+
+
 def start_arm(spawn, pose: np.ndarray, *flags: str) -> object:
     return spawn.python(
-        '-m', 'tests.peers.perfect_arm', json.dumps(pose.tolist()), *flags, name='perfect_arm'
+        '-m',
+        'tests.peers.perfect_arm',
+        json.dumps(pose.tolist()),
+        *flags,
+        name='perfect_arm',
+        env=UDP_ONLY,
     )
 
 
