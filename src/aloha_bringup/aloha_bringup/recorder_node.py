@@ -19,6 +19,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, BagWriter
+from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
 from oft_policy_node.qos import LATCHED
 
 # Reliable with a deep queue: a recorder must not drop frames while the writer is busy.
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, ValueError) as err:
         print(f'record_bag: {err}', file=sys.stderr)
         return 2
+    sigterm_as_ctrl_c()  # and a stop never cuts a message in two (BagWriter.write)
     rclpy.init(args=argv)
     node = Node(
         'demo_recorder', parameter_overrides=[Parameter('use_sim_time', value=args.use_sim_time)]
@@ -77,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError as err:
+        if not interrupted(err):
+            raise
     finally:
         counts = writer.close()
         node.destroy_node()

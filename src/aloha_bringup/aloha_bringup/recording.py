@@ -13,6 +13,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from oft_policy_node import robot
+from oft_policy_node.child_process import stop_deferred
 
 # The demo topic set: what a training episode needs, and what record_demos.launch.py records.
 # Latched topics are recorded with transient-local durability (their last value at start).
@@ -71,14 +72,18 @@ class BagWriter:
         self.closed = False
 
     def write(self, topic: str, timestamp_ns: int, cdr: bytes) -> None:
+        """Write one message whole: a stop signal that lands inside is raised after it."""
         if self.closed:
             raise RuntimeError(f'bag {self.path} is closed')
-        self._writer.write(self._connections[topic], timestamp_ns, cdr)
-        self.counts[topic] += 1
+        with stop_deferred():
+            self._writer.write(self._connections[topic], timestamp_ns, cdr)
+            self.counts[topic] += 1
 
     def close(self) -> dict[str, int]:
-        """Flush and write metadata.yaml (what makes the bag readable); idempotent."""
+        """Flush and write metadata.yaml (what makes the bag readable); idempotent, and a
+        second Ctrl-C does not cut it short."""
         if not self.closed:
             self.closed = True
-            self._writer.close()
+            with stop_deferred():
+                self._writer.close()
         return dict(self.counts)

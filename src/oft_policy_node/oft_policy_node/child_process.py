@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 ESCALATION = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 
@@ -37,11 +38,33 @@ def stop_process(
 
 
 _stop_signals: list[int] = []  # Ctrl-C / SIGTERM received since sigterm_as_ctrl_c()
+_deferring = 0  # depth of stop_deferred() blocks the main thread is in
+_deferred: list[int] = []  # stop signals held by them
 
 
 def _interrupt(signum: int, _frame: object) -> None:
     _stop_signals.append(signum)
+    if _deferring:
+        _deferred.append(signum)
+        return
     raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_deferred() -> Iterator[None]:
+    """Run the block whole: a stop signal (see sigterm_as_ctrl_c) that arrives inside it raises
+    its KeyboardInterrupt when the block ends. For writes that must not be cut in two: a
+    Ctrl-C raised between a bag record's header and its data left an MCAP file that no reader
+    opens past that record."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if not _deferring and _deferred:
+        _deferred.clear()
+        raise KeyboardInterrupt
 
 
 def sigterm_as_ctrl_c() -> None:

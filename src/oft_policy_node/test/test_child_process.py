@@ -28,3 +28,23 @@ def test_sigterm_raises_keyboard_interrupt_and_marks_the_stop():
             print('stopped', interrupted(error), interrupted(RuntimeError('mid-conversion')))
         """)
     assert result.stdout.strip() == 'stopped True True', result.stderr
+
+
+def test_a_stop_inside_stop_deferred_is_raised_when_the_block_ends():
+    result = run("""
+        import os, signal, time
+        from oft_policy_node.child_process import interrupted, stop_deferred, sigterm_as_ctrl_c
+        sigterm_as_ctrl_c()
+        finished = []
+        try:
+            with stop_deferred():
+                with stop_deferred():  # nested: raised only when the outer block ends
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.05)
+                    finished.append('inner')
+                finished.append('outer')
+            finished.append('after')
+        except KeyboardInterrupt as error:
+            print(' '.join(finished), interrupted(error))
+        """)
+    assert result.stdout.strip() == 'inner outer True', result.stderr
