@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from oft_policy_node import robot
@@ -22,6 +23,7 @@ from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_pre
 from oft_policy_node.model.network import build_llm
 from oft_policy_node.model.openvla_weights import REFERENCE_FILE
 from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
+from oft_policy_node.model.random_base import random_tensor_maker, write_random_openvla_base
 from oft_policy_node.model.testing import (
     DEFAULT_INSTRUCTIONS,
     one_torch_thread,
@@ -354,3 +356,34 @@ def test_bad_base_weight_options_are_refused(tmp_path, config, kwargs, message):
     with pytest.raises(ValueError, match=message):
         policy.save_pretrained(tmp_path / 'ckpt', **kwargs)
     assert not (tmp_path / 'ckpt').exists()
+
+
+def test_a_streamed_random_base_checkpoint_reads_back_and_loads(base_dir, tmp_path):
+    """random_base's writer (the real-size benchmark's 15 GB base) at the tiny size: shards
+    split as the exporter's, an index naming every tensor, bf16 values as made, and a base that
+    from_openvla loads with the tokenizer written next to it."""
+    _, tensors = base_dir
+    layout = [(name, tuple(t.shape)) for name, t in tensors.items()]
+    total = 2 * sum(t.numel() for t in tensors.values())
+    out = write_random_openvla_base(tmp_path / 'base', layout, max_shard_bytes=total // 3 + 1)
+    index = json.loads((out / 'model.safetensors.index.json').read_text())
+    assert list(index['weight_map']) == [name for name, _ in layout]
+    assert index['metadata']['total_size'] == total
+    shards = sorted(set(index['weight_map'].values()))
+    n = len(shards)
+    assert n >= 3
+    assert shards == [f'model-{i:05d}-of-{n:05d}.safetensors' for i in range(1, n + 1)]
+    make = random_tensor_maker(0)  # draws in layout order, as the writer did
+    for name, shape in layout:
+        with safe_open(str(out / index['weight_map'][name]), framework='pt') as f:
+            got = f.get_tensor(name)
+        assert got.dtype == torch.bfloat16
+        assert torch.equal(got, make(name, shape).to(torch.bfloat16)), name
+    policy = OftPolicy.from_openvla(
+        out,
+        stats=NormStats.from_limits(*robot.action_limits()),
+        config=CFG.replace(tokenizer='pretrained'),
+        dtype=torch.bfloat16,
+    )
+    chunk = policy.eval().predict_action_chunk(*random_observation(CFG), GREEN)
+    assert chunk.shape == (CFG.chunk_size, CFG.action_dim) and np.isfinite(chunk).all()

@@ -1,24 +1,23 @@
 """The Llama tokenizer of real checkpoints (`HfTokenizer`), on a small Llama-2-format tokenizer
-trained here with the `tokenizers` library: byte-fallback BPE over '▁'-marked words, ids 0..2
-for <unk> <s> </s>, 3..258 for the 256 byte tokens, a BOS-adding post-processor, and OpenVLA's
-tokenizer_config.json (LlamaTokenizer, <PAD> added after the vocabulary)."""
+trained here with the `tokenizers` library (`random_base.write_llama_tokenizer`: byte-fallback
+BPE over '▁'-marked words, ids 0..2 for <unk> <s> </s>, 3..258 for the 256 byte tokens, a
+BOS-adding post-processor, and OpenVLA's tokenizer_config.json: LlamaTokenizer, <PAD> added
+after the vocabulary)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from tokenizers.trainers import BpeTrainer
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from oft_policy_node import robot
 from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_preset
+from oft_policy_node.model.random_base import write_llama_tokenizer
 from oft_policy_node.model.testing import (
     DEFAULT_INSTRUCTIONS,
     one_torch_thread,
@@ -30,51 +29,6 @@ from oft_policy_node.model.tokenizer import HfTokenizer
 CFG = get_preset('tiny').replace(tokenizer='pretrained')
 VOCAB = 330  # 3 special + 256 byte tokens + 71 learned pieces; the tiny Llama has 515 rows
 GREEN, RED = DEFAULT_INSTRUCTIONS[:2]
-CORPUS = (
-    *DEFAULT_INSTRUCTIONS,
-    'take the lid off the pot',
-    'pick up the cube',
-    'In: What action should the robot take to open the drawer?\nOut:',
-)
-
-
-def write_llama_tokenizer(directory: Path) -> Path:
-    """Train and save a Llama-2-format tokenizer (the files openvla/openvla-7b ships)."""
-    tok = Tokenizer(models.BPE(unk_token='<unk>', byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')]
-    )
-    tok.pre_tokenizer = pre_tokenizers.Split('▁', behavior='merged_with_next')  # training only
-    special = ['<unk>', '<s>', '</s>', *(f'<0x{i:02X}>' for i in range(256))]
-    tok.train_from_iterator(
-        CORPUS * 4, BpeTrainer(vocab_size=VOCAB, special_tokens=special, show_progress=False)
-    )
-    tok.pre_tokenizer = None  # Llama-2's tokenizer.json has none
-    tok.post_processor = processors.TemplateProcessing(
-        single='<s> $A', pair='<s> $A <s> $B', special_tokens=[('<s>', 1)]
-    )
-    tok.decoder = decoders.Sequence(
-        [
-            decoders.Replace('▁', ' '),
-            decoders.ByteFallback(),
-            decoders.Fuse(),
-            decoders.Strip(' ', 1, 0),
-        ]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token='<s>',
-        eos_token='</s>',
-        unk_token='<unk>',
-        pad_token='<PAD>',
-    ).save_pretrained(str(directory))
-    config_file = directory / 'tokenizer_config.json'
-    config = json.loads(config_file.read_text())
-    config.update(
-        tokenizer_class='LlamaTokenizer', add_bos_token=True, add_eos_token=False, legacy=False
-    )
-    config_file.write_text(json.dumps(config, indent=2))
-    return directory
 
 
 @pytest.fixture(autouse=True)
