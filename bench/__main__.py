@@ -1,11 +1,12 @@
 """Run the project's benchmarks and write one JSON file per benchmark to bench_results/.
 
 Every module `bench/bench_<name>.py` is a benchmark: it defines `run() -> dict` returning its
-metrics (JSON-serialisable) and a docstring saying what it measures. The harness adds the
+metrics (JSON-serialisable) and a docstring saying what it measures; one that sets
+`ONLY_WHEN_NAMED = True` (the 15 GB openvla7b_real_size) runs only when named. The harness adds the
 machine (CPU count, GPU if any), the versions of the stack's main dependencies, the time and the
 git commit, and writes `bench_results/<name>.json`.
 
-    python -m bench                 # all of them
+    python -m bench                 # all but the ones that run only when named
     python -m bench dds_observation # only some
     python -m bench --list
 """
@@ -28,6 +29,10 @@ RESULTS_DIR = BENCH_DIR.parent / 'bench_results'
 
 def available() -> list[str]:
     return sorted(p.stem.removeprefix('bench_') for p in BENCH_DIR.glob('bench_*.py'))
+
+
+def _only_when_named(name: str) -> bool:
+    return bool(getattr(importlib.import_module(f'bench.bench_{name}'), 'ONLY_WHEN_NAMED', False))
 
 
 def run_one(name: str, out_dir: Path) -> bool:
@@ -73,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - set(names))
     if unknown:
         parser.error(f'unknown benchmark(s) {unknown}; available: {names}')
-    failed = [n for n in (args.names or names) if not run_one(n, args.out)]
+    chosen = args.names or [n for n in names if not _only_when_named(n)]
+    if not args.names:
+        print(f'not run unless named: {sorted(set(names) - set(chosen))}', flush=True)
+    failed = [n for n in chosen if not run_one(n, args.out)]
     if failed:
         print(f'failed benchmarks: {failed}', file=sys.stderr)
     return 1 if failed else 0

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from oft_policy_node import robot
 from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_preset
 from oft_policy_node.model.network import build_llm
-from oft_policy_node.model.openvla_weights import REFERENCE_FILE
+from oft_policy_node.model.openvla_weights import REFERENCE_FILE, base_keys, load_openvla_base
 from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
 from oft_policy_node.model.random_base import random_tensor_maker, write_random_openvla_base
 from oft_policy_node.model.testing import (
@@ -387,3 +387,30 @@ def test_a_streamed_random_base_checkpoint_reads_back_and_loads(base_dir, tmp_pa
     )
     chunk = policy.eval().predict_action_chunk(*random_observation(CFG), GREEN)
     assert chunk.shape == (CFG.chunk_size, CFG.action_dim) and np.isfinite(chunk).all()
+
+
+def test_loading_skips_only_the_base_initialisation(base_dir):
+    """from_openvla builds the base modules without their random init (base_init): every
+    buffer (RoPE frequencies, position ids) is what a normally built network computes, the
+    modules fine-tuning starts fresh are initialised as always, and the base weights are the
+    checkpoint's."""
+    directory, _ = base_dir
+    torch.manual_seed(0)
+    built = OftPolicy(CFG).network
+    loaded = OftPolicy.from_openvla(directory, config=CFG).network
+    buffers = dict(loaded.named_buffers())
+    assert buffers  # the Llama's rotary frequencies at least
+    for name, buffer in built.named_buffers():
+        assert torch.equal(buffers[name], buffer), name
+    fresh = dict(loaded.named_parameters())
+    zero_started = [n for n in fresh if '_film.' in n or 'lora_B' in n]  # start as identity
+    assert zero_started and not any(fresh[n].any() for n in zero_started)
+    for part in ('action_head.', 'proprio_projector.', 'lora_A'):
+        for key in (n for n in fresh if part in n and fresh[n].dim() == 2):
+            std = fresh[key].float().std().item()
+            assert 0.0 < std < 1.0, (key, std)  # initialised, not left as allocated
+    reference = OftPolicy(CFG)
+    load_openvla_base(reference.network, directory)
+    expected = reference.network.state_dict()
+    for name in base_keys(expected):
+        assert torch.equal(loaded.state_dict()[name], expected[name]), name

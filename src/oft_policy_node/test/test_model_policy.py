@@ -142,10 +142,12 @@ def test_attention_is_bidirectional(policy):
     assert not torch.equal(before[0, -1], after[0, -1])
 
 
-def test_zero_action_slots_differ_only_from_the_second_layer_on(policy):
-    """The authors' zero slot inputs: after the first layer every slot has the same state
-    (a zero query attends uniformly, RoPE cannot rotate it), after the second they differ
-    (RoPE tells them apart once the states are not zero)."""
+def test_zero_action_slots_differ_only_from_the_second_layer_on():
+    """The authors' zero slot inputs (action_slots='zeros'): after the first layer every slot
+    has the same state (a zero query attends uniformly, RoPE cannot rotate it), after the
+    second they differ (RoPE tells them apart once the states are not zero)."""
+    torch.manual_seed(0)
+    policy = OftPolicy(get_preset('tiny').replace(action_slots='zeros')).eval()
     batch = make_batch(policy, 1, seed=5)
     net = policy.network
     assert len(net.llm.model.layers) >= 2
@@ -158,7 +160,6 @@ def test_zero_action_slots_differ_only_from_the_second_layer_on(policy):
     ]
     try:
         with torch.no_grad():
-            net.action_slots.zero_()
             cond = net.condition(*policy.tokenize(batch['instructions']), 1)
             net.slot_states(batch['images'], batch['proprio'], cond)
     finally:
@@ -172,6 +173,24 @@ def test_zero_action_slots_differ_only_from_the_second_layer_on(policy):
 
     assert spread(first) < 1e-5
     assert spread(second) > 1e-2
+
+
+def test_zero_action_slots_are_neither_trained_nor_saved(tmp_path):
+    torch.manual_seed(0)
+    config = get_preset('tiny').replace(action_slots='zeros')
+    policy = OftPolicy(config, stats=NormStats.from_limits(*robot.action_limits())).eval()
+    assert 'action_slots' not in dict(policy.network.named_parameters())
+    assert 'action_slots' not in policy.network.state_dict()
+    assert not policy.network.action_slots.any()
+    observation = random_observation(config)
+    chunk = policy.predict_action_chunk(*observation, 'put green pepper into pot')
+    loaded = OftPolicy.from_pretrained(policy.save_pretrained(tmp_path / 'ckpt'))
+    assert loaded.config.action_slots == 'zeros'
+    np.testing.assert_array_equal(
+        loaded.predict_action_chunk(*observation, 'put green pepper into pot'), chunk
+    )
+    with pytest.raises(ValueError, match=r"action_slots='random'; expected one of"):
+        config.replace(action_slots='random')
 
 
 def test_padding_does_not_change_a_sample(policy):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from oft_policy_node.model.config import PRESETS
+from oft_policy_node.model.config import ACTION_SLOTS, PRESETS
 from oft_training.training.config import TrainConfig
 from oft_training.training.loop import run
 
@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         action='store_true',
         help='ablation: train the preset without FiLM, so the instruction reaches '
         'the policy only through the LLM prompt (as OpenVLA-OFT without "+")',
+    )
+    p.add_argument(
+        '--action-slots',
+        choices=ACTION_SLOTS,
+        help="the Llama's action-slot inputs: 'learned' embeddings (the presets' default) or "
+        "'zeros' as the authors (told apart by RoPE positions only)",
     )
     p.add_argument(
         '--base',

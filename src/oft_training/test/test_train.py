@@ -223,6 +223,15 @@ def test_no_film_ablation_trains_without_film_maps(training_set, tmp_path):
     assert train(args(training_set, out, '--steps', '3', '--resume')) == 2
 
 
+def test_zero_action_slots_reach_the_checkpoint_and_are_frozen_on_resume(training_set, tmp_path):
+    out = tmp_path / 'zeros'
+    assert train(args(training_set, out, '--steps', '2', '--action-slots', 'zeros')) == 0
+    assert 'action_slots' not in weights(out)
+    assert OftPolicy.from_pretrained(out / FINAL_DIR).config.action_slots == 'zeros'
+    resumed = args(training_set, out, '--steps', '3', '--resume', '--action-slots', 'learned')
+    assert train(resumed) == 2
+
+
 def test_start_repeats_draw_episode_starts_more_often(training_set):
     ticks = TrainingSet(training_set).sample_ticks()
     assert ticks.min() == 0 and (np.diff(ticks) != 1).sum() == 2  # three episodes, in order

@@ -16,6 +16,7 @@ from typing import Any
 from oft_policy_node import robot
 
 TOKENIZERS = ('bytes', 'pretrained')
+ACTION_SLOTS = ('learned', 'zeros')
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class OftConfig:
     proprio_dim: int = robot.ACTION_DIM
     action_head_blocks: int = 2  # residual blocks of the MLP action head
     use_film: bool = True
+    # The Llama's K*D action-slot inputs: 'learned', one trained embedding per slot, or
+    # 'zeros', the authors' empty inputs, told apart by RoPE positions (network.py).
+    action_slots: str = 'learned'
     crop_scale: float = 0.9  # area kept by the training random crop / inference centre crop
     tokenizer: str = 'bytes'  # 'bytes' (no download) or 'pretrained' (from the checkpoint dir)
     num_action_bins: int = 256  # baseline autoregressive decoding only
@@ -133,6 +137,8 @@ class OftConfig:
             raise ValueError(f'crop_scale={self.crop_scale} must be in (0, 1]')
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f'tokenizer={self.tokenizer!r}; expected one of {TOKENIZERS}')
+        if self.action_slots not in ACTION_SLOTS:
+            raise ValueError(f'action_slots={self.action_slots!r}; expected one of {ACTION_SLOTS}')
         if self.lora_rank < 0:
             raise ValueError(f'lora_rank={self.lora_rank} must be >= 0 (0 disables LoRA)')
         if self.action_head_blocks < 0:

@@ -19,10 +19,10 @@ sample sees exactly the positions it would see unpadded.
 The action slots are "empty" inputs that differ only by position. The authors feed zeros: then
 every slot leaves the first layer with the same state (RMSNorm(0) = 0, so its query is 0, which
 attends uniformly whatever RoPE does to it), and RoPE tells the slots apart from the second
-layer on, once their states are no longer zero (test_model_policy checks both). This
-implementation gives each slot a learned embedding instead (`action_slots`, (K*D, H), 0.02-std
-init): still no content, only position, distinct from the first layer; which of the two trains
-better has not been measured yet.
+layer on, once their states are no longer zero (test_model_policy checks both). The default
+here is a learned embedding per slot instead (`action_slots='learned'`, (K*D, H), 0.02-std
+init): still no content, only position, distinct from the first layer; `action_slots='zeros'`
+is the authors' choice (docs/model.md: what each measured).
 
 The baseline mode (`decode_autoregressive`) is the original OpenVLA decoding on the same
 weights: causal attention, one discrete token per forward with a KV cache, greedy over the
@@ -39,6 +39,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from oft_policy_node.model.action_tokens import ActionTokens
+from oft_policy_node.model.base_init import base_init
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.heads import ActionHead, ProprioProjector, VisionProjector
 from oft_policy_node.model.vision import FilmParams, FilmVisionBackbone
@@ -87,15 +88,24 @@ def build_llm(cfg: OftConfig) -> LlamaForCausalLM:
 class OftNetwork(nn.Module):
     """The trainable network; pure tensors in and out (no tokenizer, no statistics)."""
 
-    def __init__(self, cfg: OftConfig) -> None:
+    def __init__(self, cfg: OftConfig, init_base: bool = True) -> None:
+        """init_base=False: leave the base modules' weights uninitialised, for a caller that
+        loads them next (see base_init)."""
         super().__init__()
         self.cfg = cfg
         h = cfg.llm.hidden_size
-        self.vision = FilmVisionBackbone(cfg)
-        self.projector = VisionProjector(cfg.vision_dim, h)
+        self.vision = FilmVisionBackbone(cfg, init_base)
+        with base_init(init_base):
+            self.projector = VisionProjector(cfg.vision_dim, h)
         self.proprio_projector = ProprioProjector(cfg.proprio_dim, h)
-        self.llm = build_llm(cfg)
-        self.action_slots = nn.Parameter(torch.randn(cfg.num_action_slots, h) * 0.02)
+        with base_init(init_base):
+            self.llm = build_llm(cfg)
+        if cfg.action_slots == 'zeros':  # not saved: nothing about them is learned
+            self.register_buffer(
+                'action_slots', torch.zeros(cfg.num_action_slots, h), persistent=False
+            )
+        else:
+            self.action_slots = nn.Parameter(torch.randn(cfg.num_action_slots, h) * 0.02)
         self.action_head = ActionHead(cfg.action_dim, h, cfg.action_head_blocks)
 
     def condition(

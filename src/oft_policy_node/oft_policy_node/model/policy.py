@@ -51,10 +51,13 @@ class OftPolicy(nn.Module):
         tokenizer: Any = None,
         stats: NormStats | None = None,
         instructions: Sequence[str] = (),
+        init_base: bool = True,
     ) -> None:
+        """init_base=False: the base weights stay uninitialised for a caller that loads them
+        next (from_openvla, from_pretrained; model/base_init.py)."""
         super().__init__()
         self.config = config
-        self.network = OftNetwork(config)
+        self.network = OftNetwork(config, init_base)
         if config.lora_rank:
             apply_lora(self.network, config)
         set_trainable(self.network, config)
@@ -318,7 +321,7 @@ class OftPolicy(nn.Module):
         base = read_reference(directory)
         tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
         _check_stats(stats, config, directory)
-        policy = cls._build(config, tokenizer, stats, device, dtype)
+        policy = cls._build(config, tokenizer, stats, device, dtype, init_base=False)
         policy.instructions = instructions
         source = str(directory / checkpoint.WEIGHTS_FILE)
         if base is None:
@@ -354,7 +357,7 @@ class OftPolicy(nn.Module):
 
         config = config or get_preset('openvla-7b')
         tokenizer = load_tokenizer(config.tokenizer, directory, config.num_action_bins)
-        policy = cls._build(config, tokenizer, stats, device, dtype)
+        policy = cls._build(config, tokenizer, stats, device, dtype, init_base=False)
         load_openvla_base(policy.network, directory)
         policy.base_checkpoint = Path(directory)
         return policy
@@ -367,6 +370,7 @@ class OftPolicy(nn.Module):
         stats: NormStats | None,
         device: str | torch.device,
         dtype: torch.dtype | None,
+        init_base: bool = True,
     ) -> OftPolicy:
         """A policy built directly on `device` in `dtype` (default: bfloat16 on CUDA, float32
         elsewhere), so a 7B model is never materialised twice before its weights are loaded."""
@@ -376,7 +380,7 @@ class OftPolicy(nn.Module):
         torch.set_default_dtype(dtype)
         try:
             with device:
-                policy = cls(config, tokenizer=tokenizer, stats=stats)
+                policy = cls(config, tokenizer=tokenizer, stats=stats, init_base=init_base)
         finally:
             torch.set_default_dtype(previous)
         return policy.to(device)  # any tensor a module created on an explicit device

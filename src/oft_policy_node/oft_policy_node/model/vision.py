@@ -24,6 +24,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from oft_policy_node.model.base_init import base_init
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.processing import (
     DINO_MEAN,
@@ -126,10 +127,11 @@ def build_siglip(cfg: OftConfig) -> SiglipVisionModel:
 class FilmVisionBackbone(nn.Module):
     """(B, N, 3, S, S) images in [0, 1] -> (B, N * P, Dd + Ds) fused patch features."""
 
-    def __init__(self, cfg: OftConfig) -> None:
+    def __init__(self, cfg: OftConfig, init_base: bool = True) -> None:
         super().__init__()
-        self.dino = build_dino(cfg)
-        self.siglip = build_siglip(cfg)
+        with base_init(init_base):  # the encoders' weights come from a checkpoint (base_init)
+            self.dino = build_dino(cfg)
+            self.siglip = build_siglip(cfg)
         self.num_prefix_tokens = 1 + cfg.dino.num_registers  # CLS + registers, dropped
         cond = cfg.llm.hidden_size
         # Maps for every block (as the paper), though the last block is never run: features

@@ -14,6 +14,7 @@ FROZEN_ON_RESUME = (
     'data',
     'preset',
     'no_film',
+    'action_slots',
     'base',
     'init_vision',
     'init_policy',
@@ -41,6 +42,7 @@ class TrainConfig:
     out: str
     preset: str = 'tiny'
     no_film: bool = False  # ablation: the preset without FiLM (no language in the vision path)
+    action_slots: str | None = None  # 'learned' / 'zeros' instead of the preset's
     base: str | None = None  # base OpenVLA checkpoint folder (openvla-7b), else random init
     init_vision: str | None = None  # pretrain_vision backbone.pt: DINOv2 + SigLIP start weights
     init_policy: str | None = None  # a trained policy (or training checkpoint) to start from

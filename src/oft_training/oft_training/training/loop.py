@@ -84,7 +84,9 @@ def _run(cfg: TrainConfig, world: World) -> Path:
     )
     train_set = TrainingSet(full.root, train_names)
     val_set = TrainingSet(full.root, val_names)
-    policy = build_policy(cfg.preset, cfg.base, full, cfg.no_film, cfg.init_vision)
+    policy = build_policy(
+        cfg.preset, cfg.base, full, cfg.no_film, cfg.init_vision, cfg.action_slots
+    )
     if cfg.freeze_vision:
         for encoder in (policy.network.vision.dino, policy.network.vision.siglip):
             encoder.requires_grad_(False)

@@ -22,13 +22,20 @@ def build_policy(
     data: TrainingSet,
     no_film: bool = False,
     init_vision: str | None = None,
+    action_slots: str | None = None,
 ) -> OftPolicy:
     config = get_preset(config_name)
     if no_film:
         config = config.replace(use_film=False)
+    if action_slots is not None:
+        config = config.replace(action_slots=action_slots)
     tokenizer = load_tokenizer(config.tokenizer, base, config.num_action_bins)
     policy = OftPolicy(
-        config, tokenizer=tokenizer, stats=data.stats, instructions=data.instructions
+        config,
+        tokenizer=tokenizer,
+        stats=data.stats,
+        instructions=data.instructions,
+        init_base=base is None,  # a base checkpoint overwrites every base weight
     )
     if base is not None:
         load_openvla_base(policy.network, base)
