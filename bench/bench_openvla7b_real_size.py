@@ -39,9 +39,8 @@ from oft_policy_node.model.random_base import read_tensor_layout, write_random_o
 from oft_policy_node.model.testing import DEFAULT_INSTRUCTIONS, random_observation, randomize_film
 from oft_policy_node.model.tokenizer import HfTokenizer
 
-ONLY_WHEN_NAMED = (
-    True  # 11 min, 17 GB of disk, 16 GB of memory: `python -m bench openvla7b_real_size`
-)
+# 11 min, 17 GB of disk, 16 GB of memory: only `python -m bench openvla7b_real_size` runs it.
+ONLY_WHEN_NAMED = True
 LAYOUT = (
     Path(__file__).resolve().parents[1] / 'src/oft_policy_node/test/data/openvla_7b_tensors.txt'
 )

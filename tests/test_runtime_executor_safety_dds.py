@@ -1,8 +1,8 @@
 """The executor's safety rules over real DDS, each against what breaks it on a real robot:
 a policy publisher whose clock runs ahead (every merge rule), a driver whose joint states stop
 (its process hung, then killed, by PID) and come back where the arm was held, or somewhere
-else, and the
-MuJoCo ALOHA with one joint held in place. Each test prints the figure it measured."""
+else, and the MuJoCo ALOHA with one joint held in place. Each test prints the figure it
+measured."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def test_a_hung_joint_state_publisher_holds_the_arms_until_it_returns(executor_a
         20.0,
         lambda: diagnostics and diagnostics[-1]['message'] == 'running' and len(commands) > 10,
     ), spawn.output(executor_proc)
-    # Moving for half a second before the kill (a loaded machine may hold a tick or two).
+    # Moving for half a second before the stop (a loaded machine may hold a tick or two).
     assert keep_publishing(20.0, lambda: moving(time.time() - 0.5)), spawn.output(executor_proc)
     stale_before = int(diagnostics[-1]['stale_events'])
     stopped_at = time.time()
@@ -155,8 +155,8 @@ def test_a_hung_joint_state_publisher_holds_the_arms_until_it_returns(executor_a
     )
     held_after = last_change - stopped_at
     print(f'\njoint states stopped: hold after {held_after:.3f} s (max_joint_state_age 0.25)')
-    # 0.25 s after the last state arrived: 0.20-0.24 s after the stop on an idle machine; a
-    # late tick (a busy machine, a blocked publish) holds without judging, so never later.
+    # 0.25 s after the last state arrived: 0.20-0.24 s after the stop on an idle machine (8
+    # runs); later when ticks run late (a busy machine, a blocked publish).
     assert held_after <= 0.25 + 0.5
     assert not moving(stopped_at + 0.8)
     report = diagnostics[-1]

@@ -5,19 +5,11 @@ so the test does not depend on when a scheduler happens to deliver it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
-
-def run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, timeout=60
-    )
+from tests.python_snippet import run_python
 
 
 def test_ctrl_c_inside_a_write_is_raised_after_the_message_is_whole(tmp_path):
-    result = run(f"""
+    result = run_python(f"""
         import os, signal, time
         from aloha_bringup.recording import BagWriter
         from oft_policy_node.child_process import sigterm_as_ctrl_c

@@ -112,8 +112,9 @@ class ChunkExecutor(Node):
         chunks) at once; stamped with the time their callback ran they would make a driver
         that went silent during the stall look alive for another max_joint_state_age (seen: a
         1.2 s stall, then 0.25 s of motion on states from before it)."""
-        waited = time.time_ns() - info['received_timestamp']  # both the system clock
-        return self._now() - max(waited, 0) * 1e-9 if info['received_timestamp'] else self._now()
+        received = info['received_timestamp']  # system clock, ns; 0 if the rmw gives none
+        waited = max(time.time_ns() - received, 0) if received else 0
+        return self._now() - waited * 1e-9
 
     def _on_joint_state(self, arm: str, msg: JointState, info: MessageInfo) -> None:
         try:

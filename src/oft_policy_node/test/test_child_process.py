@@ -4,19 +4,11 @@ pybind11 conversion, the signal's KeyboardInterrupt surfaces as a RuntimeError).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
-
-def run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, timeout=60
-    )
+from tests.python_snippet import run_python
 
 
 def test_sigterm_raises_keyboard_interrupt_and_marks_the_stop():
-    result = run("""
+    result = run_python("""
         import os, signal, time
         from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
         sigterm_as_ctrl_c()
@@ -31,7 +23,7 @@ def test_sigterm_raises_keyboard_interrupt_and_marks_the_stop():
 
 
 def test_a_stop_inside_stop_deferred_is_raised_when_the_block_ends():
-    result = run("""
+    result = run_python("""
         import os, signal, time
         from oft_policy_node.child_process import interrupted, stop_deferred, sigterm_as_ctrl_c
         sigterm_as_ctrl_c()

@@ -23,7 +23,11 @@ from oft_policy_node.model import CheckpointError, NormStats, OftPolicy, get_pre
 from oft_policy_node.model.network import build_llm
 from oft_policy_node.model.openvla_weights import REFERENCE_FILE, base_keys, load_openvla_base
 from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
-from oft_policy_node.model.random_base import random_tensor_maker, write_random_openvla_base
+from oft_policy_node.model.random_base import (
+    random_tensor_maker,
+    write_random_openvla_base,
+    write_sharded,
+)
 from oft_policy_node.model.testing import (
     DEFAULT_INSTRUCTIONS,
     one_torch_thread,
@@ -124,15 +128,10 @@ def base_dir(tmp_path_factory):
 
 
 def write_shards(directory, shards: list[dict[str, torch.Tensor]]) -> None:
-    """save_pretrained's layout: model-0000i-of-0000n.safetensors and their index."""
-    weight_map, total = {}, 0
-    for i, tensors in enumerate(shards, start=1):
-        name = f'model-{i:05d}-of-{len(shards):05d}.safetensors'
-        save_file(tensors, str(directory / name), metadata={'format': 'pt'})
-        weight_map.update(dict.fromkeys(tensors, name))
-        total += sum(v.numel() * v.element_size() for v in tensors.values())
-    index = {'metadata': {'total_size': total}, 'weight_map': weight_map}
-    (directory / 'model.safetensors.index.json').write_text(json.dumps(index, indent=2))
+    """save_pretrained's layout: model-0000i-of-0000n.safetensors and their index (fp32)."""
+    tensors = {name: t for shard in shards for name, t in shard.items()}
+    layouts = [[(name, tuple(t.shape)) for name, t in shard.items()] for shard in shards]
+    write_sharded(directory, layouts, lambda name, _shape: tensors[name], torch.float32)
 
 
 def timm_block(x: torch.Tensor, t: dict, b: str, heads: int) -> torch.Tensor:

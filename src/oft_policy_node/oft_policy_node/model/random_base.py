@@ -118,21 +118,33 @@ def write_random_openvla_base(
     """Shards model-0000i-of-0000n.safetensors (bf16), their index and a tokenizer.
 
     `on_shard(file name, bytes)` is told as each shard is finished (progress for 15 GB)."""
+    shards = split_into_shards(layout, 2, max_shard_bytes)
+    write_sharded(directory, shards, random_tensor_maker(seed), on_shard=on_shard)
+    write_llama_tokenizer(directory)
+    return Path(directory)
+
+
+def write_sharded(
+    directory: str | Path,
+    shards: list[Layout],
+    make: Callable[[str, tuple[int, ...]], torch.Tensor],
+    dtype: torch.dtype = torch.bfloat16,
+    on_shard: Callable[[str, int], None] | None = None,
+) -> Path:
+    """save_pretrained's layout: one model-0000i-of-0000n.safetensors per shard (tensors from
+    `make`, streamed) and model.safetensors.index.json {metadata.total_size, weight_map}."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    shards = split_into_shards(layout, 2, max_shard_bytes)
-    make = random_tensor_maker(seed)
     weight_map, total = {}, 0
     for i, shard in enumerate(shards, start=1):
         name = f'model-{i:05d}-of-{len(shards):05d}.safetensors'
-        nbytes = write_streamed_safetensors(directory / name, shard, make)
+        nbytes = write_streamed_safetensors(directory / name, shard, make, dtype)
         weight_map.update(dict.fromkeys((n for n, _ in shard), name))
         total += nbytes
         if on_shard is not None:
             on_shard(name, nbytes)
     index = {'metadata': {'total_size': total}, 'weight_map': weight_map}
     (directory / 'model.safetensors.index.json').write_text(json.dumps(index, indent=2) + '\n')
-    write_llama_tokenizer(directory)
     return directory
 
 

@@ -1,0 +1,18 @@
+"""Run a snippet of Python in a fresh interpreter, for tests that change process-wide state
+(signal handlers) which must not leak into the pytest process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run_python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """`code` dedented, run with this interpreter; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
