@@ -128,7 +128,7 @@ class Driver:
         self.diagnostics.clear()
         if not self.spin_until(lambda: bool(self.diagnostics), timeout=5.0):
             raise RuntimeError('no /diagnostics from the chunk_executor')
-        return {k: float(v) for k, v in self.diagnostics.items() if k != 'last_rejection'}
+        return {k: float(v) for k, v in self.diagnostics.items() if _is_number(v)}
 
     def close(self) -> None:
         import rclpy
@@ -136,3 +136,11 @@ class Driver:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _is_number(text: str | float) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -42,8 +42,12 @@ def test_quick_eval_writes_eval_sim_records(tmp_path, capsys):
     episodes = result['episodes']
     assert [e['instruction'] for e in episodes] == list(scene.instructions())
     for episode in episodes:
-        assert abs(episode['sim_seconds'] - 1.2) < 0.05  # random weights never succeed
-        assert episode['chunks'] == 2  # 25 rows each: ticks 0-24, then 25-29
+        assert not episode['success']  # random weights never succeed
+        # Random targets jumping between the joint limits can make MuJoCo unstable (it then
+        # resets the state, which once looked like a success): that episode ends there.
+        if not episode['sim_unstable']:
+            assert abs(episode['sim_seconds'] - 1.2) < 0.05
+            assert episode['chunks'] == 2  # 25 rows each: ticks 0-24, then 25-29
         assert len(episode['inference_latencies_s']) == episode['chunks']
         assert episode['target_object'] == scene.target_object(episode['instruction'])
         assert isinstance(episode['followed_language'], bool)

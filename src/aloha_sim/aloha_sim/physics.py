@@ -254,9 +254,17 @@ class AlohaSim:
         return self._renderer.render()
 
     def success(self) -> bool:
-        if self.episode is None:
+        if self.episode is None or self.unstable:
             return False
         return self.scene.success(self.model, self.data, self.episode.instruction)
+
+    @property
+    def unstable(self) -> bool:
+        """MuJoCo met NaN or huge accelerations this episode (commands jumping between joint
+        limits can cause it) and, as its own recovery, reset the state to the model's defaults:
+        what the scene shows after that is not the policy's doing, so it is never a success
+        (seen: a random-weight policy "put the pepper in the pot" at 0.29 s that way)."""
+        return self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0
 
     def body_position(self, name: str) -> np.ndarray:
         """World position of a body (the objects' ground truth, for scripted demos), (3,)."""

@@ -2,11 +2,14 @@
 
 Every tick (25 Hz on the node clock: wall time on a robot, /clock with use_sim_time) it takes
 the target for *now* from the time-indexed chunk queue, passes it through the safety filter
-and sends it through the configured backend. See runtime/executor_core.py for the rules
-(first command = measured pose, stalls hold the pose, future stamps, the start ramp, tracking
-faults, stale joint states, stop/resume), runtime/chunk_queue.py for latency compensation,
-the merge rules and the watchdog, runtime/safety.py for the limits and
-runtime/arm_bringup.py for what the interbotix backend does before its first command.
+and sends it through the configured backend. The ticks run on a thread of their own at
+absolute deadlines, in SCHED_FIFO where the process may (runtime/control_loop.py); on wall
+time the deadlines are on the monotonic clock, so a step of the system clock cannot stall it.
+See runtime/executor_core.py for the rules (first command = measured pose, stalls hold the
+pose, future stamps, the start ramp, tracking faults, stale joint states, stop/resume),
+runtime/chunk_queue.py for latency compensation, the merge rules and the watchdog,
+runtime/safety.py for the limits and runtime/arm_bringup.py for what the interbotix backend
+does before its first command.
 
 Topics: subscribes robot.ACTION_CHUNK_TOPIC (oft_msgs/ActionChunk) and the arms' joint_states;
 publishes commands (backend), /diagnostics (ERROR on a tracking fault or a failed bring-up).
@@ -18,15 +21,19 @@ Run (simulation: add -p use_sim_time:=true; robot: -p backend:=interbotix):
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import partial
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import ClockType
+from rclpy.exceptions import NotInitializedException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.subscription import MessageInfo
+from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -38,6 +45,7 @@ from oft_policy_node.node_parameters import declare_all
 from oft_policy_node.node_runner import run_node
 from oft_policy_node.ros_conversions import seconds_to_stamp, stamp_to_seconds
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
+from oft_policy_node.runtime.control_loop import PeriodicLoop, monotonic_sleep_until
 from oft_policy_node.runtime.executor_core import (
     CLOCK_NOT_STARTED,
     NEEDS_RESUME,
@@ -76,6 +84,8 @@ class ChunkExecutor(Node):
         self._reported_state = self._core.state
         self._told_ignoring = False  # "ignoring chunks" is logged once per stop or fault
         self._stats = TickStats(1.0 / params['rate_hz'])
+        # The control loop's thread and the callback threads share the core and the backend.
+        self._lock = threading.Lock()
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
         for arm in robot.ARMS:
@@ -87,10 +97,20 @@ class ChunkExecutor(Node):
             )
         self.create_service(Trigger, '~/stop', self._on_stop)
         self.create_service(Trigger, '~/resume', self._on_resume)
-        self.create_timer(1.0 / params['rate_hz'], self._on_tick)
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
+        sim_time = self.get_parameter('use_sim_time').value
+        self._loop = PeriodicLoop(
+            1.0 / rate,
+            self._on_tick,
+            self._now if sim_time else time.monotonic,
+            self._sleep_until_sim_time if sim_time else monotonic_sleep_until,
+            params['realtime_priority'],
+        )
+        priority = self._loop.start()
+        if priority.warning:
+            self.get_logger().warning(priority.warning)
         self.get_logger().info(
-            f'{params["rate_hz"]} Hz, backend {params["backend"]}, '
+            f'{rate} Hz ({priority.description}), backend {params["backend"]}, '
             f'merge {params["merge_rule"]}; waiting for joint states'
         )
 
@@ -101,10 +121,21 @@ class ChunkExecutor(Node):
             'max_chunk_age': 'max_age',
         }.get(name)
         if attribute:
-            setattr(self._core.queue, attribute, value)
+            with self._lock:
+                setattr(self._core.queue, attribute, value)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _sleep_until_sim_time(self, deadline: float) -> bool:
+        try:
+            return self.get_clock().sleep_until(
+                Time(nanoseconds=round(deadline * 1e9), clock_type=ClockType.ROS_TIME),
+                self.context,
+            )
+        except NotInitializedException:  # the context shut down: the loop is stopping
+            self._loop.stop()
+            return False
 
     def _arrival(self, info: MessageInfo) -> float:
         """When DDS received a message, on this node's clock: now minus how long it waited in
@@ -118,27 +149,31 @@ class ChunkExecutor(Node):
 
     def _on_joint_state(self, arm: str, msg: JointState, info: MessageInfo) -> None:
         try:
-            self._core.set_measured_arm(
-                arm, arm_state_from_joint_state(msg.name, msg.position), self._arrival(info)
-            )
+            state = arm_state_from_joint_state(msg.name, msg.position)
+            with self._lock:
+                self._core.set_measured_arm(arm, state, self._arrival(info))
         except ValueError as error:
             self.get_logger().error(
                 f'{robot.joint_states_topic(arm)}: {error}', throttle_duration_sec=2.0
             )
 
     def _on_chunk(self, msg: ActionChunk, info: MessageInfo) -> None:
-        reason = self._core.receive_chunk(
-            stamp_to_seconds(msg.header.stamp),
-            msg.period,
-            msg.joint_names,
-            msg.num_steps,
-            msg.actions,
-            msg.inference_latency,
-            self._arrival(info),
-        )
+        actions = np.asarray(msg.actions, dtype=np.float64)  # the costly part, outside the lock
+        arrival = self._arrival(info)
+        with self._lock:
+            reason = self._core.receive_chunk(
+                stamp_to_seconds(msg.header.stamp),
+                msg.period,
+                msg.joint_names,
+                msg.num_steps,
+                actions,
+                msg.inference_latency,
+                arrival,
+            )
+            state = self._core.state
         if reason is None:
             return
-        if self._core.state in NEEDS_RESUME or reason == CLOCK_NOT_STARTED:
+        if state in NEEDS_RESUME or reason == CLOCK_NOT_STARTED:
             if not self._told_ignoring:
                 self._told_ignoring = True
                 self.get_logger().warning(f'ignoring chunks (counted in ignored_chunks): {reason}')
@@ -149,14 +184,15 @@ class ChunkExecutor(Node):
 
     def _on_tick(self) -> None:
         self._stats.record(time.monotonic())
-        if not self._backend.ready:
-            return  # nothing is commanded before the bring-up is done
-        now = self._now()
-        result = self._core.tick(now)
-        if result.command is not None:
-            self._backend.send(result.command, seconds_to_stamp(now))
-        if self._core.state != self._reported_state:
-            self._report_state_change()
+        with self._lock:
+            if not self._backend.ready:
+                return  # nothing is commanded before the bring-up is done
+            now = self._now()
+            result = self._core.tick(now)
+            if result.command is not None:
+                self._backend.send(result.command, seconds_to_stamp(now))
+            if self._core.state != self._reported_state:
+                self._report_state_change()
 
     def _report_state_change(self) -> None:
         core, logger = self._core, self.get_logger()
@@ -174,8 +210,9 @@ class ChunkExecutor(Node):
             logger.info('running: following chunks')
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self._core.stop()
-        self._told_ignoring = False
+        with self._lock:
+            self._core.stop()
+            self._told_ignoring = False
         self.get_logger().warning('stopped: holding the pose, ignoring chunks until ~/resume')
         return _succeeded(response, 'stopped: holding the last commanded pose')
 
@@ -183,8 +220,9 @@ class ChunkExecutor(Node):
         if self._backend.failure:
             response.success, response.message = False, self._backend.failure
             return response
-        fault = self._core.fault
-        self._core.resume()
+        with self._lock:
+            fault = self._core.fault
+            self._core.resume()
         message = 'resumed: following new chunks from the measured pose' + (
             f' after: {fault.describe()}' if fault else ''
         )
@@ -192,6 +230,23 @@ class ChunkExecutor(Node):
         return _succeeded(response, message)
 
     def _publish_diagnostics(self) -> None:
+        # Only the counts are taken under the lock: the control loop waits for it, and this
+        # callback's thread is not real-time, so building the message under it could keep a
+        # tick waiting through a busy core's whole time slice.
+        with self._lock:
+            level, message, values = self._diagnostic_values()
+        status = DiagnosticStatus(
+            level=level,
+            name=self.get_fully_qualified_name(),
+            hardware_id='aloha',
+            message=message,
+            values=[KeyValue(key=k, value=_format(v)) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+    def _diagnostic_values(self) -> tuple[bytes, str, dict[str, object]]:
         core = self._core
         level, message = self._level_and_message()
         peak = core.tracking.peak_error
@@ -211,6 +266,8 @@ class ChunkExecutor(Node):
             'tracking_faults': core.tracking_faults,
             'stale_events': core.stale_events,
             'late_ticks': core.late_ticks,
+            'loop_overruns': self._loop.overruns,
+            'control_loop': self._loop.priority.description if self._loop.priority else '',
             'tracking_error_peak': float(peak[worst]),
             'tracking_error_peak_joint': robot.action_joint_names()[worst],
             'inference_latency_s': core.inference_latency,
@@ -218,16 +275,7 @@ class ChunkExecutor(Node):
             'last_rejection': core.last_rejection,
             'backend': self._backend.status,
         }
-        status = DiagnosticStatus(
-            level=level,
-            name=self.get_fully_qualified_name(),
-            hardware_id='aloha',
-            message=message,
-            values=[KeyValue(key=k, value=_format(v)) for k, v in values.items()],
-        )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(array)
+        return level, message, values
 
     def _level_and_message(self) -> tuple[bytes, str]:
         core, backend = self._core, self._backend
@@ -245,6 +293,13 @@ class ChunkExecutor(Node):
             state.value,
         )
 
+    def raise_other_threads(self) -> None:
+        self._loop.raise_other_threads()
+
+    def destroy_node(self) -> None:
+        self._loop.stop()  # no tick may reach a backend whose publishers are being destroyed
+        super().destroy_node()
+
 
 def _succeeded(response: Trigger.Response, message: str) -> Trigger.Response:
     response.success, response.message = True, message
@@ -255,8 +310,17 @@ def _format(value: object) -> str:
     return f'{value:.6g}' if isinstance(value, float | np.floating) else str(value)
 
 
+def _process_node() -> ChunkExecutor:
+    """The node as a process of its own: all its threads (DDS, the callback executor's) just
+    below the control loop's priority (PeriodicLoop.raise_other_threads); not done for nodes
+    built inside another process, such as a test's."""
+    node = ChunkExecutor()
+    node.raise_other_threads()
+    return node
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_node('chunk_executor', __doc__, PARAMETERS, ChunkExecutor, argv)
+    return run_node('chunk_executor', __doc__, PARAMETERS, _process_node, argv)
 
 
 if __name__ == '__main__':

@@ -124,4 +124,11 @@ PARAMETERS = (
         positive,
     ),
     ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),
+    ParameterSpec(
+        'realtime_priority',
+        50,
+        'SCHED_FIFO priority (1-99) of the control loop thread; where the process may not '
+        '(no CAP_SYS_NICE or rtprio limit) it runs at nice -10 and warns once; 0 = do not ask.',
+        lambda value: None if 0 <= value <= 99 else 'must be an integer in 0..99',
+    ),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -176,6 +178,7 @@ def test_zero_action_slots_differ_only_from_the_second_layer_on():
 
 
 def test_zero_action_slots_are_neither_trained_nor_saved(tmp_path):
+    assert get_preset('openvla-7b').action_slots == get_preset('small').action_slots == 'zeros'
     torch.manual_seed(0)
     config = get_preset('tiny').replace(action_slots='zeros')
     policy = OftPolicy(config, stats=NormStats.from_limits(*robot.action_limits())).eval()
@@ -191,6 +194,30 @@ def test_zero_action_slots_are_neither_trained_nor_saved(tmp_path):
     )
     with pytest.raises(ValueError, match=r"action_slots='random'; expected one of"):
         config.replace(action_slots='random')
+
+
+def test_learned_action_slots_are_trained_saved_and_assumed_by_configs_without_the_field(tmp_path):
+    """Checkpoints saved before `action_slots` existed (the committed policies among them) carry
+    learned slot weights and no field: they must load as 'learned', not as the new default."""
+    torch.manual_seed(0)
+    config = get_preset('tiny')  # learned: its Llama has 2 layers (config.py)
+    assert config.action_slots == 'learned'
+    policy = OftPolicy(config, stats=NormStats.from_limits(*robot.action_limits())).eval()
+    assert dict(policy.network.named_parameters())['action_slots'].requires_grad
+    with torch.no_grad():
+        policy.network.action_slots.normal_()  # far from zero, so zeros would change the chunk
+    observation = random_observation(config)
+    chunk = policy.predict_action_chunk(*observation, 'put green pepper into pot')
+    saved = policy.save_pretrained(tmp_path / 'ckpt')
+    config_file = saved / 'config.json'
+    data = json.loads(config_file.read_text())
+    assert data.pop('action_slots') == 'learned'
+    config_file.write_text(json.dumps(data))
+    loaded = OftPolicy.from_pretrained(saved)
+    assert loaded.config.action_slots == 'learned'
+    np.testing.assert_array_equal(
+        loaded.predict_action_chunk(*observation, 'put green pepper into pot'), chunk
+    )
 
 
 def test_padding_does_not_change_a_sample(policy):

@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument(
         '--action-slots',
         choices=ACTION_SLOTS,
-        help="the Llama's action-slot inputs: 'learned' embeddings (the presets' default) or "
-        "'zeros' as the authors (told apart by RoPE positions only)",
+        help="the Llama's action-slot inputs: 'zeros' as the authors (told apart by RoPE "
+        "positions only; the default but for 'tiny') or one 'learned' embedding per slot",
     )
     p.add_argument(
         '--base',

@@ -183,8 +183,12 @@ def test_two_gloo_processes_match_one(training_set, tmp_path):
         if not torch.equal(w1[k], read_weights(one / 'checkpoints' / 'step_0000002' / 'policy')[k])
     ]
     assert not moved  # the final checkpoint is the last step's weights
+    # Adam divides each step by the gradient's own RMS, so where gradients are tiny (LoRA B on
+    # its first steps) a summation-order difference moves a weight by a visible share of the
+    # 5e-4 step: seen 3.4e-6 on a CPU with AMX. 1e-5 is 2 % of one step; a wrong all-reduce
+    # (a missing or doubled micro-batch) moves weights by whole steps.
     for key in w1:
-        torch.testing.assert_close(w1[key], w2[key], atol=2e-6, rtol=1e-5, msg=key)
+        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=1e-5, msg=key)
 
 
 def test_bad_settings(training_set, tmp_path, capsys):

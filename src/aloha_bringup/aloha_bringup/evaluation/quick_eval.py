@@ -49,7 +49,8 @@ def run_episode(
     samples, latencies, chunks = [], [], 0
 
     def over() -> bool:
-        return sim.success() or sim.time >= max_seconds - 1e-9
+        # An unstable sim has reset itself (time included): the episode ends there, failed.
+        return sim.success() or sim.unstable or sim.time >= max_seconds - 1e-9
 
     while not over():
         images = {camera: sim.render(camera) for camera in policy.config.camera_names}
@@ -85,6 +86,7 @@ def run_episode(
         'chunks': chunks,
         'inference_latencies_s': latencies,
         'sim_seconds': round(sim.time, 3),
+        'sim_unstable': sim.unstable,
         'wall_seconds': round(time.perf_counter() - started, 3),
     }
 

@@ -19,10 +19,10 @@ sample sees exactly the positions it would see unpadded.
 The action slots are "empty" inputs that differ only by position. The authors feed zeros: then
 every slot leaves the first layer with the same state (RMSNorm(0) = 0, so its query is 0, which
 attends uniformly whatever RoPE does to it), and RoPE tells the slots apart from the second
-layer on, once their states are no longer zero (test_model_policy checks both). The default
-here is a learned embedding per slot instead (`action_slots='learned'`, (K*D, H), 0.02-std
-init): still no content, only position, distinct from the first layer; `action_slots='zeros'`
-is the authors' choice (docs/model.md: what each measured).
+layer on, once their states are no longer zero (test_model_policy checks both). That is the
+default (`action_slots='zeros'`); `action_slots='learned'` gives each slot a trained embedding
+((K*D, H), 0.02-std init), still no content, only position, but distinct from the first layer.
+The zeros measured better (docs/model.md); checkpoints saved before the option load as learned.
 
 The baseline mode (`decode_autoregressive`) is the original OpenVLA decoding on the same
 weights: causal attention, one discrete token per forward with a KV cache, greedy over the
