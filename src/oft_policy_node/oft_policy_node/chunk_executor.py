@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.clock import ClockType
-from rclpy.exceptions import NotInitializedException
+from rclpy.clock import JumpThreshold, TimeJump
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.subscription import MessageInfo
-from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -99,12 +98,15 @@ class ChunkExecutor(Node):
         self.create_service(Trigger, '~/resume', self._on_resume)
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
         sim_time = self.get_parameter('use_sim_time').value
+        if sim_time:
+            self._watch_sim_clock()
         self._loop = PeriodicLoop(
             1.0 / rate,
             self._on_tick,
             self._now if sim_time else time.monotonic,
             self._sleep_until_sim_time if sim_time else monotonic_sleep_until,
             params['realtime_priority'],
+            sim_clock=sim_time,
         )
         priority = self._loop.start()
         if priority.warning:
@@ -127,15 +129,39 @@ class ChunkExecutor(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _watch_sim_clock(self) -> None:
+        """A jump callback that wakes the loop whenever /clock moves. Not rclpy's
+        Clock.sleep_until: it waits for the next jump without checking the time first, so a
+        /clock message that lands just before it is called leaves it asleep until the one
+        after (a simulation that waits for this tick's command never sends that one)."""
+        self._clock_moved = threading.Event()
+        self._clock_went_back = False
+
+        def on_jump(jump: TimeJump) -> None:
+            self._clock_went_back |= jump.delta.nanoseconds < 0
+            self._clock_moved.set()
+
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(
+                min_forward=Duration(nanoseconds=1),
+                min_backward=Duration(nanoseconds=-1),
+                on_clock_change=True,
+            ),
+            post_callback=on_jump,
+        )
+
     def _sleep_until_sim_time(self, deadline: float) -> bool:
-        try:
-            return self.get_clock().sleep_until(
-                Time(nanoseconds=round(deadline * 1e9), clock_type=ClockType.ROS_TIME),
-                self.context,
-            )
-        except NotInitializedException:  # the context shut down: the loop is stopping
-            self._loop.stop()
-            return False
+        """Wait until /clock reaches `deadline`; False when it went back (a reset simulation:
+        the loop restarts its schedule from the new time) or the loop is stopping."""
+        while not self._loop.stopping:
+            self._clock_moved.clear()  # before the check: a jump after it sets it again
+            if self._clock_went_back:
+                self._clock_went_back = False
+                return False
+            if self._now() >= deadline - 1e-6:  # /clock counts whole ns, deadlines are floats
+                return True
+            self._clock_moved.wait(0.5)  # the timeout only re-checks `stopping`
+        return False
 
     def _arrival(self, info: MessageInfo) -> float:
         """When DDS received a message, on this node's clock: now minus how long it waited in
@@ -279,6 +305,8 @@ class ChunkExecutor(Node):
 
     def _level_and_message(self) -> tuple[bytes, str]:
         core, backend = self._core, self._backend
+        if self._loop.failure:
+            return DiagnosticStatus.ERROR, self._loop.failure
         if backend.failure:
             return DiagnosticStatus.ERROR, backend.failure
         if not backend.ready:
@@ -320,7 +348,9 @@ def _process_node() -> ChunkExecutor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node('chunk_executor', __doc__, PARAMETERS, _process_node, argv)
+    # One callback thread: the ticks have their own, and every Python thread is one more that
+    # can hold the GIL when the control loop wakes.
+    return run_node('chunk_executor', __doc__, PARAMETERS, _process_node, argv, callback_threads=1)
 
 
 if __name__ == '__main__':

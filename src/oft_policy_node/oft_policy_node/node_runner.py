@@ -9,7 +9,11 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
@@ -33,6 +37,7 @@ def run_node(
     specs: Sequence[ParameterSpec],
     make_node: Callable[[], Node],
     argv: Sequence[str] | None = None,
+    callback_threads: int = 2,
 ) -> int:
     argv = list(sys.argv if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -46,7 +51,11 @@ def run_node(
     node = None
     try:
         node = make_node()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = (
+            SingleThreadedExecutor()
+            if callback_threads == 1
+            else MultiThreadedExecutor(num_threads=callback_threads)
+        )
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -44,9 +44,13 @@ class SimClock:
             self.done.set()
 
 
-def run_loop(durations: list[float], ticks: int) -> tuple[SimClock, PeriodicLoop]:
+def run_loop(
+    durations: list[float], ticks: int, sim_clock: bool = False
+) -> tuple[SimClock, PeriodicLoop]:
     clock = SimClock(durations, ticks)
-    clock.loop = PeriodicLoop(PERIOD, clock.tick, clock.now, clock.sleep_until)
+    clock.loop = PeriodicLoop(
+        PERIOD, clock.tick, clock.now, clock.sleep_until, sim_clock=sim_clock
+    )
     clock.loop.start()
     assert clock.done.wait(5.0)
     clock.loop.stop()
@@ -61,16 +65,26 @@ def test_deadlines_are_absolute_so_slow_ticks_do_not_drift_the_schedule():
     assert loop.overruns == 0
 
 
-def test_a_tick_late_by_more_than_a_period_restarts_the_schedule_without_a_burst():
-    # The third tick takes 130 ms (over three periods): the missed ticks are not fired back to
-    # back; the next one comes one period after the late tick ended, then the rhythm resumes.
+def test_deadlines_a_late_tick_missed_are_skipped_not_fired_in_a_burst():
+    # The third tick (at 100.08) takes 130 ms, past the deadlines 100.12, 100.16, 100.20: they
+    # are counted and skipped; the next tick is the first deadline after it ended, 100.24.
     durations = [0.001, 0.001, 0.13] + [0.001] * 5
     clock, loop = run_loop(durations, ticks=8)
     gaps = [b - a for a, b in zip(clock.tick_times, clock.tick_times[1:], strict=False)]
-    assert loop.overruns == 1
+    assert loop.overruns == 3
     assert min(gaps) >= PERIOD - 1e-9  # never two ticks closer than a period
-    assert gaps[2] == pytest.approx(0.13 + PERIOD)
+    assert gaps[2] == pytest.approx(0.16)
     assert gaps[3:] == pytest.approx([PERIOD] * 4)
+    assert clock.tick_times[3:] == pytest.approx([100.0 + k * PERIOD for k in range(6, 11)])
+
+
+def test_on_a_simulated_clock_no_deadline_is_skipped_when_the_simulation_moves_on_at_once():
+    # A simulation that steps as soon as it has a tick's command: /clock reaches the next
+    # deadline during the tick. On the wall-clock rule that deadline would count as missed
+    # and the simulation would wait forever for its command.
+    clock, loop = run_loop([PERIOD] * 6, ticks=6, sim_clock=True)
+    assert clock.tick_times == pytest.approx([100.0 + k * PERIOD for k in range(6)])
+    assert loop.overruns == 0
 
 
 def test_a_sleep_woken_early_sleeps_again_one_period_from_the_wake():
@@ -156,3 +170,20 @@ def test_the_loop_thread_gets_the_real_time_class_only_for_itself():
         assert priority.description == 'SCHED_FIFO priority 10'
         assert seen == [os.SCHED_FIFO]
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the test's own thread is unchanged
+
+
+def test_a_tick_that_raises_ends_the_loop_and_says_why():
+    def tick() -> None:
+        raise RuntimeError('backend gone')
+
+    loop = PeriodicLoop(
+        PERIOD, tick, control_loop.time.monotonic, control_loop.monotonic_sleep_until
+    )
+    threading.excepthook, hook = (lambda args: None), threading.excepthook  # expected raise
+    try:
+        loop.start()
+        loop._thread.join(2.0)
+    finally:
+        threading.excepthook = hook
+    assert not loop._thread.is_alive()
+    assert loop.failure == "the control loop stopped: RuntimeError('backend gone')"

@@ -25,6 +25,7 @@ import sys
 from oft_policy_node.model.config import ACTION_SLOTS, PRESETS
 from oft_training.training.config import TrainConfig
 from oft_training.training.loop import run
+from oft_training.training.precision import PRECISIONS
 
 DEFAULTS = TrainConfig(data='', out='')
 
@@ -141,6 +142,19 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         help='DataLoader worker processes per training process',
     )
     p.add_argument('--device', default=DEFAULTS.device, help='auto, cpu, cuda')
+    p.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default=DEFAULTS.precision,
+        help='float32, or bfloat16 autocast (CUDA, or a CPU with AVX-512 BF16 / AMX); auto: '
+        'bfloat16 on CUDA, float32 on the CPU, where bf16 measured no faster',
+    )
+    p.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the training forward: about a minute to compile, then 1.17x the '
+        'samples/s of `small` on a 2-core CPU (1.21x with --precision bfloat16); for long runs',
+    )
     p.add_argument(
         '--resume', action='store_true', help='continue from the newest checkpoint in --out'
     )

@@ -20,6 +20,7 @@ from oft_policy_node.model import OftPolicy
 from oft_policy_node.model.checkpoint import read_weights
 from oft_training.data.training_set import TrainingSet
 from oft_training.train import main as train
+from oft_training.training import precision
 from oft_training.training.batches import StepBatches, start_weighted_stream
 from oft_training.training.loop import FINAL_DIR
 from oft_training.training.metrics_log import METRICS_FILE
@@ -350,3 +351,46 @@ def test_init_policy_starts_from_a_trained_policy(training_set, tmp_path, capsys
     # The starting point is part of the run: resuming with another one is refused.
     assert train(args(training_set, go_on, '--steps', '2', '--resume')) == 2
     assert 'init_policy' in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains_float32_weights_and_changes_the_arithmetic(
+    training_set, tmp_path, monkeypatch
+):
+    # Any CPU runs bf16 autocast (emulated where it lacks AVX-512 BF16 / AMX); `train` refuses
+    # it only there, because it is slow, so the test pretends the flags are present.
+    monkeypatch.setattr(precision, 'cpu_bf16_flags', lambda: ['avx512_bf16'])
+    runs = {}
+    for name in ('float32', 'bfloat16'):
+        out = tmp_path / name
+        assert train(args(training_set, out, '--steps', '2', '--precision', name)) == 0
+        runs[name] = out
+    losses = {name: [m['loss'] for m in metrics(out)] for name, out in runs.items()}
+    assert all(np.isfinite(v).all() for v in losses.values())
+    assert losses['float32'] != losses['bfloat16']  # bf16 matmuls round differently
+    assert losses['float32'] == pytest.approx(losses['bfloat16'], rel=0.05)  # but barely
+    assert {t.dtype for t in weights(runs['bfloat16']).values()} == {torch.float32}
+
+
+def test_precision_rules(monkeypatch):
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert precision.resolve('auto', cpu) == 'float32'
+    assert precision.resolve('auto', cuda) == 'bfloat16'
+    monkeypatch.setattr(precision, 'cpu_bf16_flags', list)  # a CPU without bf16 arithmetic
+    with pytest.raises(ValueError, match='without AVX-512 BF16 or AMX'):
+        precision.resolve('bfloat16', cpu)
+    assert precision.resolve('bfloat16', cuda) == 'bfloat16'
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        precision.resolve('fp8', cpu)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_makes_the_same_steps_as_an_eager_one(training_set, tmp_path):
+    runs = {}
+    for name, extra in (('eager', ()), ('compiled', ('--compile',))):
+        out = tmp_path / name
+        assert train(args(training_set, out, '--steps', '2', *extra)) == 0
+        runs[name] = out
+    eager, compiled = ([m['loss'] for m in metrics(runs[n])] for n in ('eager', 'compiled'))
+    assert compiled == pytest.approx(eager, rel=1e-4)  # fused kernels, the same arithmetic
+    w_eager, w_compiled = weights(runs['eager']), weights(runs['compiled'])
+    assert w_eager.keys() == w_compiled.keys()  # no `_orig_mod.` prefix in the checkpoint

@@ -4,14 +4,14 @@
 Why not a ROS timer on the executor's callback threads: a tick then waits behind whatever
 callback holds those threads, and a busy machine delays each wake-up by a scheduler slice
 (measured: p99 35 ms, max 98 ms with both cores loaded, nearly a whole 40 ms period). Here the
-deadlines are `start + n * period`, so a late wake-up never shifts the ticks after it; a tick
-that is more than one period late is counted and the schedule restarts one period after it,
-instead of firing the missed ticks back to back (the safety filter limits the step per tick,
-so a burst of ticks would be a burst of speed).
+deadlines are `start + n * period`, so a late wake-up never shifts the ticks after it; the
+deadlines a late tick missed are counted and skipped, not fired back to back (the safety filter
+limits the step per tick, so a burst of ticks would be a burst of speed).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -97,9 +97,11 @@ class PeriodicLoop:
         sleep_until: Callable[[float], bool],
         realtime_priority: int = 0,
         name: str = 'control_loop',
+        sim_clock: bool = False,
     ) -> None:
         self.period = period
-        self.overruns = 0  # ticks more than one period late: the schedule restarted
+        self.sim_clock = sim_clock
+        self.overruns = 0  # deadlines that passed without a tick (skipped, not made up)
         self._tick = tick
         self._now = now
         self._sleep_until = sleep_until
@@ -107,6 +109,7 @@ class PeriodicLoop:
         self._stopping = threading.Event()
         self._started = threading.Event()
         self.priority: Priority | None = None
+        self.failure: str | None = None  # why the loop ended on an error
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> Priority:
@@ -121,6 +124,10 @@ class PeriodicLoop:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def raise_other_threads(self) -> int:
         """For a process of its own: the rest of the process at FALLBACK_NICENESS
         (`raise_process_threads`), and the GIL handed over every 0.5 ms instead of 5 ms, so
@@ -133,17 +140,29 @@ class PeriodicLoop:
     def _run(self) -> None:
         self.priority = raise_thread_priority(self._realtime_priority)
         self._started.set()
-        deadline = self._now()
+        try:
+            self._schedule()
+        except Exception as error:
+            # No tick runs after this: the arms keep their last command. Said on /diagnostics.
+            self.failure = f'the control loop stopped: {error!r}'
+            raise
+
+    def _schedule(self) -> None:
+        anchor, index = self._now(), 0  # deadline k is anchor + k * period: no summed rounding
         while not self._stopping.is_set():
+            ticked_at = self._now()
             self._tick()
-            deadline += self.period
-            if self._now() > deadline + self.period:
-                self.overruns += 1
-                deadline = self._now() + self.period
-            while not self._sleep_until(deadline):
+            # The next deadline is the first one after the tick began (simulated clock: the
+            # simulation may already have moved on because it got this tick's command) or
+            # ended (wall clock: a tick that ran late is not followed by a second at once).
+            reference = ticked_at if self.sim_clock else self._now()
+            following = math.floor((reference - anchor) / self.period + 1e-6) + 1
+            self.overruns += max(following - index - 1, 0)  # deadlines passed without a tick
+            index = following
+            while not self._sleep_until(anchor + index * self.period):
                 if self._stopping.is_set():
                     return
-                deadline = self._now() + self.period  # woke early: one period from now
+                anchor, index = self._now(), 1  # woke early: one period from now
 
 
 def monotonic_sleep_until(deadline: float) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oft_policy_node.model.config import get_preset
+from oft_training.training.precision import PRECISIONS
 
 # Settings that must not change when a run resumes (they change the result of every step).
 FROZEN_ON_RESUME = (
@@ -65,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     device: str = 'auto'
+    precision: str = 'auto'  # 'float32' / 'bfloat16' autocast; auto: bf16 on CUDA (precision.py)
+    compile: bool = False  # torch.compile the training forward
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class TrainConfig:
                 raise ValueError(f'{name}={getattr(self, name)} must be >= 1')
         if self.lr <= 0:
             raise ValueError(f'lr={self.lr} must be > 0')
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision={self.precision!r}; expected one of {PRECISIONS}')
         if self.workers < 0 or self.keep_checkpoints < 1:
             raise ValueError('workers must be >= 0 and keep_checkpoints >= 1')
         if self.start_repeats < 1 or self.start_seconds < 0:

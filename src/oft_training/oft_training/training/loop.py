@@ -2,7 +2,7 @@
 
 One optimizer step = one global batch of `batch_size` samples, spread over the processes and
 `grad_accumulation` micro-batches; the gradient is the mean over the whole global batch, so the
-update does not depend on how the batch is split. bf16 autocast on CUDA, float32 on CPU.
+update does not depend on how the batch is split. Precision: training/precision.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from oft_training.grounding import (
     split_views,
     validation_error_cm,
 )
-from oft_training.training import state
+from oft_training.training import precision, state
 from oft_training.training.batches import (
     SampleDataset,
     StepBatches,
@@ -138,7 +138,7 @@ def _run(cfg: TrainConfig, world: World) -> Path:
             f'{len(val_set)} samples from {len(val_names)} episodes {val_names}'
         )
 
-    model = module
+    model = torch.compile(module) if cfg.compile else module
     if world.distributed:
         # find_unused_parameters: some trainable tensors get no gradient (e.g. LoRA on the ViT
         # block after the one whose features the model uses); DDP must not wait for them.
@@ -168,11 +168,7 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         num_workers=cfg.workers,
         persistent_workers=False,
     )
-    autocast = (
-        torch.autocast('cuda', dtype=torch.bfloat16)
-        if world.device.type == 'cuda'
-        else contextlib.nullcontext()
-    )
+    autocast = precision.autocast(precision.resolve(cfg.precision, world.device), world.device)
     trainer_settings = {
         'config': dataclasses.asdict(cfg),
         'split': {'train': train_names, 'val': val_names},
