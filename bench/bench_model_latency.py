@@ -19,7 +19,6 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from oft_policy_node.model import OftPolicy
 from oft_policy_node.model.testing import DEFAULT_INSTRUCTIONS, random_observation, random_policy
+from oft_training.training.precision import cpu_bf16_flags
 
 ONE_THREAD_RUNS = {'tiny': 30, 'small': 15}
 DTYPE_RUNS = 15
@@ -77,11 +77,6 @@ class StageTimer:
     def close(self) -> None:
         for hook in self._hooks:
             hook.remove()
-
-
-def cpu_bf16_flags() -> list[str]:
-    flags = Path('/proc/cpuinfo').read_text().split('flags', 2)[1].split('\n', 1)[0].split()
-    return sorted({f for f in flags if f in ('avx512_bf16', 'amx_bf16', 'amx_tile')})
 
 
 def measure(policy: OftPolicy, n: int, label: str, bf16: bool = False) -> dict:

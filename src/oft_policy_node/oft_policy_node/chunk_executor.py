@@ -176,8 +176,9 @@ class ChunkExecutor(Node):
     def _on_joint_state(self, arm: str, msg: JointState, info: MessageInfo) -> None:
         try:
             state = arm_state_from_joint_state(msg.name, msg.position)
+            arrival = self._arrival(info)
             with self._lock:
-                self._core.set_measured_arm(arm, state, self._arrival(info))
+                self._core.set_measured_arm(arm, state, arrival)
         except ValueError as error:
             self.get_logger().error(
                 f'{robot.joint_states_topic(arm)}: {error}', throttle_duration_sec=2.0
@@ -209,8 +210,8 @@ class ChunkExecutor(Node):
         )
 
     def _on_tick(self) -> None:
-        self._stats.record(time.monotonic())
-        with self._lock:
+        with self._lock:  # the stats too: the diagnostics callback reads them from its thread
+            self._stats.record(time.monotonic())
             if not self._backend.ready:
                 return  # nothing is commanded before the bring-up is done
             now = self._now()
@@ -339,9 +340,9 @@ def _format(value: object) -> str:
 
 
 def _process_node() -> ChunkExecutor:
-    """The node as a process of its own: all its threads (DDS, the callback executor's) just
-    below the control loop's priority (PeriodicLoop.raise_other_threads); not done for nodes
-    built inside another process, such as a test's."""
+    """The node as a process of its own: its other threads (DDS, the callback executor's) at
+    nice -10 and a shorter GIL switch interval (PeriodicLoop.raise_other_threads); not done for
+    nodes built inside another process, such as a test's."""
     node = ChunkExecutor()
     node.raise_other_threads()
     return node

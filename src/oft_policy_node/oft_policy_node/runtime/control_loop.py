@@ -58,9 +58,9 @@ def raise_thread_priority(realtime_priority: int) -> Priority:
     )
 
 
-def raise_process_threads(niceness: int, except_thread: int | None = None) -> int:
+def raise_process_threads(niceness: int, except_thread: int | None = None) -> None:
     """Give every thread of this process but `except_thread` (a native id) `niceness`; threads
-    they create later inherit it. Returns how many it raised.
+    they create later inherit it.
 
     Why the whole process: the loop thread needs the GIL after each sleep, and a thread of the
     same process that holds it when a busy core preempts it makes the loop wait a whole
@@ -68,17 +68,14 @@ def raise_process_threads(niceness: int, except_thread: int | None = None) -> in
     loaded). Favoured by the fair scheduler, such a thread is back on a core at once. Not
     SCHED_FIFO: with every thread of the node real-time, ticks were 80 ms late even idle.
     """
-    raised = 0
     for name in os.listdir('/proc/self/task'):
         tid = int(name)
         if tid == except_thread:
             continue
         try:
             os.setpriority(os.PRIO_PROCESS, tid, niceness)
-            raised += 1
         except OSError:  # refused (the loop thread has warned already) or the thread ended
             pass
-    return raised
 
 
 class PeriodicLoop:
@@ -128,14 +125,14 @@ class PeriodicLoop:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def raise_other_threads(self) -> int:
+    def raise_other_threads(self) -> None:
         """For a process of its own: the rest of the process at FALLBACK_NICENESS
         (`raise_process_threads`), and the GIL handed over every 0.5 ms instead of 5 ms, so
         the loop never waits long for a thread of its own process. No-op at priority 0."""
         if self._realtime_priority == 0:
-            return 0
+            return
         sys.setswitchinterval(0.0005)
-        return raise_process_threads(FALLBACK_NICENESS, self._thread.native_id)
+        raise_process_threads(FALLBACK_NICENESS, self._thread.native_id)
 
     def _run(self) -> None:
         self.priority = raise_thread_priority(self._realtime_priority)
