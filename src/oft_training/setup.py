@@ -25,6 +25,7 @@ setup(
     entry_points={
         'console_scripts': [
             'convert = oft_training.convert:main',
+            'export = oft_training.export:main',
             'train = oft_training.train:main',
             'evaluate = oft_training.evaluate:main',
         ]

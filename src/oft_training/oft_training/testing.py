@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from oft_policy_node import robot
 from oft_training.data import topics
@@ -195,12 +195,19 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
     return messages
 
 
-def write_bag(path: Path, spec: BagSpec = BagSpec(), storage: str = 'mcap') -> Path:
-    """Write one synthetic episode as a rosbag2 folder at `path`; returns `path`."""
+def write_bag(
+    path: Path, spec: BagSpec = BagSpec(), storage: str = 'mcap', compressed: bool = False
+) -> Path:
+    """Write one synthetic episode as a rosbag2 folder at `path`; returns `path`.
+    `compressed`: zstd-compressed storage chunks (`ros2 bag record --compression-mode
+    storage`)."""
     store = make_typestore()
     t = store.types
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
+    writer = Writer(path, version=9, storage_plugin=plugin)
+    if compressed:
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
         if 'metadata' in spec.instruction_in:
             writer.set_custom_data('instruction', spec.instruction)
         connections = {}

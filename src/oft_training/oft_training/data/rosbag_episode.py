@@ -2,7 +2,9 @@
 
 Two passes over the bag keep memory flat whatever the episode length: the first decodes the
 joint and command topics and only the stamps of the camera topics, which fixes the grid and
-which frame each tick uses; the second decodes, resizes and stores just those frames.
+which frame each tick uses; the second decodes, resizes and stores just those frames. MCAP
+files are read in place (`mcap_file`): a frame's pixels go from the page cache straight into
+the resize, and the first pass reads no pixels at all.
 
 Time base: `header.stamp` for stamped messages (sensor time; sim time in simulation, where the
 recorder's receive time runs at wall speed), the bag's receive time for message types without a
@@ -11,17 +13,21 @@ header (Interbotix commands). `time_source='receive'` uses receive time for ever
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from rosbags.rosbag2 import Reader
+from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from oft_policy_node import robot
 from oft_training.data import topics
+from oft_training.data.mcap_file import McapFile
 from oft_training.data.sync import NS_PER_S, Stream, control_grid, latest_at
 from oft_training.data.training_set import EpisodeError, TrainingSetWriter
 
@@ -100,8 +106,12 @@ def convert_bag(
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable / corrupt bags
         raise EpisodeError(f'{name}: cannot open bag {path}: {exc}') from exc
+    messages = None
     try:
-        return _convert_open_bag(reader, store, name, writer, options, resize, proprio, actions)
+        messages = BagMessages(reader, store)
+        return _convert_open_bag(
+            reader, messages, store, name, writer, options, resize, proprio, actions
+        )
     except EpisodeError:
         raise
     except Exception as exc:  # truncated chunks, undecodable messages: name the episode
@@ -110,11 +120,60 @@ def convert_bag(
             'is it truncated or corrupt?'
         ) from exc
     finally:
+        if messages is not None:
+            messages.close()
         reader.close()
+
+
+class BagMessages:
+    """The messages of an open bag as (topic, msgtype, receive_ns, raw CDR), in storage order:
+    read in place from MCAP files, through rosbags for sqlite3."""
+
+    def __init__(self, reader: Reader, store: object) -> None:
+        self._reader, self.store = reader, store
+        # A bag folder's storage holds one storage file reader per split; a bare file is one.
+        storages = getattr(reader.storage, 'storages', [reader.storage])
+        in_place = bool(storages) and all(isinstance(s, McapReader) for s in storages)
+        self._files = [McapFile(s.path) for s in storages] if in_place else None
+
+    def read(self, wanted: set[str]) -> Iterator[tuple[str, str, int, bytes | memoryview]]:
+        if self._files is None:
+            connections = [c for c in self._reader.connections if c.topic in wanted]
+            for connection, receive_ns, raw in self._reader.messages(connections):
+                yield connection.topic, connection.msgtype, receive_ns, raw
+            return
+        for file in self._files:
+            ids = [i for i, channel in file.channels.items() if channel.topic in wanted]
+            for i in np.flatnonzero(np.isin(file.channel_ids, ids)):
+                channel = file.channels[int(file.channel_ids[i])]
+                yield channel.topic, channel.msgtype, int(file.log_times[i]), file.data(int(i))
+
+    def close(self) -> None:
+        for file in self._files or ():
+            file.close()
+
+
+def first_frame_size(path: Path, options: BagOptions) -> tuple[int, int]:
+    """(H, W) of the first frame of the first camera: the size a bag was recorded at."""
+    store = make_typestore()
+    topic = options.camera_topic(options.cameras[0])
+    try:
+        with Reader(path) as reader:
+            messages = BagMessages(reader, store)
+            try:
+                for _, _, _, raw in messages.read({topic}):
+                    image = _image(raw, store)
+                    return int(image.height), int(image.width)
+            finally:
+                messages.close()
+    except Exception as exc:  # rosbags raises several types for unreadable bags
+        raise ValueError(f'cannot read the first {topic} frame of {path}: {exc}') from exc
+    raise ValueError(f'{path} has no message on {topic}')
 
 
 def _convert_open_bag(
     reader: Reader,
+    messages: BagMessages,
     store: object,
     name: str,
     writer: TrainingSetWriter,
@@ -148,25 +207,24 @@ def _convert_open_bag(
     values: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
     camera_stamps: dict[str, list[int]] = defaultdict(list)
     instructions: list[str] = []
-    connections = [
-        c for c in reader.connections if c.topic in wanted or c.topic in topics.INSTRUCTION_TOPICS
-    ]
-    for connection, receive_ns, raw in reader.messages(connections):
-        msg = store.deserialize_cdr(raw, connection.msgtype)
-        if connection.topic in topics.INSTRUCTION_TOPICS:
+    for topic, msgtype, receive_ns, raw in messages.read({*wanted, *topics.INSTRUCTION_TOPICS}):
+        if topic in camera_topics:  # only the stamp: no pixels are read
+            header = _header_only(raw, store, msgtype)
+            stamp = _stamp(header, receive_ns, options.time_source, name, topic)
+            camera_stamps[topic].append(stamp)
+            continue
+        msg = store.deserialize_cdr(bytes(raw), msgtype)
+        if topic in topics.INSTRUCTION_TOPICS:
             instructions.append(msg.data)
             continue
-        stamp = _stamp(msg, receive_ns, options.time_source, name, connection.topic)
-        if connection.topic in camera_topics:
-            camera_stamps[connection.topic].append(stamp)
-            continue
+        stamp = _stamp(msg, receive_ns, options.time_source, name, topic)
         try:
-            decoded = channels[connection.topic].decode(msg)
+            decoded = channels[topic].decode(msg)
         except topics.ChannelError as exc:
             raise EpisodeError(f'{name}: {exc}') from exc
         if decoded is not None:
-            values[connection.topic][0].append(stamp)
-            values[connection.topic][1].append(decoded)
+            values[topic][0].append(stamp)
+            values[topic][1].append(decoded)
 
     streams = {
         topic: Stream.from_unsorted(topic, *values[topic])
@@ -223,16 +281,14 @@ def _convert_open_bag(
         # Pass 2: decode only the frames some tick uses.
         ticks_of = {topic: _ticks_by_frame(frame_of[topic]) for topic in cams}
         ordinal: dict[str, int] = defaultdict(int)
-        image_connections = [c for c in reader.connections if c.topic in camera_topics]
-        for connection, _, raw in reader.messages(image_connections):
-            number = ordinal[connection.topic]
-            ordinal[connection.topic] += 1
-            use = ticks_of[connection.topic].get(number)
+        for topic, _, _, raw in messages.read(set(camera_topics)):
+            number = ordinal[topic]
+            ordinal[topic] += 1
+            use = ticks_of[topic].get(number)
             if use is None:
                 continue
-            msg = store.deserialize_cdr(raw, connection.msgtype)
-            frame = resize(image_to_rgb(msg, f'{name}: {connection.topic}'))
-            sink.put_image(camera_topics[connection.topic], use, frame)
+            frame = resize(image_to_rgb(_image(raw, store), f'{name}: {topic}'))
+            sink.put_image(camera_topics[topic], use, frame)
     duration_s = float(ticks[-1] - ticks[0]) / NS_PER_S if len(ticks) else 0.0
     return BagEpisodeReport(name, len(ticks), duration_s, instruction, warnings)
 
@@ -248,6 +304,45 @@ def _stamp(msg: object, receive_ns: int, time_source: str, name: str, topic: str
             'convert with --time-source receive'
         )
     return stamp
+
+
+_CDR_LITTLE_ENDIAN = 1  # second byte of the CDR encapsulation header (0: big endian)
+_STAMP = struct.Struct('<iI')  # builtin_interfaces/Time: sec int32, nanosec uint32
+_U32 = struct.Struct('<I')
+
+
+def _header_only(raw: bytes | memoryview, store: object, msgtype: str) -> object:
+    """A stamped message with only its header read: the stamp is its first field, right after
+    the 4-byte CDR encapsulation header, so no pixels are touched."""
+    if raw[1] != _CDR_LITTLE_ENDIAN:
+        return store.deserialize_cdr(bytes(raw), msgtype)
+    sec, nanosec = _STAMP.unpack_from(raw, 4)
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec)))
+
+
+def _image(raw: bytes | memoryview, store: object) -> object:
+    """sensor_msgs/msg/Image from CDR, its `data` a view of `raw` (no copy of the pixels).
+
+    Little-endian CDR (what every ROS 2 rmw writes on x86 and ARM): header (stamp, frame_id),
+    height, width, encoding, is_bigendian, step, data; strings and sequences are a uint32 count
+    first, and every uint32 is aligned to 4 bytes counted from the end of the 4-byte
+    encapsulation header."""
+    if raw[1] != _CDR_LITTLE_ENDIAN:
+        return store.deserialize_cdr(bytes(raw), topics.IMAGE)
+
+    def aligned(pos: int) -> int:
+        return 4 + (pos - 4 + 3) // 4 * 4
+
+    pos = 4 + _STAMP.size
+    pos += 4 + _U32.unpack_from(raw, pos)[0]  # frame_id
+    pos = aligned(pos)
+    height, width = struct.unpack_from('<II', raw, pos)
+    (length,) = _U32.unpack_from(raw, pos + 8)
+    encoding = bytes(raw[pos + 12 : pos + 12 + length]).rstrip(b'\0').decode()
+    pos = aligned(pos + 12 + length + 1)  # + is_bigendian
+    step, count = struct.unpack_from('<II', raw, pos)
+    data = np.frombuffer(raw, np.uint8, count, pos + 8)
+    return SimpleNamespace(height=height, width=width, encoding=encoding, step=step, data=data)
 
 
 def _ticks_by_frame(frames: np.ndarray) -> dict[int, np.ndarray]:

@@ -42,6 +42,20 @@ def episode_dir_name(name: str) -> str:
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('._') or 'episode'
 
 
+def empty_output_folder(root: Path, overwrite: bool) -> Path:
+    """`root`, created empty; an existing non-empty one only with `overwrite` (then cleared)."""
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f'output folder {root} is not empty; pass --overwrite to replace it or '
+                'choose another --out'
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 @dataclass
 class RunningMinMax:
     """Per-dimension min/max over every row seen, (D,) each."""
@@ -53,6 +67,16 @@ class RunningMinMax:
         low, high = rows.min(axis=0), rows.max(axis=0)
         self.low = low if self.low is None else np.minimum(self.low, low)
         self.high = high if self.high is None else np.maximum(self.high, high)
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """What the index keeps of one written episode: its entry and per-dimension ranges, (D,)
+    each. Small and picklable, so a worker process can hand it to the writer that indexes."""
+
+    entry: dict
+    proprio_range: tuple[np.ndarray, np.ndarray]  # (low, high)
+    action_range: tuple[np.ndarray, np.ndarray]
 
 
 class EpisodeSink:
@@ -100,9 +124,14 @@ class EpisodeSink:
         else:
             self._discard()
 
-    def _discard(self) -> None:
+    def _close_maps(self) -> None:
+        # Unmapping leaves the written pages to the kernel's write-back, which any reader
+        # sees; an msync per episode (np.memmap.flush) cost 12 % of a fast conversion.
         for array in (self.proprio, self.actions, *self.images.values()):
             array._mmap.close()
+
+    def _discard(self) -> None:
+        self._close_maps()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _commit(self) -> None:
@@ -122,9 +151,19 @@ class EpisodeSink:
         except EpisodeError:
             self._discard()
             raise
-        for array in (self.proprio, self.actions, *self.images.values()):
-            array.flush()
-        self._writer._add(self)
+        record = EpisodeRecord(
+            {
+                'name': self.name,
+                'folder': self.folder.name,
+                'source': self.source,
+                'length': self.length,
+                'instruction': self.instruction,
+            },
+            (np.asarray(self.proprio.min(axis=0)), np.asarray(self.proprio.max(axis=0))),
+            (np.asarray(self.actions.min(axis=0)), np.asarray(self.actions.max(axis=0))),
+        )
+        self._close_maps()
+        self._writer.add(record)
 
 
 class TrainingSetWriter:
@@ -138,17 +177,30 @@ class TrainingSetWriter:
         cameras: tuple[str, ...] = robot.CAMERAS,
         overwrite: bool = False,
     ) -> None:
-        self.root = Path(root)
-        if self.root.exists() and any(self.root.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f'output folder {self.root} is not empty; pass --overwrite '
-                    'to replace it or choose another --out'
-                )
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = empty_output_folder(root, overwrite)
+        self._layout(image_size, chunk_size, cameras)
+
+    @classmethod
+    def attached(
+        cls,
+        root: Path,
+        image_size: tuple[int, int],
+        chunk_size: int = robot.CHUNK_SIZE,
+        cameras: tuple[str, ...] = robot.CAMERAS,
+    ) -> TrainingSetWriter:
+        """A writer of episodes into the folder another writer prepared and will index (a
+        worker process's side): its `records` go to that writer's `add`; never `close` it."""
+        writer = cls.__new__(cls)
+        writer.root = Path(root)
+        writer._layout(image_size, chunk_size, cameras)
+        return writer
+
+    def _layout(
+        self, image_size: tuple[int, int], chunk_size: int, cameras: tuple[str, ...]
+    ) -> None:
         self.image_size, self.chunk_size, self.cameras = tuple(image_size), chunk_size, cameras
         self.episodes: list[dict] = []
+        self.records: list[EpisodeRecord] = []
         self.instructions: list[str] = []
         self._proprio_stats, self._action_stats = RunningMinMax(), RunningMinMax()
 
@@ -164,20 +216,14 @@ class TrainingSetWriter:
             )
         return EpisodeSink(self, name, length, instruction.strip(), source)
 
-    def _add(self, sink: EpisodeSink) -> None:
-        self._proprio_stats.update(np.asarray(sink.proprio))
-        self._action_stats.update(np.asarray(sink.actions))
-        if sink.instruction not in self.instructions:
-            self.instructions.append(sink.instruction)
-        self.episodes.append(
-            {
-                'name': sink.name,
-                'folder': sink.folder.name,
-                'source': sink.source,
-                'length': sink.length,
-                'instruction': sink.instruction,
-            }
-        )
+    def add(self, record: EpisodeRecord) -> None:
+        """Index an episode written into `root` (here, or by a worker's `attached` writer)."""
+        self.records.append(record)
+        self._proprio_stats.update(np.stack(record.proprio_range))
+        self._action_stats.update(np.stack(record.action_range))
+        if record.entry['instruction'] not in self.instructions:
+            self.instructions.append(record.entry['instruction'])
+        self.episodes.append(record.entry)
 
     def close(self) -> dict:
         """Write index.json (atomically) and return it; refuses an empty training set."""
