@@ -48,6 +48,9 @@ IMAGE_WIDTH ?= 160
 MERGE_RULE ?=
 # eval-sim's sim real-time cap; empty: config/params.yaml's (1.0). 0.2: GPU-like latency in sim time.
 REAL_TIME_FACTOR ?=
+# eval-sim: hold each chunk until its observation is this many sim seconds old (0.32: the
+# paper's latency); empty: as soon as computed.
+CHUNK_LATENCY ?=
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -98,7 +101,8 @@ eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCE
 		--episodes-per-instruction $(EPISODES) --seed $(SEED) --max-seconds $(MAX_SECONDS) \
 		--image-height $(IMAGE_HEIGHT) --image-width $(IMAGE_WIDTH) \
 		$(if $(MERGE_RULE),--merge-rule $(MERGE_RULE)) \
-		$(if $(REAL_TIME_FACTOR),--real-time-factor $(REAL_TIME_FACTOR))
+		$(if $(REAL_TIME_FACTOR),--real-time-factor $(REAL_TIME_FACTOR)) \
+		$(if $(CHUNK_LATENCY),--chunk-latency $(CHUNK_LATENCY))
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build install log bench_results

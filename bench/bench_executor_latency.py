@@ -9,9 +9,14 @@ publishes its chunks over DDS to a chunk_executor process, which plays the targe
 holding; a stall is a tick (after the first command) without one. Goal: 25.0 Hz, 0 stalls.
 
 The executor runs once per merge rule: `newest` and `commit` compensate the latency; `sync`
-(the bringup default) plays each chunk from its first row and holds until a chunk observed
-after its last row arrives, so it trades rate (`waits`: held ticks) for chunks that start where
-the arm is, and at this latency comes down to the synchronous baseline's rate.
+plays each chunk from its first row and holds until a chunk observed after its last row
+arrives, so it trades rate (`waits`: held ticks) for chunks that start where the arm is, and at
+this latency comes down to the synchronous baseline's rate; `prefix` (real-time chunking) has
+the stand-in work as policy_node does with a prefix model (runtime/action_prefix.py's planner):
+it observes when the played chunk (/chunk_executor/committed) has its latency in rows plus 2
+left, gives the new chunk the played rows for that time and the executor switches at the first
+predicted row. Its figures include the largest arm-joint step a target asked for at the chunk
+switches and inside chunks.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import time
 from bench.executor_harness import PERIOD, POSE, Driver, start_executor
 from oft_policy_node import robot
 from oft_policy_node.child_process import stop_process
+from oft_policy_node.ros_conversions import played_chunk
+from oft_policy_node.runtime.action_prefix import PrefixPlanner
 
 LATENCY_S = 0.321
 DURATION_S = 20.0
-MERGE_RULES = ('newest', 'commit', 'sync')
+MERGE_RULES = ('newest', 'commit', 'sync', 'prefix')
+PREFIX_STEPS = 12  # what the committed pot policy was trained with
 
 
 def synchronous_baseline(driver: Driver) -> dict:
@@ -51,7 +59,7 @@ def synchronous_baseline(driver: Driver) -> dict:
     }
 
 
-def executor_run(driver: Driver) -> dict:
+def executor_run(driver: Driver, rule: str) -> dict:
     stopping = threading.Event()
 
     def stand_in_policy() -> None:
@@ -60,7 +68,23 @@ def executor_run(driver: Driver) -> dict:
             time.sleep(LATENCY_S)  # ... inference ...
             driver.publish_chunk(observed)  # ... the chunk is stamped with its time
 
-    policy = threading.Thread(target=stand_in_policy, daemon=True)
+    def stand_in_prefix_policy() -> None:
+        planner, published, published_at = PrefixPlanner(PREFIX_STEPS, PERIOD), 0, 0.0
+        while not stopping.is_set():
+            msg = driver.committed
+            played = None if msg is None else played_chunk(msg, driver.committed_at)
+            if not planner.ready(played, driver.now(), published, published_at):
+                time.sleep(0.005)
+                continue
+            observed = driver.now()
+            prefix, source = planner.prefix(played, observed, observed)
+            time.sleep(LATENCY_S)
+            published = driver.publish_chunk(observed, prefix, source)
+            published_at = driver.now()
+            planner.latency.add(published_at - observed)
+
+    target = stand_in_prefix_policy if rule == 'prefix' else stand_in_policy
+    policy = threading.Thread(target=target, daemon=True)
     policy.start()
     try:
         driver.spin_for(2.0)  # the first chunk lands 0.321 s in: leave the start-up out
@@ -71,14 +95,20 @@ def executor_run(driver: Driver) -> dict:
     finally:
         stopping.set()
         policy.join()
-    return {
+    result = {
         'fresh_hz': round((after['fresh_ticks'] - before['fresh_ticks']) / elapsed, 2),
         'stalls': int(after['stalls'] - before['stalls']),
         'waits': int(after['waits'] - before['waits']),
         'clamped_commands': int(after['clamped_commands'] - before['clamped_commands']),
         'ticks_hz': round((after['ticks'] - before['ticks']) / elapsed, 2),
         'duration_s': round(elapsed, 2),
+        'switch_step_max_rad': round(after['switch_step_max'], 4),
+        'chunk_step_max_rad': round(after['chunk_step_max'], 4),
     }
+    if rule == 'prefix':
+        for key in ('splices', 'late_splices', 'restarts'):
+            result[key] = int(after[key] - before[key])
+    return result
 
 
 def run() -> dict:
@@ -90,10 +120,10 @@ def run() -> dict:
     }
     for rule in MERGE_RULES:
         executor = start_executor('-p', f'merge_rule:={rule}')
-        driver = Driver()
+        driver = Driver(follow=True)
         try:
             driver.start_commanding()
-            result['executor'][rule] = executor_run(driver)
+            result['executor'][rule] = executor_run(driver, rule)
         finally:
             driver.close()
             stop_process(executor)

@@ -51,33 +51,55 @@ def start_cpu_load() -> list[subprocess.Popen]:
 
 
 class Driver:
-    def __init__(self) -> None:
+    """follow: a perfect arm, whose joint states report each command as the measured pose
+    (without states the executor holds after max_joint_state_age)."""
+
+    def __init__(self, follow: bool = False) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import JointState
 
-        from oft_msgs.msg import ActionChunk
+        from oft_msgs.msg import ActionChunk, CommittedChunk
 
         rclpy.init()
         self.node = rclpy.create_node('executor_bench_driver')
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.arrivals: list[float] = []  # wall time of each left-arm command
-        self.node.create_subscription(
-            JointState,
-            robot.joint_positions_topic('left'),
-            lambda _: self.arrivals.append(time.monotonic()),
-            100,
-        )
+        self.follow = follow
+        for arm in robot.ARMS:
+            self.node.create_subscription(
+                JointState,
+                robot.joint_positions_topic(arm),
+                lambda msg, arm=arm: self._on_command(arm, msg),
+                100,
+            )
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.chunks = self.node.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
+        self.committed, self.committed_at = None, 0.0  # merge_rule prefix: the played chunk
+
+        def on_committed(msg: CommittedChunk) -> None:
+            self.committed, self.committed_at = msg, self.now()
+
+        self.node.create_subscription(
+            CommittedChunk, robot.COMMITTED_CHUNK_TOPIC, on_committed, 10
+        )
         self._chunk_id = 0
         self._states = [
             self.node.create_publisher(JointState, robot.joint_states_topic(arm), 10)
             for arm in robot.ARMS
         ]
+
+    def _on_command(self, arm: str, msg: object) -> None:
+        from tests.runtime_rig import interbotix_joint_state
+
+        if arm == 'left':
+            self.arrivals.append(time.monotonic())
+        if self.follow:  # 6 joints (rad) and the gripper's motor angle
+            pose = np.append(msg.position[:6], robot.motor_to_normalized(msg.position[6]))
+            self._states[robot.ARMS.index(arm)].publish(interbotix_joint_state(pose))
 
     def _on_diagnostics(self, msg: object) -> None:
         for status in msg.status:
@@ -110,17 +132,31 @@ class Driver:
         if not self.spin_until(pose_sent_and_commanded, timeout=30.0):
             raise RuntimeError('the chunk_executor never commanded; is the workspace built?')
 
-    def publish_chunk(self, stamp: float) -> None:
-        """A K-row chunk predicted from an observation at `stamp` (wall clock, s)."""
+    def publish_chunk(
+        self, stamp: float, prefix: np.ndarray | None = None, prefix_of: int = 0
+    ) -> int:
+        """A K-row chunk predicted from an observation at `stamp` (wall clock, s), its first
+        rows `prefix` given from chunk `prefix_of`; returns its id."""
         from oft_policy_node.ros_conversions import action_chunk_msg, seconds_to_stamp
 
         rows = trajectory(stamp + PERIOD * np.arange(robot.CHUNK_SIZE))  # (K, D)
+        given = 0 if prefix is None else len(prefix)
+        if given:
+            rows[:given] = prefix
         self._chunk_id += 1
         self.chunks.publish(
             action_chunk_msg(
-                seconds_to_stamp(stamp), rows, self._chunk_id, 'bench', PERIOD, self.now() - stamp
+                seconds_to_stamp(stamp),
+                rows,
+                self._chunk_id,
+                'bench',
+                PERIOD,
+                self.now() - stamp,
+                prefix_steps=given,
+                prefix_chunk_id=prefix_of,
             )
         )
+        return self._chunk_id
 
     def counters(self) -> dict[str, float]:
         """The executor's newest diagnostics, numbers only (waits for a fresh message), with

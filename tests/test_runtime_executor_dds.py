@@ -77,6 +77,63 @@ def test_sync_pauses_for_a_chunk_observed_after_the_last_row(rig_factory):
     assert (int(counters['waits']), int(counters['stalls'])) == (3, stalls_before)
 
 
+def test_prefix_splices_chunks_without_a_pause_or_a_jump(rig_factory):
+    """The rig plays a policy that works as policy_node does with merge_rule prefix: it reads
+    the executor's /chunk_executor/committed, observes, and one tick later publishes a chunk
+    whose first 3 rows are the committed chunk's targets at its rows' times and whose other
+    rows continue the same path (a model that learned to continue what it is given). The
+    executor must follow the path at every tick: no held tick, no jump at a switch."""
+    from oft_msgs.msg import CommittedChunk
+
+    rig = rig_factory(merge_rule='prefix')
+    committed: list[CommittedChunk] = []
+    rig.node.create_subscription(
+        CommittedChunk, robot.COMMITTED_CHUNK_TOPIC, committed.append, 100
+    )
+    rig.tick()
+    start = rig.now
+    held_before = rig.executor_node._core.stalls  # the tick before the first chunk held
+
+    def path(t: float | np.ndarray) -> np.ndarray:  # 0.004 per period on every joint
+        steps = (np.asarray(t, dtype=float) - start) / PERIOD
+        return (POSE + 0.004 * np.asarray(steps)[..., None]).astype(np.float32).astype(float)
+
+    def chunk_from(stamp: float) -> np.ndarray:
+        return path(stamp + PERIOD * np.arange(robot.CHUNK_SIZE))
+
+    rig.publish_chunk(chunk_message(start, chunk_from(start), chunk_id=1))
+    commands, chunk_id, pending = [], 1, None
+    for tick in range(60):
+        if pending is not None and tick == pending[0]:  # one tick of latency
+            rig.publish_chunk(pending[1])
+            pending = None
+        commands.append((rig.now + PERIOD, rig.tick()))
+        if tick % 8 == 7:  # observe now; give 3 rows of the chunk being played
+            assert rig.spin_until(lambda: committed and committed[-1].header.stamp.sec > 0)
+            played = committed[-1]
+            assert played.chunk_id == chunk_id and played.num_steps == robot.CHUNK_SIZE
+            played_rows = np.asarray(played.actions, dtype=float).reshape(robot.CHUNK_SIZE, -1)
+            played_stamp = played.chunk_stamp.sec + played.chunk_stamp.nanosec * 1e-9
+            stamp = rig.now
+            rows = np.rint((stamp + PERIOD * np.arange(3) - played_stamp) / PERIOD).astype(int)
+            actions = chunk_from(stamp)
+            np.testing.assert_allclose(played_rows[rows], actions[:3], atol=1e-6)
+            chunk_id += 1
+            msg = chunk_message(stamp, actions, chunk_id=chunk_id)
+            msg.prefix_steps, msg.prefix_chunk_id = 3, played.chunk_id
+            pending = (tick + 1, msg)
+    for now, command in commands:
+        np.testing.assert_allclose(command, path(now), atol=1e-6)
+    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['fresh_ticks']) >= 55)
+    report = rig.diagnostics[-1]
+    assert int(report['splices']) >= 6 and int(report['late_splices']) == 0
+    held = (int(report['stalls']) - held_before, int(report['waits']), int(report['restarts']))
+    assert held == (0, 0, 0)
+    # The largest step a target asked for: the same 0.004 rad at a switch as inside a chunk.
+    assert float(report['switch_step_max']) == pytest.approx(0.004, abs=1e-5)
+    assert float(report['chunk_step_max']) == pytest.approx(0.004, abs=1e-5)
+
+
 def test_empty_queue_and_watchdog_hold_the_pose_and_count_stalls(rig_factory):
     rig = rig_factory(max_chunk_age=0.18)
     rig.tick()

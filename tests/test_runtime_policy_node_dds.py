@@ -5,6 +5,8 @@ instruction, and rejects and counts malformed images and joint states without dy
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,21 @@ class Feeder:
         return future.result()
 
 
+def start_policy_node(directory: Path, checkpoint: Path, *params: str) -> tuple:
+    """policy_node as its own process on `checkpoint` for this module's image size; `params`:
+    more `name:=value` parameters. Returns (process, its ProcessGroup)."""
+    group = ProcessGroup(directory)
+    settings = [f'checkpoint:={checkpoint}', f'image_size:=[{HEIGHT},{WIDTH}]', *params]
+    proc = group.python(
+        '-m',
+        'oft_policy_node.policy_node',
+        '--ros-args',
+        *(word for setting in settings for word in ('-p', setting)),
+        name='policy_node',
+    )
+    return proc, group
+
+
 @pytest.fixture(scope='module')
 def policy_process(tmp_path_factory):
     """One policy_node process with a tiny checkpoint for the whole module (loading the model
@@ -117,19 +134,7 @@ def policy_process(tmp_path_factory):
 
     directory = tmp_path_factory.mktemp('policy')
     checkpoint = make_tiny_checkpoint(directory / 'ckpt', instructions=INSTRUCTIONS)
-    group = ProcessGroup(directory)
-    proc = group.python(
-        '-m',
-        'oft_policy_node.policy_node',
-        '--ros-args',
-        '-p',
-        f'checkpoint:={checkpoint}',
-        '-p',
-        f'image_size:=[{HEIGHT},{WIDTH}]',
-        '-p',
-        'diagnostics_period:=0.2',
-        name='policy_node',
-    )
+    proc, group = start_policy_node(directory, checkpoint, 'diagnostics_period:=0.2')
     yield proc, group
     assert group.stop(proc) == 0, group.output(proc)  # clean shutdown on Ctrl-C
 

@@ -12,7 +12,10 @@ runtime/safety.py for the limits and runtime/arm_bringup.py for what the interbo
 does before its first command.
 
 Topics: subscribes robot.ACTION_CHUNK_TOPIC (oft_msgs/ActionChunk) and the arms' joint_states;
-publishes commands (backend), /diagnostics (ERROR on a tracking fault or a failed bring-up).
+publishes commands (backend), /diagnostics (ERROR on a tracking fault or a failed bring-up)
+and, with merge_rule prefix, /chunk_executor/committed (oft_msgs/CommittedChunk) every tick:
+the chunk being played, for policy_node to give the next chunk the rows played while it
+thinks.
 Services: ~/stop, ~/resume (std_srvs/Trigger; resume also clears a tracking fault).
 
 Run (simulation: add -p use_sim_time:=true; robot: -p backend:=interbotix):
@@ -36,13 +39,13 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from oft_msgs.msg import ActionChunk
+from oft_msgs.msg import ActionChunk, CommittedChunk
 from oft_policy_node import robot
 from oft_policy_node.command_backends import BACKENDS
 from oft_policy_node.executor_parameters import PARAMETERS
 from oft_policy_node.node_parameters import declare_all
 from oft_policy_node.node_runner import run_node
-from oft_policy_node.ros_conversions import seconds_to_stamp, stamp_to_seconds
+from oft_policy_node.ros_conversions import committed_chunk_msg, seconds_to_stamp, stamp_to_seconds
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
 from oft_policy_node.runtime.control_loop import PeriodicLoop, monotonic_sleep_until
 from oft_policy_node.runtime.executor_core import (
@@ -86,6 +89,8 @@ class ChunkExecutor(Node):
         # The control loop's thread and the callback threads share the core and the backend.
         self._lock = threading.Lock()
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._committed = self.create_publisher(CommittedChunk, robot.COMMITTED_CHUNK_TOPIC, 10)
+        self._committed_msg: CommittedChunk | None = None
         self.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
         for arm in robot.ARMS:
             self.create_subscription(
@@ -196,6 +201,9 @@ class ChunkExecutor(Node):
                 actions,
                 msg.inference_latency,
                 arrival,
+                msg.chunk_id,
+                msg.prefix_steps,
+                msg.prefix_chunk_id,
             )
             state = self._core.state
         if reason is None:
@@ -218,6 +226,15 @@ class ChunkExecutor(Node):
             result = self._core.tick(now)
             if result.command is not None:
                 self._backend.send(result.command, seconds_to_stamp(now))
+            queue = self._core.queue
+            if queue.merge_rule == 'prefix':
+                self._committed_msg = committed_chunk_msg(
+                    seconds_to_stamp(now),
+                    queue.source if result.fresh else None,
+                    queue.source_row,
+                    self._committed_msg,
+                )
+                self._committed.publish(self._committed_msg)
             if self._core.state != self._reported_state:
                 self._report_state_change()
 
@@ -293,6 +310,12 @@ class ChunkExecutor(Node):
             'tracking_faults': core.tracking_faults,
             'stale_events': core.stale_events,
             'late_ticks': core.late_ticks,
+            'splices': core.queue.splices,
+            'late_splices': core.queue.late_splices,
+            'restarts': core.queue.restarts,
+            'chunk_switches': core.switches,
+            'switch_step_max': core.switch_step_max,
+            'chunk_step_max': core.chunk_step_max,
             'loop_overruns': self._loop.overruns,
             'control_loop': self._loop.priority.description if self._loop.priority else '',
             'tracking_error_peak': float(peak[worst]),

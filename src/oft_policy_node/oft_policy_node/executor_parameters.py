@@ -39,7 +39,10 @@ PARAMETERS = (
         '"blend" (weights exp(-blend_decay * age difference)), "commit" (play each '
         'chunk to its end, then the newest: OFT on ALOHA) or "sync" (play each '
         'chunk to its end, hold until a chunk observed after it lands, play that '
-        'from its first row: no rows lost to a slow policy; the bringup default).',
+        'from its first row: no rows lost to a slow policy) or "prefix" (real-time '
+        "chunking: switch to a chunk given the played chunk's rows at its first "
+        'predicted row, no pause, no jump; needs a policy trained with --prefix-steps; '
+        'publishes ~/committed).',
         one_of(*MERGE_RULES),
         read_only=False,
     ),

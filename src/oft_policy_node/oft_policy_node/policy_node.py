@@ -8,6 +8,14 @@ with the observation time. Callbacks never wait for the model. /set_instruction 
 instruction atomically between chunks; the active one is latched on /policy/instruction.
 The model (torch) is imported only here, when the node starts, never by the executor.
 
+Real-time chunking (a checkpoint trained with --prefix-steps, the executor on merge_rule
+prefix): the node reads the chunk the executor plays (/chunk_executor/committed), gives each
+new chunk the rows that will be played while it thinks (its measured latency in rows) and
+starts each inference while the played chunk still has those rows plus a slack left
+(runtime/action_prefix.py). `min_chunk_latency` holds each chunk until its observation is that
+old on the node clock: a fast machine (or a slow one in sim time) then acts like a policy of
+that latency, e.g. the paper's 0.32 s.
+
 Run:
     ros2 run oft_policy_node policy_node --ros-args -p checkpoint:=/path/to/ckpt
     (optionally -p instruction:="put green pepper into pot" -p device:=cuda)
@@ -26,13 +34,19 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from oft_msgs.msg import ActionChunk
+from oft_msgs.msg import ActionChunk, CommittedChunk
 from oft_msgs.srv import SetInstruction
 from oft_policy_node import robot
 from oft_policy_node.node_parameters import ParameterSpec, declare_all, positive
 from oft_policy_node.node_runner import run_node
 from oft_policy_node.qos import LATCHED
-from oft_policy_node.ros_conversions import action_chunk_msg, ns_to_stamp, stamp_to_ns
+from oft_policy_node.ros_conversions import (
+    action_chunk_msg,
+    ns_to_stamp,
+    played_chunk,
+    stamp_to_ns,
+)
+from oft_policy_node.runtime.action_prefix import PlayedChunk, PrefixPlanner
 from oft_policy_node.runtime.instructions import validate_instruction
 from oft_policy_node.runtime.observation_buffer import Observation, ObservationBuffer
 from oft_policy_node.runtime.sensor_decoding import arm_state_from_joint_state, decode_image
@@ -101,6 +115,22 @@ PARAMETERS = (
         'policy was trained at).',
         positive,
     ),
+    ParameterSpec(
+        'prefix_slack_rows',
+        2,
+        'Real-time chunking: rows of the played chunk left unplayed as the margin for a chunk '
+        'later than its latency said; the next inference starts when the chunk has its '
+        'latency in rows plus these left.',
+        lambda v: None if v >= 0 else 'must be >= 0',
+    ),
+    ParameterSpec(
+        'min_chunk_latency',
+        0.0,
+        'Seconds after its observation (node clock: sim time in simulation) before a chunk is '
+        "published: evaluates a slower policy, e.g. 0.32 for the paper's A100 latency. 0: "
+        'as soon as it is computed.',
+        lambda v: None if v >= 0.0 else 'must be >= 0',
+    ),
     ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),
 )
 
@@ -127,6 +157,11 @@ class PolicyNode(Node):
         )
         self._image_size = tuple(params['image_size'])
         self._period = params['action_period']
+        self._min_latency = params['min_chunk_latency']
+        self._planner = PrefixPlanner(
+            self._policy.config.prefix_steps, self._period, params['prefix_slack_rows']
+        )
+        self._played: PlayedChunk | None = None  # the executor's newest CommittedChunk
         self._buffer = ObservationBuffer(
             cameras, params['sync_tolerance'], params['max_observation_age']
         )
@@ -139,6 +174,7 @@ class PolicyNode(Node):
                 'rejected_joint_states',
                 'chunks',
                 'inference_errors',
+                'last_given_rows',
             ),
             0,
         )
@@ -163,6 +199,9 @@ class PolicyNode(Node):
                 lambda msg, a=arm, t=topic: self._on_joint_state(a, t, msg),
                 qos_profile_sensor_data,
             )
+        self.create_subscription(
+            CommittedChunk, robot.COMMITTED_CHUNK_TOPIC, self._on_committed, 10
+        )
         self.create_service(SetInstruction, robot.SET_INSTRUCTION_SERVICE, self._on_set)
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
         self._instruction_pub.publish(String(data=self._instruction))
@@ -212,6 +251,17 @@ class PolicyNode(Node):
             lambda stamp, state: self._buffer.add_arm_state(arm, stamp, state),
         )
 
+    def _on_committed(self, msg: CommittedChunk) -> None:
+        try:
+            played = played_chunk(msg, self._now() * 1e-9)
+        except ValueError as error:
+            self.get_logger().error(
+                f'{robot.COMMITTED_CHUNK_TOPIC}: {error}: ignored', throttle_duration_sec=2.0
+            )
+            return
+        with self._lock:
+            self._played = played
+
     def _on_set(
         self, request: SetInstruction.Request, response: SetInstruction.Response
     ) -> SetInstruction.Response:
@@ -238,19 +288,25 @@ class PolicyNode(Node):
 
     def _inference_loop(self) -> None:
         last_stamp = -1
-        chunk_id = 0
+        chunk_id, published_at = 0, -float('inf')
         while not self._stopping.is_set():
             self._new_data.wait(timeout=0.1)
             self._new_data.clear()
-            observation = self._buffer.latest(self._now())
+            now = self._now()
+            with self._lock:
+                played = self._played
+            if not self._planner.ready(played, now * 1e-9, chunk_id, published_at):
+                continue  # the played chunk has rows enough left: observe later
+            observation = self._buffer.latest(now)
             if observation is None or observation.stamp <= last_stamp:
                 continue
             last_stamp = observation.stamp
+            prefix, prefix_of = self._planner.prefix(played, observation.stamp * 1e-9, now * 1e-9)
             with self._lock:
                 instruction = self._instruction  # one instruction per chunk: switch is atomic
             try:
                 actions = self._policy.predict_action_chunk(
-                    observation.images, observation.proprio, instruction
+                    observation.images, observation.proprio, instruction, prefix=prefix
                 )  # (K, D)
             except (ValueError, RuntimeError) as error:
                 with self._lock:
@@ -258,10 +314,25 @@ class PolicyNode(Node):
                 self.get_logger().error(f'inference failed: {error}', throttle_duration_sec=2.0)
                 continue
             chunk_id += 1
-            self._publish_chunk(chunk_id, observation, instruction, actions)
+            given = 0 if prefix is None else len(prefix)
+            self._hold_until(observation.stamp + round(self._min_latency * 1e9))
+            self._publish_chunk(chunk_id, observation, instruction, actions, given, prefix_of)
+            published_at = self._now() * 1e-9
+            self._planner.latency.add(self._latency)
+
+    def _hold_until(self, stamp_ns: int) -> None:
+        """Wait (polling: the node clock may be /clock) until the node clock reaches stamp_ns."""
+        while self._now() < stamp_ns and not self._stopping.is_set():
+            self._stopping.wait(0.002)
 
     def _publish_chunk(
-        self, chunk_id: int, observation: Observation, instruction: str, actions: np.ndarray
+        self,
+        chunk_id: int,
+        observation: Observation,
+        instruction: str,
+        actions: np.ndarray,
+        given: int,
+        prefix_of: int,
     ) -> None:
         self._latency = max(self._now() - observation.stamp, 0) * 1e-9
         msg = action_chunk_msg(
@@ -271,6 +342,8 @@ class PolicyNode(Node):
             instruction,
             self._period,
             self._latency,
+            prefix_steps=given,
+            prefix_chunk_id=prefix_of,
         )
         try:
             self._chunks.publish(msg)
@@ -283,6 +356,7 @@ class PolicyNode(Node):
             return
         with self._lock:
             self._counts['chunks'] += 1
+            self._counts['last_given_rows'] = given
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
@@ -290,6 +364,7 @@ class PolicyNode(Node):
                 **self._counts,
                 'instruction': self._instruction,
                 'inference_latency_s': f'{self._latency:.4f}',
+                'prefix_steps_max': self._policy.config.prefix_steps,
             }
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK,

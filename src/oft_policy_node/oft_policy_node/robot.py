@@ -146,6 +146,7 @@ def joint_positions_topic(arm: str) -> str:
 
 
 ACTION_CHUNK_TOPIC = '/policy/action_chunk'
+COMMITTED_CHUNK_TOPIC = '/chunk_executor/committed'  # merge_rule prefix: the chunk being played
 INSTRUCTION_TOPIC = '/policy/instruction'
 SET_INSTRUCTION_SERVICE = '/set_instruction'
 

@@ -115,7 +115,7 @@ def test_watchdog_refuses_old_observations():
     assert queue.target(10.32) is None
 
 
-@pytest.mark.parametrize('merge_rule', ['newest', 'blend', 'commit', 'sync'])
+@pytest.mark.parametrize('merge_rule', ['newest', 'blend', 'commit', 'sync', 'prefix'])
 def test_watchdog_also_bounds_the_time_since_arrival(merge_rule):
     """A chunk stamped 0.5 s ahead of the executor's clock (a camera host whose clock runs
     ahead) passes the stamp-age test until 0.5 s + max_age after it arrived; the arrival bound
@@ -153,3 +153,83 @@ def test_bad_settings_are_named():
         ChunkQueue(blend_decay=-1.0)
     with pytest.raises(ValueError, match='max_age 0'):
         ChunkQueue(max_age=0.0)
+
+
+def path(t: np.ndarray) -> np.ndarray:
+    """One smooth target path, (n, 2): every chunk below samples it at its rows' times."""
+    return np.stack([np.sin(t), 0.5 * t], axis=1)
+
+
+def on_path(
+    stamp: float,
+    chunk_id: int,
+    prefix_of: int = 0,
+    prefix_steps: int = 0,
+    received: float | None = None,
+) -> Chunk:
+    times = stamp + 0.04 * np.arange(25)
+    return Chunk(
+        stamp,
+        0.04,
+        path(times),
+        stamp if received is None else received,
+        chunk_id,
+        prefix_steps,
+        prefix_of,
+    )
+
+
+def ticks(queue: ChunkQueue, start: float, end: float) -> list[tuple[float, Chunk | None, int]]:
+    """(time, source chunk, row) of every 25 Hz tick from start to end."""
+    out = []
+    for now in np.arange(start, end, 0.04):
+        target = queue.target(float(now))
+        out.append((float(now), queue.source if target is not None else None, queue.source_row))
+    return out
+
+
+def test_prefix_switches_at_the_first_predicted_row_without_a_pause():
+    queue = ChunkQueue('prefix')
+    a = on_path(10.0, 1)
+    queue.push(a)
+    played = ticks(queue, 10.0, 10.5)  # ticks on A until B comes in
+    b = on_path(10.41, 2, prefix_of=1, prefix_steps=4, received=10.52)  # arrives in time
+    queue.push(b)
+    played += ticks(queue, 10.52, 11.2)
+    assert all(source is not None for _, source, _ in played)  # never a tick without a target
+    switch = next(i for i, (_, source, _) in enumerate(played) if source is b)
+    now, _, row = played[switch]
+    assert row == 4 and now >= b.switch_time() and played[switch - 1][1] is a
+    assert (queue.splices, queue.late_splices, queue.restarts) == (1, 0, 0)
+
+
+def test_prefix_takes_a_late_chunk_at_its_row_for_now_and_counts_it():
+    queue = ChunkQueue('prefix')
+    queue.push(on_path(10.0, 1))
+    ticks(queue, 10.0, 10.7)
+    late = on_path(10.41, 2, prefix_of=1, prefix_steps=4, received=10.7)  # due at 10.55
+    queue.push(late)
+    now, source, row = ticks(queue, 10.72, 10.76)[0]
+    assert source is late and row == round((now - 10.41) / 0.04) > 4
+    assert (queue.splices, queue.late_splices) == (1, 1)
+
+
+def test_prefix_keeps_playing_through_chunks_given_another_chunks_rows():
+    queue = ChunkQueue('prefix')
+    a = on_path(10.0, 1)
+    queue.push(a)
+    queue.push(on_path(10.2, 7, prefix_of=99, prefix_steps=3))  # rows from a chunk not played
+    queue.push(on_path(10.3, 6))  # given nothing
+    played = ticks(queue, 10.0, 10.97)
+    assert all(source is a for _, source, _ in played) and queue.splices == 0
+    # Once A has run out the newest chunk takes over: a restart, counted.
+    queue.push(on_path(10.9, 8))
+    assert ticks(queue, 11.0, 11.04)[0][1].chunk_id == 8 and queue.restarts == 1
+
+
+def test_prefix_holds_when_nothing_follows_and_the_watchdog_still_bounds_it():
+    queue = ChunkQueue('prefix', max_age=0.5)
+    queue.push(on_path(10.0, 1))
+    played = ticks(queue, 10.0, 10.7)
+    fresh = [now for now, source, _ in played if source is not None]
+    assert max(fresh) <= 10.5 + 1e-9  # the chunk's rows answer only while it is max_age old

@@ -55,6 +55,15 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         "positions only; the default but for 'tiny') or one 'learned' embedding per slot",
     )
     p.add_argument(
+        '--prefix-steps',
+        type=int,
+        default=DEFAULTS.prefix_steps,
+        metavar='D',
+        help='real-time chunking: give each sample its first d recorded rows, d drawn from '
+        '0..D (0 stays in the mix), and train the rows after them; the policy can then be '
+        'given what the robot follows while it thinks (merge_rule prefix). 0: off (default)',
+    )
+    p.add_argument(
         '--base',
         help='base OpenVLA checkpoint folder (safetensors shards + '
         'tokenizer), needed for openvla-7b; small presets start from random weights',

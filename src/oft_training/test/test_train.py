@@ -16,12 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from oft_policy_node.model import OftPolicy
+from oft_policy_node.model import OftPolicy, get_preset
 from oft_policy_node.model.checkpoint import read_weights
 from oft_training.data.training_set import TrainingSet
 from oft_training.train import main as train
 from oft_training.training import precision
-from oft_training.training.batches import StepBatches, start_weighted_stream
+from oft_training.training.batches import (
+    SampleDataset,
+    StepBatches,
+    collate,
+    sample_seed,
+    start_weighted_stream,
+)
 from oft_training.training.loop import FINAL_DIR
 from oft_training.training.metrics_log import METRICS_FILE
 
@@ -394,3 +400,31 @@ def test_a_compiled_run_makes_the_same_steps_as_an_eager_one(training_set, tmp_p
     assert compiled == pytest.approx(eager, rel=1e-4)  # fused kernels, the same arithmetic
     w_eager, w_compiled = weights(runs['eager']), weights(runs['compiled'])
     assert w_eager.keys() == w_compiled.keys()  # no `_orig_mod.` prefix in the checkpoint
+
+
+def test_prefix_steps_draw_d_per_sample_with_zero_in_the_mix(training_set):
+    data = TrainingSet(training_set)
+    policy = OftPolicy(get_preset('tiny').replace(prefix_steps=4), stats=data.stats)
+    dataset = SampleDataset(data, policy.config, data.stats, prefix_steps=4)
+    drawn = [dataset[(0, sample_seed(3, step, 0))]['prefix_steps'] for step in range(400)]
+    counts = np.bincount(drawn, minlength=5)
+    assert len(counts) == 5 and counts.min() > 50  # every d of 0..4, about 80 times each
+    assert dataset[(0, None)]['prefix_steps'] == 0  # validation views are given nothing
+    batch = collate([dataset[(i, sample_seed(3, 7, i))] for i in range(3)])
+    assert batch['prefix_steps'].shape == (3,) and batch['prefix_steps'].dtype == torch.long
+
+
+def test_init_policy_without_a_prefix_gains_one_and_keeps_the_rest(training_set, tmp_path):
+    first = tmp_path / 'plain'
+    assert train(args(training_set, first, '--steps', '2')) == 0
+    go_on = tmp_path / 'prefix'
+    extra = ('--steps', '2', '--lr', '1e-12', '--init-policy', str(first / FINAL_DIR))
+    assert train(args(training_set, go_on, *extra, '--prefix-steps', '5')) == 0
+    before, after = weights(first), weights(go_on)
+    assert set(after) - set(before) == {'action_prefix.given', 'action_prefix.value'}
+    assert all(torch.allclose(after[k], v, atol=1e-9) for k, v in before.items())
+    assert OftPolicy.from_pretrained(go_on / FINAL_DIR).config.prefix_steps == 5
+    # Settings a resumed run shares; and a prefix policy cannot silently lose its prefix.
+    assert train(args(training_set, go_on, '--steps', '3', '--resume', *extra[2:])) == 2
+    back = ('--steps', '1', '--init-policy', str(go_on / FINAL_DIR))
+    assert train(args(training_set, tmp_path / 'lost', *back)) == 2

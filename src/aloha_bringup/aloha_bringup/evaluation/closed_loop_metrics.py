@@ -139,6 +139,18 @@ def episode_measures(
     }
 
 
+# The executor's chunking figures of an episode record (demo_report.chunking_at_or_after).
+CHUNKING_KEYS = (
+    'fresh_ticks',
+    'splices',
+    'late_splices',
+    'restarts',
+    'chunk_switches',
+    'switch_step_max',
+    'chunk_step_max',
+)
+
+
 def _rate(count: int, total: int) -> float | None:
     return round(count / total, 4) if total else None
 
@@ -174,11 +186,21 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
         'stale_events': _sum_known(e['stale_events'] for e in episodes),
         'future_chunks': _sum_known(e['future_chunks'] for e in episodes),
         'held_ticks': _sum_known(e['held_ticks'] for e in episodes),
+        **{k: _sum_known(e[k] for e in episodes) for k in CHUNKING_KEYS[:5]},
+        **{k: _max_known(e[k] for e in episodes) for k in CHUNKING_KEYS[5:]},
+        'fresh_targets_per_s': _fresh_rate(episodes),
         'chunks': sum(e['chunks'] for e in episodes),
         'inference_latency_s': latency_stats(latencies),
         'sim_seconds': round(sum(e['sim_seconds'] for e in episodes), 3),
         'wall_seconds': round(sum(e['wall_seconds'] for e in episodes), 3),
     }
+
+
+def _fresh_rate(episodes: Sequence[Mapping]) -> float | None:
+    """Fresh targets per sim second over the episodes the executor measured."""
+    measured = [e for e in episodes if e['fresh_ticks'] is not None]
+    seconds = sum(e['sim_seconds'] for e in measured)
+    return round(sum(e['fresh_ticks'] for e in measured) / seconds, 2) if seconds else None
 
 
 def _sum_known(values: Iterable[float | None]) -> float | None:

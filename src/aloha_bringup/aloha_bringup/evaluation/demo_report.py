@@ -111,6 +111,24 @@ class ExecutorCounters:
             'held_ticks': self.first_at_or_after('holds', t),
         }
 
+    def chunking_at_or_after(self, t: float) -> dict:
+        """How chunks followed each other, up to the first report at/after `t`: fresh ticks,
+        `prefix` splices (late ones among them) and restarts, the ticks the playing chunk
+        changed, and the largest arm-joint step a target asked for there and inside chunks."""
+        fresh, switch, inside = (
+            self.value_at_or_after(k, t)
+            for k in ('fresh_ticks', 'switch_step_max', 'chunk_step_max')
+        )
+        return {
+            'fresh_ticks': None if fresh is None else int(fresh),
+            'splices': self.first_at_or_after('splices', t),
+            'late_splices': self.first_at_or_after('late_splices', t),
+            'restarts': self.first_at_or_after('restarts', t),
+            'chunk_switches': self.first_at_or_after('chunk_switches', t),
+            'switch_step_max': None if switch is None else round(float(switch), 4),
+            'chunk_step_max': None if inside is None else round(float(inside), 4),
+        }
+
     def change(self, key: str, start: float, end: float) -> int:
         """Change of a counter between its first reports at/after `start` and `end`."""
         first, last = self.first_at_or_after(key, start), self.first_at_or_after(key, end)

@@ -133,6 +133,7 @@ class Evaluation:
             ),
             'waiting_ticks': monitor.counters.first_at_or_after('waits', monitor.window_end),
             **monitor.counters.safety_at_or_after(monitor.window_end),
+            **monitor.counters.chunking_at_or_after(monitor.window_end),
             'chunks': len(monitor.latencies),
             'inference_latency_s': latency_stats(monitor.latencies),
             'inference_latencies_s': monitor.latencies,

@@ -21,7 +21,9 @@ reproduces the run) and runs/<timestamp>/videos/episode_<k>.mp4.
 
 Inference latency is part of what is measured: the robot moves on while the policy thinks. It
 is counted in sim seconds, so `--real-time-factor` below 1 (the sim never runs faster than that
-fraction of wall time) shows how the same policy does on faster hardware.
+fraction of wall time) shows how the same policy does on faster hardware, and `--chunk-latency`
+(each chunk held until its observation is that many sim seconds old) how it does at a given
+latency, e.g. the paper's 0.32 s.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def reproduce_command(args: argparse.Namespace, checkpoint: Path) -> str:
             args.merge_rule,
             '--real-time-factor',
             str(args.real_time_factor),
+            '--chunk-latency',
+            str(args.chunk_latency),
         ]
     )
 
@@ -109,6 +113,7 @@ def graph_nodes(args: argparse.Namespace, checkpoint: Path, instruction: str) ->
             )
         elif spec.name == 'policy_node':
             spec.parameters['image_size'] = [args.image_height, args.image_width]
+            spec.parameters['min_chunk_latency'] = args.chunk_latency
         elif spec.name == EXECUTOR:
             spec.parameters['diagnostics_period'] = DIAGNOSTICS_PERIOD_S
             spec.parameters['merge_rule'] = args.merge_rule
@@ -148,6 +153,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         '(default: config/params.yaml, %(default)s)',
     )
     parser.add_argument(
+        '--chunk-latency',
+        type=float,
+        default=0.0,
+        metavar='S',
+        help="policy_node's min_chunk_latency: each chunk is published no sooner than S "
+        'sim seconds after its observation, as from a policy that slow: 0.32 is the '
+        "paper's A100 latency (default: %(default)s, as soon as computed)",
+    )
+    parser.add_argument(
         '--out',
         type=Path,
         default=REPO_ROOT / 'runs',
@@ -164,6 +178,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_episode_arguments(parser, args)
     if problem := fraction(args.real_time_factor):  # aloha_sim's own check, up front
         parser.error(f'--real-time-factor {problem}, got {args.real_time_factor}')
+    if not args.chunk_latency >= 0.0:
+        parser.error(f'--chunk-latency must be >= 0 s, got {args.chunk_latency}')
     return args
 
 
@@ -218,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         'max_seconds': args.max_seconds,
         'merge_rule': args.merge_rule,
         'real_time_factor': args.real_time_factor,
+        'chunk_latency_s': args.chunk_latency,
         'approach_distance_m': args.approach_distance,
         'chance_language_following': round(tasks[0].chance, 4) if tasks[0] else None,
         'complete': len(records) == len(plans),

@@ -8,6 +8,11 @@ measure), but each chunk is predicted from the state at the tick it starts and a
 played (the `sync` rule without its pause) with no transport, no inference latency and no
 executor safety layer. It answers "is this checkpoint worth a full eval-sim?" in about 13 s
 for 12 episodes instead of 5 min; only `eval_sim` measures the deployed system.
+
+`--prefix-rows d` plays real-time chunking with a latency of d rows instead (a checkpoint
+trained with --prefix-steps): the next observation is taken when the chunk has d + 2 rows left,
+the d rows after it are played while the model "thinks" and are given to it, and the new chunk
+takes over at its row d, as merge_rule prefix does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aloha_bringup.evaluation.closed_loop_metrics import StateSample, episode_measures, summarize
+from aloha_bringup.evaluation.closed_loop_metrics import (
+    CHUNKING_KEYS,
+    StateSample,
+    episode_measures,
+    summarize,
+)
 from aloha_bringup.evaluation.episodes import (
     EpisodePlan,
     add_episode_arguments,
@@ -35,12 +45,16 @@ from oft_policy_node.model.policy import OftPolicy
 TICK_S = 1.0 / robot.CONTROL_RATE_HZ
 
 
+SLACK_ROWS = 2  # policy_node's prefix_slack_rows default
+
+
 def run_episode(
     sim: AlohaSim,
     policy: OftPolicy,
     plan: EpisodePlan,
     max_seconds: float,
     approach_distance: float,
+    prefix_rows: int = 0,
 ) -> dict:
     """One episode; a record with eval_sim's per-episode keys (no stalls or clamps here)."""
     started = time.perf_counter()
@@ -52,21 +66,41 @@ def run_episode(
         # An unstable sim has reset itself (time included): the episode ends there, failed.
         return sim.success() or sim.unstable or sim.time >= max_seconds - 1e-9
 
-    while not over():
-        images = {camera: sim.render(camera) for camera in policy.config.camera_names}
-        t0 = time.perf_counter()
-        chunk = policy.predict_action_chunk(images, proprio(sim), plan.instruction)
-        latencies.append(round(time.perf_counter() - t0, 4))
-        chunks += 1
-        for row in chunk:
+    def play(rows: np.ndarray) -> None:
+        for row in rows:
+            if over():
+                return
             for arm in robot.ARMS:
                 command = row[robot.arm_columns(arm)]
                 sim.set_command(arm, np.r_[command[:6], robot.normalized_to_motor(command[6])])
             sim.step(substeps)
             state = sim.state()
             samples.append(StateSample(round(sim.time, 4), state['grasp'], state['objects']))
-            if over():
-                break
+
+    def predict(prefix: np.ndarray | None) -> np.ndarray:
+        nonlocal chunks
+        images = {camera: sim.render(camera) for camera in policy.config.camera_names}
+        t0 = time.perf_counter()
+        chunk = policy.predict_action_chunk(images, proprio(sim), plan.instruction, prefix=prefix)
+        latencies.append(round(time.perf_counter() - t0, 4))
+        chunks += 1
+        return chunk
+
+    chunk, start = predict(None), 0
+    while not over():
+        if prefix_rows == 0:
+            play(chunk)
+            if not over():
+                chunk = predict(None)
+            continue
+        observe = max(len(chunk) - prefix_rows - SLACK_ROWS, start)
+        play(chunk[start:observe])
+        if over():
+            break
+        given = chunk[observe : observe + prefix_rows]
+        following = predict(given)
+        play(given)  # played while the model thinks
+        chunk, start = following, prefix_rows
     success = sim.success()
     return {
         'index': plan.index,
@@ -83,6 +117,7 @@ def run_episode(
         'stale_events': None,
         'future_chunks': None,
         'held_ticks': None,
+        **dict.fromkeys(CHUNKING_KEYS),  # no executor: nothing measured them
         'chunks': chunks,
         'inference_latencies_s': latencies,
         'sim_seconds': round(sim.time, 3),
@@ -99,9 +134,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument('--checkpoint', required=True, help="policy folder (a run's final)")
     add_episode_arguments(parser, episodes=4, max_seconds=12.0, image_size=(120, 160))
+    parser.add_argument(
+        '--prefix-rows',
+        type=int,
+        default=0,
+        metavar='D',
+        help="real-time chunking at a latency of D rows (at most the checkpoint's "
+        'prefix_steps); 0: whole chunks, each predicted at the tick it starts (default)',
+    )
     parser.add_argument('--out', type=Path, help='write the records and summary as JSON here')
     args = parser.parse_args(argv)
     check_episode_arguments(parser, args)
+    if args.prefix_rows < 0:
+        parser.error(f'--prefix-rows must be >= 0, got {args.prefix_rows}')
     return args
 
 
@@ -111,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         policy = OftPolicy.from_pretrained(args.checkpoint).eval()
     except (FileNotFoundError, ValueError) as exc:
         print(f'quick_eval: cannot load {args.checkpoint}: {exc}', file=sys.stderr)
+        return 2
+    if args.prefix_rows > policy.config.prefix_steps:
+        print(
+            f'quick_eval: --prefix-rows {args.prefix_rows}: {args.checkpoint} takes at most '
+            f'{policy.config.prefix_steps} given rows (train --prefix-steps)',
+            file=sys.stderr,
+        )
         return 2
     sim = AlohaSim(args.scene, args.image_height, args.image_width)
     unknown = [i for i in sim.scene.instructions() if i not in policy.instructions]
@@ -122,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     episodes = []
     try:
         for plan in plans:
-            record = run_episode(sim, policy, plan, args.max_seconds, args.approach_distance)
+            record = run_episode(
+                sim, policy, plan, args.max_seconds, args.approach_distance, args.prefix_rows
+            )
             episodes.append(record)
             approach = record['first_approach']
             print(
@@ -139,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         'seeds': [p.seed for p in plans],
         'max_seconds': args.max_seconds,
         'approach_distance_m': args.approach_distance,
+        'prefix_rows': args.prefix_rows,
         'overall': summarize(episodes),
         'episodes': episodes,
     }

@@ -97,6 +97,9 @@ class OftConfig:
     # 'zeros', the authors' empty inputs, told apart by RoPE positions (network.py), the default
     # since it measured better (docs/model.md).
     action_slots: str = 'zeros'
+    # Real-time chunking: the most rows of a chunk that may be given as an action prefix (the
+    # targets the robot follows while the model thinks); 0: none, the model as before.
+    prefix_steps: int = 0
     crop_scale: float = 0.9  # area kept by the training random crop / inference centre crop
     tokenizer: str = 'bytes'  # 'bytes' (no download) or 'pretrained' (from the checkpoint dir)
     num_action_bins: int = 256  # baseline autoregressive decoding only
@@ -140,6 +143,11 @@ class OftConfig:
             raise ValueError(f'tokenizer={self.tokenizer!r}; expected one of {TOKENIZERS}')
         if self.action_slots not in ACTION_SLOTS:
             raise ValueError(f'action_slots={self.action_slots!r}; expected one of {ACTION_SLOTS}')
+        if not 0 <= self.prefix_steps < self.chunk_size:
+            raise ValueError(
+                f'prefix_steps={self.prefix_steps} must be >= 0 and less than '
+                f'chunk_size={self.chunk_size} (at least one row is predicted)'
+            )
         if self.lora_rank < 0:
             raise ValueError(f'lora_rank={self.lora_rank} must be >= 0 (0 disables LoRA)')
         if self.action_head_blocks < 0:

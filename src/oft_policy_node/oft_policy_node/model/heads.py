@@ -62,3 +62,25 @@ class ActionHead(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.fc2(self.layer_norm2(x))
+
+
+class ActionPrefixEmbedding(nn.Module):
+    """What a given row's action slots receive on top of their own input: for the slot of
+    joint j, the "given" embedding of j plus the normalised value times a learned direction of
+    j (a per-joint linear projection of the value). Slots of rows not given are left as they
+    are, so a policy given nothing computes exactly what it would without this module."""
+
+    def __init__(self, action_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.given = nn.Parameter(torch.randn(action_dim, hidden_size) * 0.02)  # (D, H)
+        self.value = nn.Parameter(torch.randn(action_dim, hidden_size) * 0.02)  # (D, H)
+
+    def forward(
+        self, slots: torch.Tensor, values: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """slots (B, K, D, H), values (B, K, D) normalised, steps (B,) given rows ->
+        (B, K, D, H)."""
+        k = slots.shape[1]
+        given = torch.arange(k, device=slots.device)[None] < steps[:, None]  # (B, K)
+        added = self.given + values[..., None].to(slots.dtype) * self.value  # (B, K, D, H)
+        return torch.where(given[..., None, None], slots + added, slots)

@@ -2,8 +2,9 @@
 
 Following the paper (OpenVLA's `target_modules='all-linear'`), LoRA rank 32, alpha 16 goes on
 every linear layer of the pretrained backbone: both ViTs and the Llama (not its unused LM head).
-FiLM maps, the vision projector, the proprio projector, the action slots and the action head
-train fully. `lora_rank=0` (the from-scratch CPU presets) trains every parameter instead.
+FiLM maps, the vision projector, the proprio projector, the action slots, the action-prefix
+embedding and the action head train fully. `lora_rank=0` (the from-scratch CPU presets) trains
+every parameter instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ FULLY_TRAINED = (
     'projector.',
     'proprio_projector.',
     'action_slots',
+    'action_prefix.',
     'action_head.',
 )
 # Parts in the order of the trainable-parameter table; "base" = OpenVLA's own weights.
@@ -30,6 +32,7 @@ PARTS = {
     'film': ('vision.dino_film.', 'vision.siglip_film.'),
     'proprio': 'proprio_projector.',
     'action_slots': 'action_slots',
+    'action_prefix': 'action_prefix.',
     'action_head': 'action_head.',
 }
 BASE_PARTS = ('dinov2', 'siglip', 'projector', 'llm')

@@ -24,6 +24,13 @@ default (`action_slots='zeros'`); `action_slots='learned'` gives each slot a tra
 ((K*D, H), 0.02-std init), still no content, only position, but distinct from the first layer.
 The zeros measured better (docs/model.md); checkpoints saved before the option load as learned.
 
+Real-time chunking (`cfg.prefix_steps` > 0): the first d rows of a chunk may be given, the
+targets the robot follows while the model thinks (runtime/action_prefix.py). Their action slots
+receive the normalised values on top of their usual input (`ActionPrefixEmbedding`: a "given"
+embedding per joint plus a learned per-joint projection of the value); the other rows' slots
+are untouched, so d = 0 computes exactly what a model without the option computes, and the
+bidirectional attention lets every predicted row read the given ones.
+
 The baseline mode (`decode_autoregressive`) is the original OpenVLA decoding on the same
 weights: causal attention, one discrete token per forward with a KV cache, greedy over the
 `num_action_bins` last ids of the text vocabulary, mapped as OpenVLA's ActionTokenizer
@@ -41,7 +48,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from oft_policy_node.model.action_tokens import ActionTokens
 from oft_policy_node.model.base_init import base_init
 from oft_policy_node.model.config import OftConfig
-from oft_policy_node.model.heads import ActionHead, ProprioProjector, VisionProjector
+from oft_policy_node.model.heads import (
+    ActionHead,
+    ActionPrefixEmbedding,
+    ProprioProjector,
+    VisionProjector,
+)
 from oft_policy_node.model.vision import FilmParams, FilmVisionBackbone
 
 
@@ -57,6 +69,15 @@ class Conditioning:
     prompt_embeds: torch.Tensor
     prompt_mask: torch.Tensor
     film: FilmParams | None
+
+
+@dataclass
+class ActionPrefix:
+    """Given rows: values (B, K, D) normalised (rows from `steps` on are ignored), steps (B,)
+    long, the number of given rows of each sample."""
+
+    values: torch.Tensor
+    steps: torch.Tensor
 
 
 def bidirectional_mask(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -107,6 +128,8 @@ class OftNetwork(nn.Module):
         else:
             self.action_slots = nn.Parameter(torch.randn(cfg.num_action_slots, h) * 0.02)
         self.action_head = ActionHead(cfg.action_dim, h, cfg.action_head_blocks)
+        if cfg.prefix_steps > 0:
+            self.action_prefix = ActionPrefixEmbedding(cfg.action_dim, h)
 
     def condition(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, bos_token_id: int
@@ -140,13 +163,19 @@ class OftNetwork(nn.Module):
         return seq, valid
 
     def slot_states(
-        self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning
+        self,
+        images: torch.Tensor,
+        proprio: torch.Tensor,
+        cond: Conditioning,
+        action_prefix: ActionPrefix | None = None,
     ) -> torch.Tensor:
         """(B, N, 3, S, S), (B, P) -> the Llama's last hidden states of the K*D action slots,
         (B, K*D, H): what the action head decodes (and grounding co-training reads)."""
         prefix, valid = self.prefix_embeds(images, proprio, cond)
         b = prefix.shape[0]
         slots = self.action_slots.to(prefix.dtype)[None].expand(b, -1, -1)  # (B, K*D, H)
+        if action_prefix is not None and bool((action_prefix.steps > 0).any()):
+            slots = self._given_slots(slots, action_prefix)
         seq = torch.cat([prefix, slots], dim=1)  # (B, L, H)
         valid = torch.cat([valid, valid.new_ones(b, slots.shape[1])], dim=1)  # (B, L)
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # real tokens counted only
@@ -158,16 +187,34 @@ class OftNetwork(nn.Module):
         ).last_hidden_state  # (B, L, H)
         return hidden[:, -slots.shape[1] :]
 
+    def _given_slots(self, slots: torch.Tensor, given: ActionPrefix) -> torch.Tensor:
+        """(B, K*D, H) slots with the given rows' values added (ActionPrefixEmbedding)."""
+        cfg = self.cfg
+        if cfg.prefix_steps == 0:
+            raise ValueError('this model was built without an action prefix (prefix_steps=0)')
+        if int(given.steps.max()) > cfg.prefix_steps or int(given.steps.min()) < 0:
+            raise ValueError(
+                f'given rows {given.steps.tolist()} must be within 0..{cfg.prefix_steps}'
+            )
+        b, k, d = slots.shape[0], cfg.chunk_size, cfg.action_dim
+        steps = given.steps.to(slots.device)
+        values = given.values.to(slots.device)
+        return self.action_prefix(slots.reshape(b, k, d, -1), values, steps).reshape(b, k * d, -1)
+
     def decode_slots(self, slot_states: torch.Tensor) -> torch.Tensor:
         """(B, K*D, H) action-slot states -> (B, K, D) normalised actions (the L1 head)."""
         b, k = slot_states.shape[0], self.cfg.chunk_size
         return self.action_head(slot_states.reshape(b, k, -1))  # (B, K, D*H) per step
 
     def forward(
-        self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning
+        self,
+        images: torch.Tensor,
+        proprio: torch.Tensor,
+        cond: Conditioning,
+        action_prefix: ActionPrefix | None = None,
     ) -> torch.Tensor:
         """Parallel decoding: (B, N, 3, S, S), (B, P) -> (B, K, D) normalised actions."""
-        return self.decode_slots(self.slot_states(images, proprio, cond))
+        return self.decode_slots(self.slot_states(images, proprio, cond, action_prefix))
 
     @torch.inference_mode()
     def decode_autoregressive(

@@ -10,10 +10,14 @@ Training: `loss, metrics = policy(batch)` with the batch dict
         'actions':      float tensor (B, K, D), normalised to [-1, 1]
                         (`NormStats.normalize_actions`),
         'instructions': list of B strings (the raw instruction; the template is added here),
+        'prefix_steps': optional long tensor (B,): the first d rows of 'actions' are given to
+                        the model (real-time chunking, config.prefix_steps > 0),
     }
 
-    loss:    scalar L1 between predicted and target normalised actions (differentiable);
-    metrics: {'l1': float, 'l1_first_action': float (the step that is executed first)}.
+    loss:    scalar L1 between predicted and target normalised actions (differentiable), over
+             the rows that are not given;
+    metrics: {'l1': float, 'l1_first_action': float (the first predicted step, the one that is
+             executed first)}.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torch import nn
 from oft_policy_node.model import checkpoint
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.lora import apply_lora, parameter_table, set_trainable
-from oft_policy_node.model.network import Conditioning, OftNetwork
+from oft_policy_node.model.network import ActionPrefix, Conditioning, OftNetwork
 from oft_policy_node.model.normalization import NormStats
 from oft_policy_node.model.processing import inference_images, stack_camera_images
 from oft_policy_node.model.tokenizer import ByteTokenizer, HfTokenizer, load_tokenizer
@@ -143,11 +147,14 @@ class OftPolicy(nn.Module):
         proprio: np.ndarray,
         instruction: str,
         decoding: str = 'parallel',
+        prefix: np.ndarray | None = None,
     ) -> np.ndarray:
         """One chunk: {camera: (H, W, 3) uint8 RGB}, (P,) robot units, text -> (K, D) float32.
 
         Robot units: arm joints in rad, grippers as normalised opening 0 closed .. 1 open, in
-        the layout of `robot.action_joint_names()`. Bad input raises ValueError naming it.
+        the layout of `robot.action_joint_names()`. `prefix`: (d, D) given first rows (robot
+        units, d <= config.prefix_steps), returned as they are, the rest predicted after them.
+        Bad input raises ValueError naming it.
         """
         if self.stats is None:
             raise RuntimeError(
@@ -158,6 +165,9 @@ class OftPolicy(nn.Module):
             raise ValueError(f'decoding={decoding!r}; expected one of {DECODING_MODES}')
         instruction = _check_instruction(instruction)
         proprio = _check_proprio(proprio, self.config.proprio_dim)
+        given = _check_prefix(prefix, self.config)
+        if len(given) and decoding != 'parallel':
+            raise ValueError('an action prefix needs parallel decoding')
         cfg = self.config
         pixels = inference_images(
             stack_camera_images(images, cfg.camera_names), cfg.image_size, cfg.crop_scale
@@ -167,20 +177,36 @@ class OftPolicy(nn.Module):
             self.device, self.dtype
         )
         cond = self.conditioning(instruction)
+        action_prefix = None
+        if len(given):
+            values = np.zeros((1, cfg.chunk_size, cfg.action_dim), np.float32)
+            values[0, : len(given)] = self.stats.normalize_actions(given)
+            action_prefix = ActionPrefix(
+                torch.from_numpy(values).to(self.device, self.dtype),
+                torch.tensor([len(given)], device=self.device),
+            )
         with torch.inference_mode():
             if decoding == 'parallel':
-                normalized = self.network(pixels, prop, cond)  # (1, K, D)
+                normalized = self.network(pixels, prop, cond, action_prefix)  # (1, K, D)
             else:
                 normalized = self.network.decode_autoregressive(
                     pixels, prop, cond, self.tokenizer.vocab_size
                 )
-        return self.stats.unnormalize_actions(normalized[0].float().cpu().numpy())
+        actions = self.stats.unnormalize_actions(normalized[0].float().cpu().numpy())
+        actions[: len(given)] = given  # what the robot follows meanwhile, as it was given
+        return actions
 
     # ---- training ---------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training step forward: see the module docstring for the batch format."""
         self._check_batch(batch, ('images', 'proprio', 'actions', 'instructions'))
-        return self.action_loss(self._slot_states(batch), batch['actions'])
+        steps = batch.get('prefix_steps')
+        action_prefix = None
+        if steps is not None:
+            # Training gives each sample its recorded first rows: the committed targets the
+            # robot would follow while the model thinks.
+            action_prefix = ActionPrefix(batch['actions'].to(self.device, self.dtype), steps)
+        return self.action_loss(self._slot_states(batch, action_prefix), batch['actions'], steps)
 
     def encode(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """'images', 'proprio', 'instructions' of a batch -> action-slot states (B, K*D, H)."""
@@ -210,7 +236,9 @@ class OftPolicy(nn.Module):
                 f'entries for a batch of {b}'
             )
 
-    def _slot_states(self, batch: Mapping[str, Any]) -> torch.Tensor:
+    def _slot_states(
+        self, batch: Mapping[str, Any], action_prefix: ActionPrefix | None = None
+    ) -> torch.Tensor:
         cond = self.network.condition(
             *self.tokenize(batch['instructions']), self.tokenizer.bos_token_id
         )
@@ -218,16 +246,25 @@ class OftPolicy(nn.Module):
             batch['images'].to(self.device, self.dtype),
             batch['proprio'].to(self.device, self.dtype),
             cond,
+            action_prefix,
         )
 
     def action_loss(
-        self, slots: torch.Tensor, actions: torch.Tensor
+        self, slots: torch.Tensor, actions: torch.Tensor, prefix_steps: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Slot states (B, K*D, H) and target normalised actions (B, K, D) -> L1 and metrics."""
+        """Slot states (B, K*D, H) and target normalised actions (B, K, D) -> L1 and metrics;
+        the first `prefix_steps` (B,) rows of each sample were given and are not counted."""
         pred = self.network.decode_slots(slots)  # (B, K, D)
         l1 = (pred.float() - actions.to(self.device).float()).abs()  # (B, K, D)
-        loss = l1.mean()
-        return loss, {'l1': loss.item(), 'l1_first_action': l1[:, 0].mean().item()}
+        b, k, _ = l1.shape
+        steps = torch.zeros(b, dtype=torch.long, device=l1.device)
+        if prefix_steps is not None:
+            steps = prefix_steps.to(l1.device).long()
+        predicted = torch.arange(k, device=l1.device)[None] >= steps[:, None]  # (B, K)
+        weights = predicted[..., None].to(l1.dtype)  # (B, K, 1)
+        loss = (l1 * weights).sum() / (weights.sum() * l1.shape[2])
+        first = l1[torch.arange(b, device=l1.device), steps.clamp(max=k - 1)]  # (B, D)
+        return loss, {'l1': loss.item(), 'l1_first_action': first.mean().item()}
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save_pretrained(
@@ -423,6 +460,23 @@ def _check_instruction(instruction: object) -> str:
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f'instruction must be a non-empty string, got {instruction!r}')
     return instruction
+
+
+def _check_prefix(prefix: object, config: OftConfig) -> np.ndarray:
+    """(d, D) finite given rows, d <= config.prefix_steps; (0, D) for None."""
+    if prefix is None:
+        return np.zeros((0, config.action_dim), np.float32)
+    arr = np.asarray(prefix, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != config.action_dim:
+        raise ValueError(f'prefix must be (d, {config.action_dim}), got shape {arr.shape}')
+    if len(arr) > config.prefix_steps:
+        raise ValueError(
+            f'prefix has {len(arr)} rows; this policy takes at most prefix_steps='
+            f'{config.prefix_steps} (0: trained without an action prefix)'
+        )
+    if not np.isfinite(arr).all():
+        raise ValueError('prefix has non-finite values')
+    return arr
 
 
 def _check_proprio(proprio: object, dim: int) -> np.ndarray:

@@ -21,6 +21,13 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
   while the arm was still moving, and starts at a later row; with a slow (CPU) policy those
   rows disagree with where the arm is and get clamped. Held ticks count as waits, not stalls,
   for up to `max_age`; a chunk plays its K rows open loop from when it begins.
+* `prefix` (real-time chunking): play one chunk by its times, and switch to a chunk whose first
+  rows were given from it (`prefix_of` is the chunk being played, runtime/action_prefix.py)
+  exactly at its row `prefix_steps`, the first row it predicted: the targets before that row
+  are the ones the played chunk had, so there is no pause (the policy thought while the arm
+  moved) and no jump. A chunk that arrives after its switch row's time is switched to at its
+  row for now (late: counted). A chunk given nothing, or given the rows of another chunk, only
+  takes over when the played chunk has run out (a restart: counted, as at the start).
 
 The watchdog: a chunk answers only while its observation is at most `max_age` old *and* it
 arrived at most `max_age` ago, on the executor's clock. The second bound is what makes the
@@ -31,7 +38,8 @@ silent, the arms follow targets for at most, after the last chunk arrived:
 * `newest`, `blend`, `commit`: `max_age`;
 * `sync`: `max_age` (the latest a chunk may begin) plus the rest of the chunk being played,
   at most (K - 1) periods: a chunk that began plays its rows to the end, and each chunk is
-  played once (it leaves the queue when it begins).
+  played once (it leaves the queue when it begins);
+* `prefix`: `max_age`, as its rows are played by their times.
 
 ROS-free: times are float seconds on the node clock.
 """
@@ -43,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MERGE_RULES = ('newest', 'blend', 'commit', 'sync')
+MERGE_RULES = ('newest', 'blend', 'commit', 'sync', 'prefix')
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: the queue removes what it played
@@ -54,6 +62,9 @@ class Chunk:
     period: float
     actions: np.ndarray  # (K, D) float64, robot units
     received: float  # s on the executor's clock when the chunk arrived
+    chunk_id: int = 0  # the policy's id of the chunk
+    prefix_steps: int = 0  # rows 0..prefix_steps-1 were given, not predicted
+    prefix_of: int = 0  # the chunk they were taken from (0: none)
 
     @property
     def num_steps(self) -> int:
@@ -67,6 +78,10 @@ class Chunk:
     def end_time(self) -> float:
         """The last time this chunk can answer (half a period after its last row)."""
         return self.stamp + (self.num_steps - 0.5) * self.period
+
+    def switch_time(self) -> float:
+        """`prefix`: when its first predicted row becomes the row nearest the time."""
+        return self.stamp + (self.prefix_steps - 0.5) * self.period
 
     def fresh(self, now: float, max_age: float) -> bool:
         """The watchdog: observed and received at most `max_age` before `now`."""
@@ -100,6 +115,11 @@ class ChunkQueue:
         self._sync_start = 0.0  # `sync`: when the committed chunk's first row was played
         self._sync_after = -math.inf  # `sync`: the next chunk's observation must not be older
         self.waiting = False  # `sync`: the last target() held for a chunk observed after a row
+        self.source: Chunk | None = None  # the chunk whose row the last target came from
+        self.source_row = 0
+        self.splices = 0  # `prefix`: switches at a chunk's first predicted row
+        self.late_splices = 0  # of those, chunks that arrived after their switch row's time
+        self.restarts = 0  # `prefix`: a chunk took over without a splice (the played ran out)
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -113,6 +133,7 @@ class ChunkQueue:
     def clear(self) -> None:
         self._chunks.clear()
         self._committed = None
+        self.source = None
         self._sync_after = -math.inf
         self.waiting = False
 
@@ -124,29 +145,63 @@ class ChunkQueue:
         ]
         if self.merge_rule == 'sync':
             return self._sync_target(now)
+        if self.merge_rule == 'prefix':
+            return self._prefix_target(now)
         rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]
         if not rows:
+            self.source = None
             return None
         if self.merge_rule == 'commit':
             # Stay on the committed chunk while it still covers now (not played out, not
             # dropped by the watchdog); otherwise commit to the newest.
             chunk, i = next(((c, i) for c, i in rows if c is self._committed), rows[-1])
             self._committed = chunk
-            return chunk.actions[i].copy()
+            return self._play(chunk, i)
         if self.merge_rule == 'newest':
-            chunk, i = rows[-1]
-            return chunk.actions[i].copy()
+            return self._play(*rows[-1])
+        self.source, self.source_row = rows[-1]  # a blend: the newest chunk counts as its source
         newest = rows[-1][0].stamp
         weights = np.array([math.exp(-self.blend_decay * (newest - c.stamp)) for c, _ in rows])
         stacked = np.stack([c.actions[i] for c, i in rows])  # (N, D)
         return weights @ stacked / weights.sum()
+
+    def _play(self, chunk: Chunk, row: int) -> np.ndarray:
+        self.source, self.source_row = chunk, row
+        return chunk.actions[row].copy()
+
+    def _prefix_target(self, now: float) -> np.ndarray | None:
+        last = self._committed  # played last (it may have run out since)
+        playing = last if last in self._chunks and last.row_at(now) is not None else None
+        if last is not None:
+            successors = [
+                c
+                for c in self._chunks
+                if c.prefix_of == last.chunk_id
+                and c.prefix_steps > 0
+                and c.stamp > last.stamp
+                and now >= c.switch_time()
+                and c.row_at(now) is not None
+            ]
+            if successors:
+                playing = successors[-1]
+                self.splices += 1
+                self.late_splices += playing.received > playing.switch_time()
+        if playing is None:
+            rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]
+            if not rows:
+                self.source = None
+                return None
+            self.restarts += last is not None  # a chunk had been played: not the start
+            playing = rows[-1][0]
+        self._committed = playing
+        return self._play(playing, playing.row_at(now))
 
     def _sync_target(self, now: float) -> np.ndarray | None:
         chunk = self._committed
         if chunk is not None:
             row = round((now - self._sync_start) / chunk.period)
             if row < chunk.num_steps:
-                return chunk.actions[row].copy()
+                return self._play(chunk, row)
             self._sync_after = self._sync_start + (chunk.num_steps - 1) * chunk.period
             self._committed = None
         candidates = [c for c in self._chunks if c.stamp >= self._sync_after]
@@ -154,10 +209,11 @@ class ChunkQueue:
             # Holding for the next observation is the rule's pause, not a stall; once the
             # policy is max_age late it is a stall (the watchdog), as for the other rules.
             self.waiting = now - self._sync_after <= self.max_age
+            self.source = None
             return None
         self.waiting = False
         self._committed, self._sync_start = candidates[-1], now
         # Played once: a chunk whose stamp lies after its own last row (a clock ahead of ours)
         # must not qualify as its own successor.
         self._chunks.remove(self._committed)
-        return self._committed.actions[0].copy()
+        return self._play(self._committed, 0)

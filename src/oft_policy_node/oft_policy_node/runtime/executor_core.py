@@ -37,7 +37,13 @@ import numpy as np
 
 from oft_policy_node import robot
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
-from oft_policy_node.runtime.safety import ChunkRejected, FutureStamp, SafetyFilter, validate_chunk
+from oft_policy_node.runtime.safety import (
+    IS_GRIPPER,
+    ChunkRejected,
+    FutureStamp,
+    SafetyFilter,
+    validate_chunk,
+)
 from oft_policy_node.runtime.tracking import TrackingFault, TrackingMonitor, rebase
 
 
@@ -110,6 +116,13 @@ class ExecutorCore:
         self.tracking_faults = 0
         self.stale_events = 0  # times an arm's joint states went stale
         self.late_ticks = 0  # held because the previous tick was longer ago than a state may be
+        # The largest arm-joint step a target asked for (rad from the previous command), at
+        # the ticks the playing chunk changed and at the others: a splice without a jump
+        # asks no more at a switch than inside a chunk.
+        self.switches = 0
+        self.switch_step_max = 0.0
+        self.chunk_step_max = 0.0
+        self._source = None  # the chunk the previous fresh target came from
         self.last_rejection = ''
         self.inference_latency = float('nan')  # s, of the newest accepted chunk
 
@@ -166,9 +179,13 @@ class ExecutorCore:
         actions: Sequence[float] | np.ndarray,
         inference_latency: float,
         now: float,
+        chunk_id: int = 0,
+        prefix_steps: int = 0,
+        prefix_of: int = 0,
     ) -> str | None:
         """Validate and queue a chunk that arrived at `now` (s, executor clock); returns the
-        rejection reason, or None when accepted."""
+        rejection reason, or None when accepted. `prefix_steps` / `prefix_of`: the rows given
+        from chunk `prefix_of` (the `prefix` merge rule)."""
         if self.state in NEEDS_RESUME:
             self.ignored_chunks += 1
             return f'the executor is {self.state.value}; call ~/resume'
@@ -177,7 +194,16 @@ class ExecutorCore:
             return CLOCK_NOT_STARTED
         try:
             chunk = validate_chunk(
-                stamp, period, joint_names, num_steps, actions, now, self.rules.max_future_stamp
+                stamp,
+                period,
+                joint_names,
+                num_steps,
+                actions,
+                now,
+                self.rules.max_future_stamp,
+                chunk_id,
+                prefix_steps,
+                prefix_of,
             )
         except ChunkRejected as error:
             self.rejected_chunks += 1
@@ -223,6 +249,18 @@ class ExecutorCore:
     def _hold(self) -> TickResult:
         self.holds += 1
         return TickResult(self._last_command.copy(), fresh=False)
+
+    def _record_step(self, target: np.ndarray) -> None:
+        step = float(np.abs(target - self._last_command)[~IS_GRIPPER].max())
+        source = self.queue.source
+        if self._source is None:
+            pass  # the first target: a move from the held pose, neither a switch nor a row step
+        elif source is not self._source:
+            self.switches += 1
+            self.switch_step_max = max(self.switch_step_max, step)
+        else:
+            self.chunk_step_max = max(self.chunk_step_max, step)
+        self._source = source
 
     def tick(self, now: float) -> TickResult:
         """The command for time `now` (s on the node clock)."""
@@ -275,6 +313,7 @@ class ExecutorCore:
         if fault is not None:
             self._trip(fault)
             return self._hold()
+        self._record_step(target)
         self._ramp_ticks += 1
         self.fresh_ticks += 1
         self._last_command = filtered.command

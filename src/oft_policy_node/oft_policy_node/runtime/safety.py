@@ -56,6 +56,9 @@ def validate_chunk(
     actions: Sequence[float] | np.ndarray,
     received: float,
     max_future_stamp: float = math.inf,
+    chunk_id: int = 0,
+    prefix_steps: int = 0,
+    prefix_of: int = 0,
 ) -> Chunk:
     """Check a chunk that arrived at `received` (s, executor clock) against the robot's
     action layout and the clock, and build a `Chunk`."""
@@ -83,11 +86,18 @@ def validate_chunk(
         )
     if not np.isfinite(flat).all():
         raise ChunkRejected(f'{int((~np.isfinite(flat)).sum())} actions are NaN or infinite')
+    if not 0 <= prefix_steps < num_steps:
+        raise ChunkRejected(
+            f'prefix_steps {prefix_steps} must leave a predicted row of num_steps {num_steps}'
+        )
     return Chunk(
         stamp=stamp,
         period=period,
         actions=flat.reshape(num_steps, len(expected)),
         received=received,
+        chunk_id=chunk_id,
+        prefix_steps=prefix_steps,
+        prefix_of=prefix_of,
     )
 
 

@@ -148,8 +148,11 @@ class SampleDataset(Dataset):
     augmentation of the model package, seeded per sample.
     """
 
-    def __init__(self, data: TrainingSet, config: OftConfig, stats: NormStats) -> None:
+    def __init__(
+        self, data: TrainingSet, config: OftConfig, stats: NormStats, prefix_steps: int = 0
+    ) -> None:
         self.data, self.config, self.stats = data, config, stats
+        self.prefix_steps = prefix_steps  # training samples are given 0..this many first rows
 
     def __len__(self) -> int:
         return len(self.data)
@@ -157,19 +160,33 @@ class SampleDataset(Dataset):
     def __getitem__(self, key: tuple[int, int | None]) -> dict:
         index, seed = key
         sample = self.data.sample(index)
-        return {
+        item = {
             'images': model_images(sample['images'], self.config, seed),  # (N, 3, S, S)
             'proprio': torch.from_numpy(self.stats.normalize_proprio(sample['proprio'])),
             'actions': torch.from_numpy(self.stats.normalize_actions(sample['actions'])),
             'instruction': sample['instruction'],
         }
+        if self.prefix_steps:
+            # d from the sample's own seed (a pure function of seed, step and position, as
+            # the augmentation): uniform over 0..prefix_steps, so d = 0 stays in the mix.
+            # Evaluation views (seed None) are given nothing: validation stays comparable.
+            d = (
+                0
+                if seed is None
+                else int(np.random.default_rng(seed).integers(0, self.prefix_steps + 1))
+            )
+            item['prefix_steps'] = d
+        return item
 
 
 def collate(samples: list[dict]) -> dict:
     """A list of samples -> the model's training batch (see oft_policy_node.model.policy)."""
-    return {
+    batch = {
         'images': torch.stack([s['images'] for s in samples]),  # (B, N, 3, S, S)
         'proprio': torch.stack([s['proprio'] for s in samples]),  # (B, P)
         'actions': torch.stack([s['actions'] for s in samples]),  # (B, K, D)
         'instructions': [s['instruction'] for s in samples],
     }
+    if 'prefix_steps' in samples[0]:
+        batch['prefix_steps'] = torch.tensor([s['prefix_steps'] for s in samples])  # (B,)
+    return batch

@@ -16,6 +16,7 @@ FROZEN_ON_RESUME = (
     'preset',
     'no_film',
     'action_slots',
+    'prefix_steps',
     'base',
     'init_vision',
     'init_policy',
@@ -44,6 +45,7 @@ class TrainConfig:
     preset: str = 'tiny'
     no_film: bool = False  # ablation: the preset without FiLM (no language in the vision path)
     action_slots: str | None = None  # 'learned' / 'zeros' instead of the preset's
+    prefix_steps: int = 0  # real-time chunking: samples are given 0..prefix_steps first rows
     base: str | None = None  # base OpenVLA checkpoint folder (openvla-7b), else random init
     init_vision: str | None = None  # pretrain_vision backbone.pt: DINOv2 + SigLIP start weights
     init_policy: str | None = None  # a trained policy (or training checkpoint) to start from
@@ -93,6 +95,8 @@ class TrainConfig:
                 f'start_repeats={self.start_repeats} must be >= 1 and '
                 f'start_seconds={self.start_seconds} >= 0'
             )
+        if self.prefix_steps < 0:
+            raise ValueError(f'prefix_steps={self.prefix_steps} must be >= 0')
         if self.grounding_weight <= 0:
             raise ValueError(f'grounding_weight={self.grounding_weight} must be > 0')
         if self.freeze_vision and self.init_vision is None and self.init_policy is None:

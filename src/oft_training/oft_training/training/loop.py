@@ -85,7 +85,13 @@ def _run(cfg: TrainConfig, world: World) -> Path:
     train_set = TrainingSet(full.root, train_names)
     val_set = TrainingSet(full.root, val_names)
     policy = build_policy(
-        cfg.preset, cfg.base, full, cfg.no_film, cfg.init_vision, cfg.action_slots
+        cfg.preset,
+        cfg.base,
+        full,
+        cfg.no_film,
+        cfg.init_vision,
+        cfg.action_slots,
+        cfg.prefix_steps,
     )
     if cfg.freeze_vision:
         for encoder in (policy.network.vision.dino, policy.network.vision.siglip):
@@ -160,7 +166,7 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         cfg.grad_accumulation,
         stream,
     )
-    dataset = SampleDataset(train_set, policy.config, full.stats)
+    dataset = SampleDataset(train_set, policy.config, full.stats, cfg.prefix_steps)
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -15,6 +15,8 @@ from oft_training.data.training_set import TrainingSet
 from oft_training.training import state
 from oft_training.vision_pretraining import load_backbone
 
+PREFIX_WEIGHTS = ('action_prefix.given', 'action_prefix.value')
+
 
 def build_policy(
     config_name: str,
@@ -23,12 +25,15 @@ def build_policy(
     no_film: bool = False,
     init_vision: str | None = None,
     action_slots: str | None = None,
+    prefix_steps: int = 0,
 ) -> OftPolicy:
     config = get_preset(config_name)
     if no_film:
         config = config.replace(use_film=False)
     if action_slots is not None:
         config = config.replace(action_slots=action_slots)
+    if prefix_steps:
+        config = config.replace(prefix_steps=prefix_steps)
     tokenizer = load_tokenizer(config.tokenizer, base, config.num_action_bins)
     policy = OftPolicy(
         config,
@@ -68,10 +73,20 @@ def init_policy_weights(policy: OftPolicy, folder: Path) -> dict:
             f'use_film={saved.use_film}; this run builds {mine.name!r} with '
             f'use_film={mine.use_film}'
         )
-    print(f'train: all weights from {weights_dir}')
+    if saved.prefix_steps and not mine.prefix_steps:
+        raise ValueError(
+            f'--init-policy {folder} was trained with an action prefix (prefix_steps='
+            f'{saved.prefix_steps}); pass --prefix-steps to keep it'
+        )
+    # A policy trained without an action prefix gains one: its embedding starts fresh.
+    fresh = PREFIX_WEIGHTS if mine.prefix_steps and not saved.prefix_steps else ()
+    print(
+        f'train: all weights from {weights_dir}'
+        + (' (the action-prefix embedding starts fresh)' if fresh else '')
+    )
     if is_training_checkpoint:
-        return state.load(folder, policy)
-    state.load_weights(weights_dir, policy)
+        return state.load(folder, policy, fresh)
+    state.load_weights(weights_dir, policy, fresh)
     return {}
 
 

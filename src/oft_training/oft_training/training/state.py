@@ -79,16 +79,20 @@ def latest(out: Path) -> Path | None:
     return folder
 
 
-def load(folder: Path, policy: OftPolicy) -> dict:
-    """Load weights into `policy` (exactly, every tensor) and return the trainer state."""
-    load_weights(folder / POLICY_DIR, policy)
+def load(folder: Path, policy: OftPolicy, fresh: tuple[str, ...] = ()) -> dict:
+    """Load weights into `policy` (exactly, every tensor but `fresh`) and return the trainer
+    state."""
+    load_weights(folder / POLICY_DIR, policy, fresh)
     return torch.load(folder / TRAINER_STATE, map_location='cpu', weights_only=False)
 
 
-def load_weights(weights_dir: Path, policy: OftPolicy) -> None:
-    """Load a saved policy folder's weights into `policy`: exactly, every tensor."""
+def load_weights(weights_dir: Path, policy: OftPolicy, fresh: tuple[str, ...] = ()) -> None:
+    """Load a saved policy folder's weights into `policy`: exactly, every tensor but the ones
+    named in `fresh` (new parts that keep their initial values)."""
+    expected = set(policy.network.state_dict())
     checkpoint.load_state(
         policy.network,
         checkpoint.read_weights(weights_dir),
         str(weights_dir / checkpoint.WEIGHTS_FILE),
+        only=expected - set(fresh) if fresh else None,
     )
