@@ -43,8 +43,8 @@ RECIPE ?=
 # eval-sim renders the cameras at the size the sim demos were recorded at (train_sim.py).
 IMAGE_HEIGHT ?= 120
 IMAGE_WIDTH ?= 160
-# eval-sim's chunk merge rule; empty: config/params.yaml's (sync: whole chunks, each from its
-# first row after a pause for inference).
+# eval-sim's chunk merge rule; empty: config/params.yaml's (prefix: real-time chunking; sync for
+# a checkpoint trained without --prefix-steps).
 MERGE_RULE ?=
 # eval-sim's sim real-time cap; empty: config/params.yaml's (1.0). 0.2: GPU-like latency in sim time.
 REAL_TIME_FACTOR ?=

@@ -2,16 +2,15 @@
 checkpoint that takes an action prefix and min_chunk_latency 0.2 s: it holds each chunk until
 its observation is 0.2 s old, reads the executor's /chunk_executor/committed, waits while the
 played chunk has rows enough left, and gives the next chunk the played chunk's targets at its
-rows' times, as many rows as its last latency in rows."""
+rows' times, as many rows as its recent latencies' p90 in rows plus one."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
 from oft_policy_node import robot
+from oft_policy_node.runtime.action_prefix import LatencyWindow
 from tests.test_runtime_policy_node_dds import INSTRUCTIONS, Feeder, start_policy_node
 
 MAX_STEPS, MIN_LATENCY, PERIOD = 8, 0.2, 0.04
@@ -82,8 +81,12 @@ def test_chunks_are_given_the_played_rows_and_wait_for_the_played_chunk(
 
         assert feeder.feed_until(late, timeout=30.0), group.output(proc)
         given = feeder.chunks[count]
-        previous = feeder.chunks[count - 1].inference_latency
-        d = min(MAX_STEPS, math.ceil(previous / PERIOD - 1e-9))
+        # The p90 of the latencies so far (a loaded machine spreads them), in rows, plus
+        # prefix_margin_rows.
+        latencies = LatencyWindow()
+        for chunk in feeder.chunks[:count]:
+            latencies.add(chunk.inference_latency)
+        d = min(MAX_STEPS, latencies.rows(PERIOD) + 1)
         assert given.prefix_steps == d and given.prefix_chunk_id == first.chunk_id
         observed = given.header.stamp.sec + given.header.stamp.nanosec * 1e-9
         expected_rows = np.clip(

@@ -7,6 +7,8 @@ without it start exactly the same nodes with the same parameters and remappings.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,32 @@ def _resolve_checkpoint(args: dict[str, str], use_sim: bool) -> str:
             f'checkpoint:=/path/to/ckpt or train one (make train-sim)'
         )
     return str(found)
+
+
+def checkpoint_prefix_steps(checkpoint: str) -> int | None:
+    """The rows of an action prefix the checkpoint was trained to be given (its config.json's
+    `prefix_steps`, 0 when trained without `--prefix-steps`), or None where no config.json can
+    be read here (a checkpoint on another machine: policy_node reports that itself)."""
+    try:
+        config = json.loads((Path(checkpoint) / 'config.json').read_text())
+    except (OSError, ValueError):
+        return None
+    return int(config.get('prefix_steps', 0)) if isinstance(config, dict) else None
+
+
+def merge_rule_for(rule: str, checkpoint: str) -> str:
+    """The executor's merge rule for a checkpoint: `prefix` splices a chunk at the rows the
+    policy was given, so a policy trained without an action prefix gets `sync` instead (with
+    `prefix` each of its chunks would take over only after the played one ran out, rows late)."""
+    if rule == 'prefix' and checkpoint_prefix_steps(checkpoint) == 0:
+        logging.getLogger(__name__).warning(
+            'merge_rule prefix needs a policy trained with --prefix-steps; %s was not: the '
+            'executor uses sync (set merge_rule: sync in config/params.yaml to say so, or '
+            'train with --prefix-steps)',
+            checkpoint,
+        )
+        return 'sync'
+    return rule
 
 
 def load_graph(directory: Path | None = None) -> dict[str, Any]:
@@ -192,6 +220,8 @@ def resolve_graph(
             **{k: _substitute(v, args) for k, v in entry.get('parameters', {}).items()},
             'use_sim_time': use_sim,
         }
+        if 'merge_rule' in parameters:
+            parameters['merge_rule'] = merge_rule_for(parameters['merge_rule'], args['checkpoint'])
         nodes.append(
             NodeSpec(entry['name'], entry['package'], entry['executable'], parameters, remappings)
         )

@@ -154,6 +154,8 @@ def record(
         'future_chunks': None if peak is None else 1,
         'held_ticks': None if peak is None else 3,
         # The executor's chunking figures (None: no executor, as quick_eval).
+        'ticks': None if peak is None else 52,
+        'starting_ticks': None if peak is None else 2,
         'fresh_ticks': None if peak is None else 45,
         'splices': None if peak is None else 4,
         'late_splices': None if peak is None else 1,
@@ -193,6 +195,8 @@ def test_summaries_are_counts_over_episodes():
         'stale_events': 0,
         'future_chunks': 2,
         'held_ticks': 6,
+        'ticks': 104,
+        'starting_ticks': 4,
         'fresh_ticks': 90,
         'splices': 8,
         'late_splices': 2,
@@ -200,7 +204,7 @@ def test_summaries_are_counts_over_episodes():
         'chunk_switches': 10,
         'switch_step_max': 0.15,
         'chunk_step_max': 0.1,
-        'fresh_targets_per_s': 22.5,  # 90 fresh ticks in the 4 s the executor measured
+        'fresh_targets_per_s': 22.06,  # 90 of the 102 fresh, stalled, waiting or held ticks
         'chunks': 4,
         'inference_latency_s': {'p50': 0.25, 'p95': 0.385, 'max': 0.4},
         'sim_seconds': 8.0,

@@ -16,8 +16,10 @@ from aloha_bringup.graph import (
     SOURCE_CHECKPOINTS,
     checkpoint_dirs,
     default_checkpoint,
+    load_params,
     resolve_graph,
 )
+from oft_policy_node.model.testing import make_tiny_checkpoint
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'oft_bimanual.launch.py'
 
@@ -58,6 +60,30 @@ def test_a_missing_checkpoint_is_named_with_what_to_pass():
         resolve_graph({'scene': 'insertion'})
     with pytest.raises(ValueError, match='checkpoint:= is required with use_sim:=false'):
         resolve_graph({'use_sim': 'false'})
+
+
+def test_prefix_rule_only_with_a_policy_trained_with_an_action_prefix(tmp_path, caplog):
+    """The bringup default splices chunks at the rows the policy was given; a checkpoint trained
+    without an action prefix would have each chunk take over only after the played one ran
+    out, so the executor gets sync instead, and says so."""
+
+    def rule(checkpoint: Path) -> str:
+        overrides = {'checkpoint': str(checkpoint)}
+        return next(n for n in resolve_graph(overrides) if n.name == 'chunk_executor').parameters[
+            'merge_rule'
+        ]
+
+    assert load_params()['chunk_executor']['merge_rule'] == 'prefix'
+    assert rule(default_checkpoint('put_x_into_pot')) == 'prefix'  # the committed pot policy
+    assert rule(make_tiny_checkpoint(tmp_path / 'rtc', prefix_steps=4)) == 'prefix'
+    with caplog.at_level('WARNING'):
+        assert rule(default_checkpoint('transfer_cube')) == 'sync'  # trained without it
+    plain = make_tiny_checkpoint(tmp_path / 'plain')
+    with caplog.at_level('WARNING'):
+        assert rule(plain) == 'sync'
+    assert f'{plain} was not: the executor uses sync' in caplog.text
+    # A checkpoint this machine cannot read (policy_node, where it runs, reports that itself).
+    assert rule(tmp_path / 'on_the_robot') == 'prefix'
 
 
 def test_real_robot_drops_the_sim_and_adds_recording_and_remaps():

@@ -301,6 +301,7 @@ class ChunkExecutor(Node):
             'fresh_ticks': core.fresh_ticks,
             'stalls': core.stalls,
             'waits': core.waits,
+            'starting_ticks': core.starting_ticks,
             'holds': core.holds,
             'clamped_commands': core.safety.clamped_commands,
             'accepted_chunks': core.accepted_chunks,

@@ -41,8 +41,8 @@ PARAMETERS = (
         'chunk to its end, hold until a chunk observed after it lands, play that '
         'from its first row: no rows lost to a slow policy) or "prefix" (real-time '
         "chunking: switch to a chunk given the played chunk's rows at its first "
-        'predicted row, no pause, no jump; needs a policy trained with --prefix-steps; '
-        'publishes ~/committed).',
+        'predicted row, no pause, no row skipped; needs a policy trained with '
+        '--prefix-steps; publishes ~/committed).',
         one_of(*MERGE_RULES),
         read_only=False,
     ),

@@ -124,6 +124,13 @@ PARAMETERS = (
         lambda v: None if v >= 0 else 'must be >= 0',
     ),
     ParameterSpec(
+        'prefix_margin_rows',
+        1,
+        'Real-time chunking: rows given beyond the measured latency (its p90, in rows), so '
+        'few chunks come after the row the executor switches at.',
+        lambda v: None if v >= 0 else 'must be >= 0',
+    ),
+    ParameterSpec(
         'min_chunk_latency',
         0.0,
         'Seconds after its observation (node clock: sim time in simulation) before a chunk is '
@@ -159,7 +166,10 @@ class PolicyNode(Node):
         self._period = params['action_period']
         self._min_latency = params['min_chunk_latency']
         self._planner = PrefixPlanner(
-            self._policy.config.prefix_steps, self._period, params['prefix_slack_rows']
+            self._policy.config.prefix_steps,
+            self._period,
+            params['prefix_slack_rows'],
+            params['prefix_margin_rows'],
         )
         self._played: PlayedChunk | None = None  # the executor's newest CommittedChunk
         self._buffer = ObservationBuffer(
@@ -261,6 +271,13 @@ class PolicyNode(Node):
             return
         with self._lock:
             self._played = played
+        if not self._policy.config.prefix_steps:
+            self.get_logger().warning(
+                'the executor splices chunks (merge_rule prefix) but this policy was trained '
+                'without an action prefix (train --prefix-steps): each chunk takes over only '
+                'when the played one has run out, rows late; use merge_rule sync',
+                once=True,
+            )
 
     def _on_set(
         self, request: SetInstruction.Request, response: SetInstruction.Response

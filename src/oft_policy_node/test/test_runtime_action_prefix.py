@@ -17,8 +17,10 @@ def committed(chunk_id: int = 3, stamp: float = 10.0, row: int = 0, now: float =
     return PlayedChunk(chunk_id, stamp, PERIOD, row, actions, now)
 
 
-def planner(latencies: tuple[float, ...] = (), max_steps: int = 10) -> PrefixPlanner:
-    plan = PrefixPlanner(max_steps, PERIOD, slack_rows=2)
+def planner(
+    latencies: tuple[float, ...] = (), max_steps: int = 10, margin_rows: int = 0
+) -> PrefixPlanner:
+    plan = PrefixPlanner(max_steps, PERIOD, slack_rows=2, margin_rows=margin_rows)
     for seconds in latencies:
         plan.latency.add(seconds)
     return plan
@@ -35,6 +37,8 @@ def test_the_latency_in_rows_is_its_p90_rounded_up():
         window.add(0.32)  # the older ones leave the window
     assert window.rows(PERIOD) == 8
     assert planner((0.5,), max_steps=6).steps() == 6  # never more than the model takes
+    assert planner((0.11,), margin_rows=1).steps() == 4  # a row beyond the latency's 3
+    assert planner(margin_rows=1).steps() == 0  # no latency measured: nothing given
 
 
 def test_given_rows_are_the_committed_targets_at_the_new_chunk_times():
@@ -67,6 +71,11 @@ def test_the_next_inference_starts_when_the_chunk_has_d_plus_slack_rows_left():
     # Without committed chunks (another merge rule) inference runs whenever it can.
     assert plan.ready(None, 10.7, 4, 10.69)
     assert plan.ready(committed(row=0, now=10.0), 10.7, 4, 10.69)
+    # A policy trained without the prefix has nothing to give: waiting for the played chunk's
+    # last rows would only make its chunks late (the executor then takes each at its end).
+    plain = planner((0.11,), max_steps=0)
+    assert plain.ready(committed(row=0, now=10.7), 10.7, 3, newest_at)
+    assert plain.prefix(committed(now=10.7), 10.7, 10.7) == (None, 0)
 
 
 def test_bad_settings_are_refused():

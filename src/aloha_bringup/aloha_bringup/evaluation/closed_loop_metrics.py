@@ -17,6 +17,7 @@ import numpy as np
 
 from aloha_bringup.evaluation.demo_report import latency_stats
 from aloha_sim.scenes import POT_ITEMS, PutXIntoPot, Scene, body_name
+from oft_policy_node import robot
 
 # A vegetable is 3.6-7.6 cm long and the fingers open 6 cm: a grasp point within 5 cm of an
 # item's centre is touching it or about to close on it.
@@ -141,6 +142,8 @@ def episode_measures(
 
 # The executor's chunking figures of an episode record (demo_report.chunking_at_or_after).
 CHUNKING_KEYS = (
+    'ticks',
+    'starting_ticks',
     'fresh_ticks',
     'splices',
     'late_splices',
@@ -186,8 +189,8 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
         'stale_events': _sum_known(e['stale_events'] for e in episodes),
         'future_chunks': _sum_known(e['future_chunks'] for e in episodes),
         'held_ticks': _sum_known(e['held_ticks'] for e in episodes),
-        **{k: _sum_known(e[k] for e in episodes) for k in CHUNKING_KEYS[:5]},
-        **{k: _max_known(e[k] for e in episodes) for k in CHUNKING_KEYS[5:]},
+        **{k: _sum_known(e[k] for e in episodes) for k in CHUNKING_KEYS[:7]},
+        **{k: _max_known(e[k] for e in episodes) for k in CHUNKING_KEYS[7:]},
         'fresh_targets_per_s': _fresh_rate(episodes),
         'chunks': sum(e['chunks'] for e in episodes),
         'inference_latency_s': latency_stats(latencies),
@@ -197,10 +200,16 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
 
 
 def _fresh_rate(episodes: Sequence[Mapping]) -> float | None:
-    """Fresh targets per sim second over the episodes the executor measured."""
+    """Fresh targets per second once a chunk had come: the control rate times the fresh share
+    of the ticks that were fresh, stalled, waiting or held, over the episodes the executor
+    measured (the starting ticks, and those before the executor's first command, are none)."""
     measured = [e for e in episodes if e['fresh_ticks'] is not None]
-    seconds = sum(e['sim_seconds'] for e in measured)
-    return round(sum(e['fresh_ticks'] for e in measured) / seconds, 2) if seconds else None
+    running = sum(
+        e['fresh_ticks'] + e['stalled_ticks'] + e['waiting_ticks'] + (e['held_ticks'] or 0)
+        for e in measured
+    )
+    fresh = sum(e['fresh_ticks'] for e in measured)
+    return round(robot.CONTROL_RATE_HZ * fresh / running, 2) if running else None
 
 
 def _sum_known(values: Iterable[float | None]) -> float | None:

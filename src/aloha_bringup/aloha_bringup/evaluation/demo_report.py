@@ -112,14 +112,18 @@ class ExecutorCounters:
         }
 
     def chunking_at_or_after(self, t: float) -> dict:
-        """How chunks followed each other, up to the first report at/after `t`: fresh ticks,
+        """How chunks followed each other, up to the first report at/after `t`: ticks, those
+        held before the first chunk came (starting: the policy not yet heard), fresh ticks,
         `prefix` splices (late ones among them) and restarts, the ticks the playing chunk
-        changed, and the largest arm-joint step a target asked for there and inside chunks."""
+        changed, and the largest arm-joint step between consecutive targets there and inside
+        chunks."""
         fresh, switch, inside = (
             self.value_at_or_after(k, t)
             for k in ('fresh_ticks', 'switch_step_max', 'chunk_step_max')
         )
         return {
+            'ticks': self.first_at_or_after('ticks', t),
+            'starting_ticks': self.first_at_or_after('starting_ticks', t),
             'fresh_ticks': None if fresh is None else int(fresh),
             'splices': self.first_at_or_after('splices', t),
             'late_splices': self.first_at_or_after('late_splices', t),

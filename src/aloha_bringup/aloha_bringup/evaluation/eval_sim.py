@@ -51,7 +51,7 @@ from aloha_bringup.evaluation.episodes import (
     episode_plans,
 )
 from aloha_bringup.evaluation.eval_monitor import SIM
-from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
+from aloha_bringup.graph import NodeSpec, load_params, merge_rule_for, resolve_graph
 from aloha_sim.scenes import get_scene
 from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
@@ -138,10 +138,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         '--merge-rule',
         choices=MERGE_RULES,
-        default=params[EXECUTOR]['merge_rule'],
-        help="chunk_executor's merge_rule: commit plays whole chunks as OFT "
-        'does on ALOHA; sync also pauses for each chunk, so none starts '
-        'late (default: config/params.yaml, %(default)s)',
+        default=None,
+        help="chunk_executor's merge_rule: prefix splices chunks given the played rows "
+        '(real-time chunking), sync plays each chunk whole after a pause for it, commit '
+        'plays whole chunks as OFT does on ALOHA (default: config/params.yaml, '
+        f'{params[EXECUTOR]["merge_rule"]}, or sync for a checkpoint without an action prefix)',
     )
     parser.add_argument(
         '--real-time-factor',
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             'random-weight policy (expect no success).',
             flush=True,
         )
+    if args.merge_rule is None:
+        args.merge_rule = merge_rule_for(load_params()[EXECUTOR]['merge_rule'], str(checkpoint))
     plans = episode_plans(scene.instructions(), args.episodes_per_instruction, args.seed)
     tasks = [language_task(scene, i) for i in scene.instructions()]
     records: list[dict] = []

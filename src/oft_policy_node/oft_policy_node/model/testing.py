@@ -22,18 +22,25 @@ DEFAULT_INSTRUCTIONS = (
 
 
 def make_tiny_checkpoint(
-    directory: str | Path, instructions: Sequence[str] = DEFAULT_INSTRUCTIONS, seed: int = 0
+    directory: str | Path,
+    instructions: Sequence[str] = DEFAULT_INSTRUCTIONS,
+    seed: int = 0,
+    prefix_steps: int = 0,
 ) -> Path:
-    """Save a random-weight `tiny` policy with stats spanning the robot's action limits.
+    """Save a random-weight `tiny` policy with stats spanning the robot's action limits
+    (`prefix_steps` > 0: one that can be given an action prefix, as train --prefix-steps).
 
     Deterministic in `seed` and leaves the global torch RNG untouched. Returns the directory.
     """
-    policy = random_policy('tiny', seed, instructions)
+    policy = random_policy('tiny', seed, instructions, prefix_steps)
     return policy.save_pretrained(directory)
 
 
 def random_policy(
-    preset: str, seed: int = 0, instructions: Sequence[str] = DEFAULT_INSTRUCTIONS
+    preset: str,
+    seed: int = 0,
+    instructions: Sequence[str] = DEFAULT_INSTRUCTIONS,
+    prefix_steps: int = 0,
 ) -> OftPolicy:
     """A random-weight policy of a preset, in eval mode, with stats from the robot's limits.
 
@@ -42,7 +49,7 @@ def random_policy(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         policy = OftPolicy(
-            get_preset(preset),
+            get_preset(preset).replace(prefix_steps=prefix_steps),
             instructions=instructions,
             stats=NormStats.from_limits(*robot.action_limits()),
         )

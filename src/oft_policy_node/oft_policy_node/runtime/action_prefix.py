@@ -5,10 +5,12 @@ With the `prefix` merge rule the executor publishes, at every tick, the chunk it
 chunk about one latency later, and until then the arms follow the committed chunk. So the
 policy is told those targets: row i of the new chunk (the target for t0 + i * period) is given
 the committed chunk's target for that time, for i < d, where d is the recent latency (its
-`quantile`, over the last `window` chunks) in rows, rounded up. The model predicts rows d..K-1
+`quantile`, over the last `window` chunks) in rows, rounded up, plus `margin_rows` (without
+it one chunk in seven came after its switch row through the graph on this CPU, and a late
+chunk is taken at a later row: a step). The model predicts rows d..K-1
 conditioned on them (training drew d per sample: Black, Ren, Equi, Levine 2025, the training-
 time variant of real-time chunking), and the executor switches to the new chunk exactly at its
-row d, so the targets run on with no pause and no jump.
+row d, so the targets run on with no pause and no row skipped.
 
 When to start: every chunk plays nearly to its end, as `sync` and OFT's own ALOHA execution
 play whole chunks (the policies here succeed most with whole chunks, docs/training.md), but the
@@ -81,20 +83,24 @@ class PrefixPlanner:
     max_steps: int  # the model's prefix_steps: the most rows it can be given
     period: float
     slack_rows: int = 2
+    margin_rows: int = 1
     plan_timeout: float = 0.5
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
     def __post_init__(self) -> None:
-        if self.max_steps < 0 or self.slack_rows < 0:
+        if min(self.max_steps, self.slack_rows, self.margin_rows) < 0:
             raise ValueError(
-                f'max_steps={self.max_steps} and slack_rows={self.slack_rows} must be >= 0'
+                f'max_steps={self.max_steps}, slack_rows={self.slack_rows} and '
+                f'margin_rows={self.margin_rows} must be >= 0'
             )
         if not (self.period > 0 and self.plan_timeout > 0):
             raise ValueError('period and plan_timeout must be > 0 s')
 
     def steps(self) -> int:
-        """d: the rows the next chunk is given (the latency in rows, at most max_steps)."""
-        return min(self.max_steps, self.latency.rows(self.period))
+        """d: the rows the next chunk is given (the latency in rows plus the margin, at most
+        max_steps; 0 before any latency was measured)."""
+        rows = self.latency.rows(self.period)
+        return min(self.max_steps, rows + self.margin_rows) if rows else 0
 
     def active(self, plan: PlayedChunk | None, now: float) -> bool:
         """Whether the executor splices chunks (it reported lately)."""
@@ -105,8 +111,8 @@ class PrefixPlanner:
     ) -> bool:
         """Whether to start the next inference at `now`; `newest_id` / `newest_at`: the node's
         newest published chunk and when it went out."""
-        if not self.active(plan, now):
-            return True
+        if self.max_steps == 0 or not self.active(plan, now):
+            return True  # nothing to give: infer as without the executor's reports
         d = self.steps()
         if (
             plan.chunk_id != newest_id

@@ -25,9 +25,10 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
   rows were given from it (`prefix_of` is the chunk being played, runtime/action_prefix.py)
   exactly at its row `prefix_steps`, the first row it predicted: the targets before that row
   are the ones the played chunk had, so there is no pause (the policy thought while the arm
-  moved) and no jump. A chunk that arrives after its switch row's time is switched to at its
-  row for now (late: counted). A chunk given nothing, or given the rows of another chunk, only
-  takes over when the played chunk has run out (a restart: counted, as at the start).
+  moved) and no row is skipped (the step at the switch is the model's own). A chunk that
+  arrives after its switch row's time is switched to at its row for now (late: counted). A
+  chunk given nothing, or given the rows of another chunk, only takes over when the played
+  chunk has run out (a restart: counted, as at the start).
 
 The watchdog: a chunk answers only while its observation is at most `max_age` old *and* it
 arrived at most `max_age` ago, on the executor's clock. The second bound is what makes the

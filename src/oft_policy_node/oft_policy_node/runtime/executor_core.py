@@ -6,7 +6,8 @@ The node (chunk_executor.py) only converts messages and drives `tick` from its t
 * Each tick takes the queue's target for now and passes it through the safety filter (limits,
   step, tracking bound). No valid target (queue empty, chunks expired or past the watchdog) ->
   the last command is repeated and a stall is counted (a wait instead while the `sync` merge
-  rule holds for its next chunk).
+  rule holds for its next chunk; a starting tick before any chunk was played, since a policy
+  not heard from yet, one still loading or still being discovered, leaves no gap in a stream).
 * Chunks stamped ahead of the executor's clock by more than `max_future_stamp` are rejected
   whole; the queue's watchdog also bounds the time since arrival (chunk_queue.py).
 * Start ramp: after the first command, after ~/resume and after joint states come back, the
@@ -108,6 +109,7 @@ class ExecutorCore:
         self.fresh_ticks = 0
         self.stalls = 0
         self.waits = 0  # held ticks of the `sync` merge rule's pause for the next chunk
+        self.starting_ticks = 0  # ticks before the first chunk played, the first command too
         self.holds = 0  # held ticks of a rule: stopped, tracking fault, stale joint states
         self.accepted_chunks = 0
         self.rejected_chunks = 0
@@ -116,13 +118,14 @@ class ExecutorCore:
         self.tracking_faults = 0
         self.stale_events = 0  # times an arm's joint states went stale
         self.late_ticks = 0  # held because the previous tick was longer ago than a state may be
-        # The largest arm-joint step a target asked for (rad from the previous command), at
-        # the ticks the playing chunk changed and at the others: a splice without a jump
-        # asks no more at a switch than inside a chunk.
+        # The largest arm-joint step between consecutive targets (rad, before the safety
+        # filter, which would hide a jump behind its step limit), where the playing chunk
+        # changed and where it did not: a splice without a jump steps no more at a switch
+        # than inside a chunk.
         self.switches = 0
         self.switch_step_max = 0.0
         self.chunk_step_max = 0.0
-        self._source = None  # the chunk the previous fresh target came from
+        self._previous = None  # (chunk, target) of the previous fresh tick
         self.last_rejection = ''
         self.inference_latency = float('nan')  # s, of the newest accepted chunk
 
@@ -251,16 +254,16 @@ class ExecutorCore:
         return TickResult(self._last_command.copy(), fresh=False)
 
     def _record_step(self, target: np.ndarray) -> None:
-        step = float(np.abs(target - self._last_command)[~IS_GRIPPER].max())
         source = self.queue.source
-        if self._source is None:
-            pass  # the first target: a move from the held pose, neither a switch nor a row step
-        elif source is not self._source:
-            self.switches += 1
-            self.switch_step_max = max(self.switch_step_max, step)
-        else:
-            self.chunk_step_max = max(self.chunk_step_max, step)
-        self._source = source
+        if self._previous is not None:
+            chunk, previous = self._previous
+            step = float(np.abs(target - previous)[~IS_GRIPPER].max())
+            if source is not chunk:
+                self.switches += 1
+                self.switch_step_max = max(self.switch_step_max, step)
+            else:
+                self.chunk_step_max = max(self.chunk_step_max, step)
+        self._previous = (source, target.copy())
 
     def tick(self, now: float) -> TickResult:
         """The command for time `now` (s on the node clock)."""
@@ -270,6 +273,7 @@ class ExecutorCore:
         )
         self._last_tick = now
         if self._last_command is None:
+            self.starting_ticks += 1  # before the first command: nothing to hold yet
             if not self.has_measured_pose or self._stale_arms(now):
                 return TickResult(None, fresh=False)
             self._last_command = self.safety.clip_to_limits(self.measured_pose())
@@ -306,6 +310,8 @@ class ExecutorCore:
         if filtered is None:
             if target is None and self.queue.waiting:
                 self.waits += 1
+            elif self.fresh_ticks == 0:
+                self.starting_ticks += 1
             else:
                 self.stalls += 1
             return TickResult(self._last_command.copy(), fresh=False)
