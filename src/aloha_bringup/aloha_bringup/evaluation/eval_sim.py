@@ -51,7 +51,7 @@ from aloha_bringup.evaluation.episodes import (
     episode_plans,
 )
 from aloha_bringup.evaluation.eval_monitor import SIM
-from aloha_bringup.graph import NodeSpec, load_params, merge_rule_for, resolve_graph
+from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
 from aloha_sim.scenes import get_scene
 from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
@@ -116,7 +116,8 @@ def graph_nodes(args: argparse.Namespace, checkpoint: Path, instruction: str) ->
             spec.parameters['min_chunk_latency'] = args.chunk_latency
         elif spec.name == EXECUTOR:
             spec.parameters['diagnostics_period'] = DIAGNOSTICS_PERIOD_S
-            spec.parameters['merge_rule'] = args.merge_rule
+            if args.merge_rule is not None:  # else the bringup's, for this checkpoint
+                spec.parameters['merge_rule'] = args.merge_rule
     return nodes
 
 
@@ -197,16 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             'random-weight policy (expect no success).',
             flush=True,
         )
-    if args.merge_rule is None:
-        args.merge_rule = merge_rule_for(load_params()[EXECUTOR]['merge_rule'], str(checkpoint))
     plans = episode_plans(scene.instructions(), args.episodes_per_instruction, args.seed)
     tasks = [language_task(scene, i) for i in scene.instructions()]
     records: list[dict] = []
     status = 0
     with tempfile.TemporaryDirectory(prefix='eval_sim_params_') as params_dir:
-        evaluation = Evaluation(
-            args, graph_nodes(args, checkpoint, plans[0].instruction), Path(params_dir), run_dir
-        )
+        nodes = graph_nodes(args, checkpoint, plans[0].instruction)
+        executor = next(spec for spec in nodes if spec.name == EXECUTOR)
+        args.merge_rule = executor.parameters['merge_rule']  # for the report and its command
+        evaluation = Evaluation(args, nodes, Path(params_dir), run_dir)
         try:
             progress = tqdm(plans, desc='eval_sim', unit='episode')
             for plan in progress:
