@@ -4,11 +4,21 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
 
+# The ROS 2 distribution: ROS=kilted (the default) or ROS=jazzy from PyPI wheels, each with a
+# venv, build and install folder of its own (scripts/distro.sh); with a system ROS 2 sourced,
+# that one. Empty: the sourced one, else kilted.
+ROS ?=
+LAYOUT := $(shell $(if $(ROS),OFT_ROS=$(ROS)) bash scripts/distro.sh)
+ifeq ($(LAYOUT),)
+$(error ROS=$(ROS) is not available here (see the line above))
+endif
+$(foreach assignment,$(LAYOUT),$(eval $(assignment)))
+export OFT_ROS
 ENV := source scripts/env.sh &&
 # Runs a command in a private network namespace with only loopback (when root), see the script.
 ISOLATED := scripts/isolated.sh
-SETUP_STAMP := .venv/.setup-stamp
-BUILD_STAMP := install/.build-stamp
+SETUP_STAMP := $(OFT_VENV)/.setup-stamp
+BUILD_STAMP := $(OFT_INSTALL)/.build-stamp
 # Anything that changes what colcon installs (Python sources are symlinked, so not those).
 BUILD_INPUTS := $(shell find src \( -name package.xml -o -name setup.py -o -name setup.cfg \
 	-o -name CMakeLists.txt -o -name '*.msg' -o -name '*.srv' -o -path '*/resource/*' \
@@ -46,7 +56,8 @@ IMAGE_WIDTH ?= 160
 # eval-sim's chunk merge rule; empty: config/params.yaml's (prefix: real-time chunking; sync for
 # a checkpoint trained without --prefix-steps).
 MERGE_RULE ?=
-# eval-sim's sim real-time cap; empty: config/params.yaml's (1.0). 0.2: GPU-like latency in sim time.
+# demo's and eval-sim's sim real-time cap; empty: config/params.yaml's (1.0). 0.2: GPU-like latency
+# in sim time.
 REAL_TIME_FACTOR ?=
 # eval-sim: hold each chunk until its observation is this many sim seconds old (0.32: the
 # paper's latency); empty: as soon as computed.
@@ -55,22 +66,23 @@ CHUNK_LATENCY ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
-setup: $(SETUP_STAMP) ## create/update .venv from requirements.txt (ROS 2 wheels, torch, ...)
+setup: $(SETUP_STAMP) ## create/update the venv (ROS=kilted: .venv, ROS=jazzy: .venv-jazzy) from the pins
 
-$(SETUP_STAMP): requirements.txt scripts/setup.sh scripts/fix_cmake_exports.py
+$(SETUP_STAMP): requirements.txt $(wildcard requirements/ros-$(OFT_ROS).txt) scripts/setup.sh \
+		scripts/distro.sh scripts/fix_cmake_exports.py
 	bash scripts/setup.sh
 	touch $@
 
-build: $(BUILD_STAMP) ## colcon build the five packages into install/ (only when stale)
+build: $(BUILD_STAMP) ## colcon build the five packages into install/ (install-jazzy/ ...; only when stale)
 
 $(BUILD_STAMP): $(SETUP_STAMP) $(BUILD_INPUTS)
-	$(ENV) colcon --log-base build/log build --symlink-install \
-		--build-base build --install-base install \
+	$(ENV) colcon --log-base $(OFT_BUILD)/log build --symlink-install \
+		--build-base $(OFT_BUILD) --install-base $(OFT_INSTALL) \
 		--cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$$(command -v python)" \
 		--event-handlers console_direct- summary+
 	touch $@
 
-test: $(BUILD_STAMP) ## run every package's test/ and tests/ with an isolated DDS
+test: $(BUILD_STAMP) ## run every package's test/ and tests/ with an isolated DDS; ROS=jazzy on Jazzy
 	$(ENV) $(ISOLATED) python -m pytest $(PYTEST_ARGS)
 
 lint: $(SETUP_STAMP) ## ruff check + ruff format --check over the whole tree (ruff format . fixes it)
@@ -79,9 +91,9 @@ lint: $(SETUP_STAMP) ## ruff check + ruff format --check over the whole tree (ru
 bench: $(BUILD_STAMP) ## run every benchmark, one JSON per benchmark in bench_results/
 	$(ENV) $(ISOLATED) python -m bench
 
-demo: $(BUILD_STAMP) ## sim + policy_node + chunk_executor; TASK=".." SCENE=.. DURATION=20 -> runs/<time>/
+demo: $(BUILD_STAMP) ## sim + policy_node + chunk_executor; TASK=".." SCENE=.. DURATION=20 REAL_TIME_FACTOR= -> runs/<time>/
 	$(ENV) $(ISOLATED) python -m aloha_bringup.demo --task "$(TASK)" --scene $(SCENE) \
-		--duration $(DURATION)
+		--duration $(DURATION) $(if $(REAL_TIME_FACTOR),--real-time-factor $(REAL_TIME_FACTOR))
 
 demos: $(BUILD_STAMP) ## record N scripted demos of SCENE as rosbag2 MCAP into demos/SCENE/
 	$(ENV) $(ISOLATED) python -m aloha_bringup.record_demos --scene $(SCENE) -n $(N) \
@@ -104,5 +116,5 @@ eval-sim: $(BUILD_STAMP) ## closed loop through the ROS graph: CHECKPOINT=.. SCE
 		$(if $(REAL_TIME_FACTOR),--real-time-factor $(REAL_TIME_FACTOR)) \
 		$(if $(CHUNK_LATENCY),--chunk-latency $(CHUNK_LATENCY))
 
-clean: ## remove build outputs (keeps .venv)
-	rm -rf build install log bench_results
+clean: ## remove the distribution's build outputs (keeps its venv)
+	rm -rf $(OFT_BUILD) $(OFT_INSTALL) log bench_results

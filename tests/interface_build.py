@@ -1,6 +1,7 @@
 """Builds the test-only interface packages of tests/interfaces with colcon (once; rebuilt when a
-source changes) into build/test_interfaces, and gives the environment that makes them
-importable in a subprocess. They are never part of install/."""
+source changes) into <build>/test_interfaces (the distribution's build folder, scripts/distro.sh:
+Jazzy and Kilted interfaces differ), and gives the environment that makes them importable in a
+subprocess. They are never part of install/."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = REPO_ROOT / 'tests' / 'interfaces'
-BUILD_ROOT = REPO_ROOT / 'build' / 'test_interfaces'
+BUILD_ROOT = REPO_ROOT / os.environ.get('OFT_BUILD', 'build') / 'test_interfaces'
 INSTALL = BUILD_ROOT / 'install'
 
 

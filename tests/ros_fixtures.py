@@ -20,6 +20,14 @@ import pytest
 from oft_policy_node.child_process import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# A test that uses one of these starts nodes or talks DDS: it is a `ros` test (pyproject.toml).
+DDS_FIXTURES = frozenset({'rclpy_context', 'spawn'})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DDS_FIXTURES.intersection(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.ros)
 
 
 @pytest.fixture
@@ -63,6 +71,19 @@ def spin_until(
             return True
         executor.spin_once(timeout_sec=step)
     return predicate()
+
+
+def call_service(executor: object, client: object, request: object) -> object:
+    """The response to `request`, asked again where the reply was lost to ROS 2's service
+    discovery race (oft_policy_node.service_calls); idempotent requests only."""
+    from oft_policy_node.service_calls import call_until_answered
+
+    assert spin_until(executor, client.service_is_ready, 30.0), f'no service {client.srv_name}'
+    return call_until_answered(
+        client,
+        lambda: client.call_async(request),
+        lambda done, timeout: spin_until(executor, done, timeout),
+    )
 
 
 class ProcessGroup:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.ros_fixtures import REPO_ROOT
 
+pytestmark = pytest.mark.ros  # demos recorded over DDS into bags, and the graph
+
 
 @pytest.fixture(scope='module')
 def vision(tmp_path_factory) -> Path:

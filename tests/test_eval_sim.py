@@ -17,6 +17,8 @@ from oft_policy_node import robot
 from oft_policy_node.model.testing import make_tiny_checkpoint
 from tests.ros_fixtures import REPO_ROOT
 
+pytestmark = pytest.mark.ros  # the eval graph: sim, policy_node and chunk_executor over DDS
+
 SCENE = 'put_x_into_pot'
 SEED = 11
 MAX_SECONDS = 2.0

@@ -5,7 +5,11 @@ so the test does not depend on when a scheduler happens to deliver it."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.python_snippet import run_python
+
+pytestmark = pytest.mark.ros  # bags of rclpy-serialized messages
 
 
 def test_ctrl_c_inside_a_write_is_raised_after_the_message_is_whole(tmp_path):

@@ -13,6 +13,8 @@ from aloha_bringup.record_demos import EpisodeRecorder
 from oft_policy_node import robot
 from tests.bag_reading import bag_messages
 
+pytestmark = pytest.mark.ros  # bags of rclpy-serialized messages
+
 
 def episode_cdr(seed: int, instruction: str) -> bytes:
     return serialize_message(

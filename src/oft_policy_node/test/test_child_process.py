@@ -4,7 +4,11 @@ pybind11 conversion, the signal's KeyboardInterrupt surfaces as a RuntimeError).
 
 from __future__ import annotations
 
+import pytest
+
 from tests.python_snippet import run_python
+
+pytestmark = pytest.mark.ros  # rclpy's signal handling
 
 
 def test_sigterm_raises_keyboard_interrupt_and_marks_the_stop():
