@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 
 
-def run_python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """`code` dedented, run with this interpreter; its output captured as text."""
+def run_python(
+    code: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`code` dedented, run with this interpreter (`env` added to this environment); its output
+    captured as text."""
     return subprocess.run(
         [sys.executable, '-c', textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )

@@ -220,7 +220,7 @@ class AlohaSimNode(Node):
                 self.sim.set_command(arm, command)
         except ValueError as err:
             self.rejected_commands += 1
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f'rejected command for arm {arm} '
                 f'(#{self.rejected_commands}, holding the last one): {err}',
                 throttle_duration_sec=1.0,

@@ -18,7 +18,6 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -29,6 +28,8 @@ from aloha_sim.physics import COMMAND_JOINTS, Episode
 from aloha_sim.scenes import SCENES, Layout, get_scene
 from aloha_sim.scripted import ScriptedDemonstrator, Trajectory
 from oft_policy_node import robot
+from oft_policy_node.rclpy_compat import RemoteParameters
+from oft_policy_node.service_calls import call_until_answered
 
 SIM_NODE = 'aloha_sim'
 SETTLE_SECONDS = 0.5  # sim time holding the last command before success is read
@@ -70,7 +71,7 @@ class DemoRunner:
             for arm in robot.ARMS
         }
         self.reset_client = node.create_client(Trigger, f'/{SIM_NODE}/reset')
-        self.params = AsyncParameterClient(node, SIM_NODE)
+        self.params = RemoteParameters(node, SIM_NODE)
         self.sim_time: float | None = None
         self.success = False
         node.create_subscription(Clock, robot.CLOCK_TOPIC, self._on_clock, 10)
@@ -100,15 +101,27 @@ class DemoRunner:
     def _on_success(self, msg: Bool) -> None:
         self.success = msg.data
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    def _spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f'no {what} within {timeout:.0f} s; is aloha_sim running '
-                    f'(scene {self.scene!r}) on this ROS_DOMAIN_ID?'
-                )
+                return False
             self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        if not self._spin_until(predicate, timeout):
+            raise TimeoutError(f'no {what} within {timeout:.0f} s; {self._is_sim_there}')
+
+    @property
+    def _is_sim_there(self) -> str:
+        return f'is aloha_sim running (scene {self.scene!r}) on this ROS_DOMAIN_ID?'
+
+    def _call(self, client: object, send: Callable[[], object]) -> object:
+        try:
+            return call_until_answered(client, send, self._spin_until)
+        except TimeoutError as error:
+            raise TimeoutError(f'{error}; {self._is_sim_there}') from None
 
     def wait_for_sim(self, timeout: float = 30.0) -> None:
         self._wait(
@@ -117,22 +130,21 @@ class DemoRunner:
             f'/{SIM_NODE}/reset service and /clock',
         )
 
-    def reset(self, seed: int, instruction: str, timeout: float = 30.0) -> tuple[Episode, float]:
+    def reset(self, seed: int, instruction: str) -> tuple[Episode, float]:
         """Set the sim's seed and instruction, reset it; the episode and its start time."""
-        future = self.params.set_parameters(
-            [Parameter('seed', value=seed), Parameter('instruction', value=instruction)]
-        )
-        self._wait(future.done, timeout, 'parameter reply from aloha_sim')
-        refused = [r.reason for r in future.result().results if not r.successful]
+        parameters = [Parameter('seed', value=seed), Parameter('instruction', value=instruction)]
+        answer = self._call(self.params.client, lambda: self.params.set_parameters(parameters))
+        refused = [r.reason for r in answer.results if not r.successful]
         if refused:
             raise ValueError(
                 f'aloha_sim refused seed={seed}, instruction={instruction!r}: {refused}'
             )
-        future = self.reset_client.call_async(Trigger.Request())
-        self._wait(future.done, timeout, 'reply from /aloha_sim/reset')
-        if not future.result().success:
-            raise RuntimeError(f'aloha_sim reset failed: {future.result().message}')
-        info = json.loads(future.result().message)
+        answer = self._call(
+            self.reset_client, lambda: self.reset_client.call_async(Trigger.Request())
+        )
+        if not answer.success:
+            raise RuntimeError(f'aloha_sim reset failed: {answer.message}')
+        info = json.loads(answer.message)
         if info['scene'] != self.scene:
             raise ValueError(
                 f'aloha_sim runs scene {info["scene"]!r}, not {self.scene!r}; '

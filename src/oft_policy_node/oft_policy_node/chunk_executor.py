@@ -35,7 +35,6 @@ from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -45,8 +44,10 @@ from oft_policy_node.command_backends import BACKENDS
 from oft_policy_node.executor_parameters import PARAMETERS
 from oft_policy_node.node_parameters import declare_all
 from oft_policy_node.node_runner import run_node
+from oft_policy_node.rclpy_compat import subscribe_with_arrival
 from oft_policy_node.ros_conversions import committed_chunk_msg, seconds_to_stamp, stamp_to_seconds
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
+from oft_policy_node.runtime.clock_history import ClockHistory
 from oft_policy_node.runtime.control_loop import PeriodicLoop, monotonic_sleep_until
 from oft_policy_node.runtime.executor_core import (
     CLOCK_NOT_STARTED,
@@ -91,9 +92,10 @@ class ChunkExecutor(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._committed = self.create_publisher(CommittedChunk, robot.COMMITTED_CHUNK_TOPIC, 10)
         self._committed_msg: CommittedChunk | None = None
-        self.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
+        subscribe_with_arrival(self, ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
         for arm in robot.ARMS:
-            self.create_subscription(
+            subscribe_with_arrival(
+                self,
                 JointState,
                 robot.joint_states_topic(arm),
                 partial(self._on_joint_state, arm),
@@ -103,6 +105,7 @@ class ChunkExecutor(Node):
         self.create_service(Trigger, '~/resume', self._on_resume)
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
         sim_time = self.get_parameter('use_sim_time').value
+        self._sim_clock: ClockHistory | None = None
         if sim_time:
             self._watch_sim_clock()
         self._loop = PeriodicLoop(
@@ -141,8 +144,10 @@ class ChunkExecutor(Node):
         after (a simulation that waits for this tick's command never sends that one)."""
         self._clock_moved = threading.Event()
         self._clock_went_back = False
+        self._sim_clock = ClockHistory()
 
         def on_jump(jump: TimeJump) -> None:
+            self._sim_clock.record(time.time_ns(), self._now())
             self._clock_went_back |= jump.delta.nanoseconds < 0
             self._clock_moved.set()
 
@@ -168,20 +173,27 @@ class ChunkExecutor(Node):
             self._clock_moved.wait(0.5)  # the timeout only re-checks `stopping`
         return False
 
-    def _arrival(self, info: MessageInfo) -> float:
+    def _arrival(self, received_ns: int) -> float:
         """When DDS received a message, on this node's clock: now minus how long it waited in
-        the queue. A stalled or starved executor takes a backlog of old joint states (and
-        chunks) at once; stamped with the time their callback ran they would make a driver
-        that went silent during the stall look alive for another max_joint_state_age (seen: a
-        1.2 s stall, then 0.25 s of motion on states from before it)."""
-        received = info['received_timestamp']  # system clock, ns; 0 if the rmw gives none
-        waited = max(time.time_ns() - received, 0) if received else 0
+        the queue (on /clock: the sim time the node had then, runtime/clock_history.py). A
+        stalled or starved executor takes a backlog of old joint states (and chunks) at once;
+        stamped with the time their callback ran they would make a driver that went silent
+        during the stall look alive for another max_joint_state_age (seen: a 1.2 s stall, then
+        0.25 s of motion on states from before it). received_ns is 0 where rclpy gives no
+        receive time (Humble, rclpy_compat): the callback's time, that cost accepted
+        (docs/runtime.md)."""
+        if not received_ns:
+            return self._now()
+        if self._sim_clock is not None:
+            then = self._sim_clock.at(received_ns)
+            return self._now() if then is None else min(then, self._now())
+        waited = max(time.time_ns() - received_ns, 0)
         return self._now() - waited * 1e-9
 
-    def _on_joint_state(self, arm: str, msg: JointState, info: MessageInfo) -> None:
+    def _on_joint_state(self, arm: str, msg: JointState, received_ns: int) -> None:
         try:
             state = arm_state_from_joint_state(msg.name, msg.position)
-            arrival = self._arrival(info)
+            arrival = self._arrival(received_ns)
             with self._lock:
                 self._core.set_measured_arm(arm, state, arrival)
         except ValueError as error:
@@ -189,9 +201,9 @@ class ChunkExecutor(Node):
                 f'{robot.joint_states_topic(arm)}: {error}', throttle_duration_sec=2.0
             )
 
-    def _on_chunk(self, msg: ActionChunk, info: MessageInfo) -> None:
+    def _on_chunk(self, msg: ActionChunk, received_ns: int) -> None:
         actions = np.asarray(msg.actions, dtype=np.float64)  # the costly part, outside the lock
-        arrival = self._arrival(info)
+        arrival = self._arrival(received_ns)
         with self._lock:
             reason = self._core.receive_chunk(
                 stamp_to_seconds(msg.header.stamp),
