@@ -14,6 +14,8 @@ import pytest
 
 from tests.ros_fixtures import REPO_ROOT
 
+pytestmark = pytest.mark.ros  # the demo graph: sim, policy_node and chunk_executor over DDS
+
 REPORT_KEYS = {
     'instruction',
     'scene',
@@ -34,6 +36,12 @@ REPORT_KEYS = {
 }
 
 
+# The sim waits for the wall clock at a quarter of real time: the graph's work (inference, the
+# monitor's video) then costs a quarter of the sim time it costs at full speed, so what this
+# test asserts in sim time holds on a loaded machine too (the same code runs at any factor).
+REAL_TIME_FACTOR = 0.25
+
+
 @pytest.mark.slow
 def test_short_demo_writes_a_report_without_stalls(tmp_path):
     duration = 3.0
@@ -46,6 +54,8 @@ def test_short_demo_writes_a_report_without_stalls(tmp_path):
             'put red pepper into pot',
             '--duration',
             str(duration),
+            '--real-time-factor',
+            str(REAL_TIME_FACTOR),
             '--out',
             str(tmp_path),
         ],
@@ -64,10 +74,10 @@ def test_short_demo_writes_a_report_without_stalls(tmp_path):
     # No checkpoint given: the trained one committed under checkpoints/<scene> is the default.
     assert report['policy_trained'] is True
     assert 'UNTRAINED' not in result.stdout
-    # The window closes at the monitor's first look past the duration: on two loaded cores the
-    # monitor, which also scales and encodes the video in its callbacks, looked 2.1 sim-s late.
+    # The window closes at the monitor's first look past the duration (at full speed on two
+    # loaded cores it once looked 2.1 sim-s late: 0.5 s at this factor).
     assert duration - 0.1 <= report['sim_seconds'] <= duration + 3.0
-    assert 0.0 < report['real_time_factor'] <= 1.05
+    assert 0.0 < report['real_time_factor'] <= REAL_TIME_FACTOR * 1.05
     assert report['stalled_ticks'] == 0
     assert report['tracking_faults'] == 0  # the new checks at their defaults never trip here
     # At most 25 Hz of sim time (fewer when a loaded CPU makes /clock jump past a tick).
@@ -80,7 +90,7 @@ def test_short_demo_writes_a_report_without_stalls(tmp_path):
     assert 0.0 < latency['p50'] <= latency['p95'] <= latency['max']
     assert (run_dir / 'joints.png').stat().st_size > 10_000
     # 10 frames per sim second, from best-effort 480x640 camera topics (sensor-data QoS): a
-    # loaded CPU drops some (20 of 30 were written in one full-suite run), none when idle.
+    # loaded CPU drops some (at full speed 20 of 30 were written in one full-suite run).
     assert report['video_frames'] >= 5 * duration
     assert (run_dir / 'cameras.mp4').stat().st_size > 10_000
     assert 'Traceback' not in result.stdout + result.stderr

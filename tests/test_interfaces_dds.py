@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.peers import reference_messages as ref
-from tests.ros_fixtures import spin_until, spinning_node
+from tests.ros_fixtures import call_service, spin_until, spinning_node
 
 
 @pytest.fixture
@@ -48,16 +48,7 @@ def test_set_instruction_round_trip(peer_node):
     assert spin_until(executor, client.service_is_ready, timeout=20.0), spawn.output(peer)
 
     def call(instruction: str) -> SetInstruction.Response:
-        # A request may be answered before the service's reply writer has matched this
-        # client's reply reader: Fast DDS then drops the reply after 100 ms (ROS 2's service
-        # discovery race, ros2/ros2#1253). As a real client would, ask again (both requests
-        # are idempotent), within the same 10 s.
-        for _ in range(5):
-            future = client.call_async(SetInstruction.Request(instruction=instruction))
-            if spin_until(executor, future.done, timeout=2.0):
-                return future.result()
-            client.remove_pending_request(future)
-        raise AssertionError(f'no reply to {instruction!r} in 5 requests over 10 s')
+        return call_service(executor, client, SetInstruction.Request(instruction=instruction))
 
     accepted = call('put red pepper into pot')
     assert accepted.success

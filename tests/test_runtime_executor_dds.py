@@ -61,7 +61,9 @@ def test_sync_pauses_for_a_chunk_observed_after_the_last_row(rig_factory):
     rig.publish_chunk(chunk_message(rig.now - 5 * PERIOD, a, chunk_id=1))
     for row in range(robot.CHUNK_SIZE):
         np.testing.assert_allclose(rig.tick(), a[row], atol=1e-9)
-    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['fresh_ticks']) >= 20)
+    assert rig.spin_until(
+        lambda: rig.diagnostics and int(rig.diagnostics[-1]['fresh_ticks']) >= 20
+    )
     stalls_before = int(rig.diagnostics[-1]['stalls'])
     last_row_time = rig.now
     # B was observed before A's last row: the executor holds A's last row and waits.
@@ -72,7 +74,9 @@ def test_sync_pauses_for_a_chunk_observed_after_the_last_row(rig_factory):
     rig.publish_chunk(chunk_message(last_row_time + PERIOD, c, chunk_id=3))
     for row in range(10):  # two diagnostics periods (0.2 s): a report after C began
         np.testing.assert_allclose(rig.tick(), c[row], atol=1e-9)
-    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['fresh_ticks']) > robot.CHUNK_SIZE)
+    assert rig.spin_until(
+        lambda: rig.diagnostics and int(rig.diagnostics[-1]['fresh_ticks']) > robot.CHUNK_SIZE
+    )
     counters = rig.diagnostics[-1]
     assert (int(counters['waits']), int(counters['stalls'])) == (3, stalls_before)
 
@@ -123,7 +127,9 @@ def test_prefix_splices_chunks_without_a_pause_or_a_jump(rig_factory):
             pending = (tick + 1, msg)
     for now, command in commands:
         np.testing.assert_allclose(command, path(now), atol=1e-6)
-    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['fresh_ticks']) >= 55)
+    assert rig.spin_until(
+        lambda: rig.diagnostics and int(rig.diagnostics[-1]['fresh_ticks']) >= 55
+    )
     report = rig.diagnostics[-1]
     assert int(report['splices']) >= 6 and int(report['late_splices']) == 0
     held = (int(report['stalls']), int(report['waits']), int(report['restarts']))
@@ -160,7 +166,9 @@ def test_empty_queue_and_watchdog_hold_the_pose_and_count_stalls(rig_factory):
     stalls_before = int(rig.diagnostics[-1]['stalls'])
     for _ in range(5):
         rig.tick()
-    assert rig.spin_until(lambda: int(rig.diagnostics[-1]['stalls']) > stalls_before)
+    assert rig.spin_until(
+        lambda: rig.diagnostics and int(rig.diagnostics[-1]['stalls']) > stalls_before
+    )
     assert int(rig.diagnostics[-1]['fresh_ticks']) == 4
 
 

@@ -43,7 +43,7 @@ def test_a_clock_skewed_publisher_cannot_keep_the_arms_moving(rig_factory, merge
     rig.publish_chunk(chunk_message(rig.now + 5.0, ramp(0.0), chunk_id=1))
     for _ in range(10):
         np.testing.assert_allclose(rig.tick(), POSE, atol=1e-9)
-    assert rig.spin_until(lambda: rig.diagnostics[-1]['future_chunks'] == '1')
+    assert rig.spin_until(lambda: rig.diagnostics and rig.diagnostics[-1]['future_chunks'] == '1')
     assert 'ahead of the executor clock' in rig.diagnostics[-1]['last_rejection']
 
     arrival = rig.now
@@ -159,10 +159,14 @@ def test_a_hung_joint_state_publisher_holds_the_arms_until_it_returns(executor_a
     # runs); later when ticks run late (a busy machine, a blocked publish).
     assert held_after <= 0.25 + 0.5
     assert not moving(stopped_at + 0.8)
+    stale = 'joint states stale: left, right'
+    assert keep_publishing(20.0, lambda: diagnostics[-1]['message'] == stale), spawn.output(
+        executor_proc
+    )
     report = diagnostics[-1]
-    assert report['message'] == 'joint states stale: left, right', spawn.output(executor_proc)
     assert report['level'] == 'WARN'
-    assert int(report['stale_events']) == stale_before + 1
+    # At least this one (a driver starved before the stop may have counted one more).
+    assert int(report['stale_events']) >= stale_before + 1
 
     # The driver is restarted where the arm was held: the executor takes up again on its own.
     arm.kill()
@@ -175,8 +179,7 @@ def test_a_hung_joint_state_publisher_holds_the_arms_until_it_returns(executor_a
         {d['message'] for d in diagnostics}
     )
     back_at = time.time()
-    keep_publishing(1.0)
-    assert moving(back_at), diagnostics[-1]
+    assert keep_publishing(20.0, lambda: moving(back_at)), diagnostics[-1]
     assert diagnostics[-1]['tracking_faults'] == '0'
 
     # Silent again, and this time the arm comes back 0.8 rad away and stays there (pushed and
@@ -195,7 +198,7 @@ def test_a_hung_joint_state_publisher_holds_the_arms_until_it_returns(executor_a
     keep_publishing(1.0)  # the policy goes on: its chunks are ignored
     np.testing.assert_allclose(commands[-1][1][:6], moved[:6], atol=1e-6)  # re-based, held
     assert not moving(faulted_at + 0.2)
-    assert int(diagnostics[-1]['ignored_chunks']) >= 3
+    assert keep_publishing(20.0, lambda: int(diagnostics[-1]['ignored_chunks']) >= 3)
     assert executor_proc.poll() is None
 
 
@@ -275,8 +278,10 @@ def test_the_mujoco_arm_held_in_place_trips_and_the_commands_stay_near_it(rclpy_
                     for arm in robot.ARMS
                 ]
             )  # (D,) where the arms stand
-        pushed = 0
-        while not (diagnostics and diagnostics[-1]['level'] == 'ERROR') and pushed < 40:
+        pushed, give_up = 0, time.monotonic() + 60.0  # sim time is slow on a loaded machine
+        while not (diagnostics and diagnostics[-1]['level'] == 'ERROR'):
+            if time.monotonic() > give_up:
+                break
             t = commands[-1][0]
             rows = np.tile(start, (K, 1))
             rows[:, 1] += 0.024 * np.arange(1, K + 1) + 0.024 * 5 * pushed  # 0.6 rad/s

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from oft_policy_node import robot
-from tests.ros_fixtures import ProcessGroup, spin_until
+from tests.ros_fixtures import ProcessGroup, call_service, spin_until
 from tests.runtime_rig import interbotix_joint_state
 
 HEIGHT, WIDTH = 48, 64  # small images keep the test light; the node checks this size
@@ -105,10 +105,7 @@ class Feeder:
     def set_instruction(self, text: str) -> object:
         from oft_msgs.srv import SetInstruction
 
-        assert self.spin_until(self.client.service_is_ready)
-        future = self.client.call_async(SetInstruction.Request(instruction=text))
-        assert self.spin_until(future.done)
-        return future.result()
+        return call_service(self.executor, self.client, SetInstruction.Request(instruction=text))
 
 
 def start_policy_node(directory: Path, checkpoint: Path, *params: str) -> tuple:

@@ -33,10 +33,12 @@ from aloha_bringup.evaluation.demo_report import (
     summary_lines,
     write_report,
 )
-from aloha_bringup.graph import default_checkpoint, resolve_graph
+from aloha_bringup.evaluation.eval_monitor import SIM
+from aloha_bringup.graph import default_checkpoint, load_params, resolve_graph
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
+from oft_policy_node.node_parameters import fraction
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # The executor reports counters on /diagnostics; the demo asks for them often so the counts at
@@ -166,6 +168,24 @@ class DemoMonitor:
             self.success = self.success or bool(msg.data)
 
 
+def add_real_time_factor(parser: argparse.ArgumentParser) -> None:
+    """--real-time-factor: aloha_sim's max_real_time_factor (demo and eval_sim)."""
+    parser.add_argument(
+        '--real-time-factor',
+        type=float,
+        default=load_params()[SIM]['max_real_time_factor'],
+        help="aloha_sim's max_real_time_factor, in (0, 1]: below 1 the sim "
+        'waits for the wall clock, so inference costs fewer sim seconds; '
+        "0.2 turns this 2-core CPU's ~60 ms into ~12 ms, about a GPU's "
+        '(default: config/params.yaml, %(default)s)',
+    )
+
+
+def check_real_time_factor(parser: argparse.ArgumentParser, value: float) -> None:
+    if problem := fraction(value):  # aloha_sim's own check, up front
+        parser.error(f'--real-time-factor {problem}, got {value}')
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         help='policy checkpoint directory (default: the best available)',
     )
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
+    add_real_time_factor(parser)
     parser.add_argument(
         '--out',
         type=Path,
@@ -206,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     sigterm_as_ctrl_c()
     if args.duration <= 0:
         parser.error(f'--duration {args.duration} must be > 0')
+    check_real_time_factor(parser, args.real_time_factor)
 
     run_dir = args.out / time.strftime('%Y%m%d-%H%M%S')
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in nodes:
         if spec.name == 'chunk_executor':
             spec.parameters['diagnostics_period'] = DIAGNOSTICS_PERIOD_S
+        elif spec.name == SIM:
+            spec.parameters['max_real_time_factor'] = args.real_time_factor
 
     import rclpy
     from rclpy.context import Context

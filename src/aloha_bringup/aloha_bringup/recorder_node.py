@@ -1,8 +1,9 @@
 """record_bag: record the demo topic set to a rosbag2 MCAP bag until Ctrl-C.
 
 Messages are taken off DDS still serialised and written as they are; on Ctrl-C (SIGINT) or
-SIGTERM the subscriptions stop and the bag is closed with its metadata, so every message
-received before the signal is in the bag and `ros2 bag info` reads it.
+SIGTERM what DDS has already received is written too (the queues are drained), then the bag is
+closed with its metadata, so every message received before the signal is in the bag and
+`ros2 bag info` reads it.
 """
 
 from __future__ import annotations
@@ -10,20 +11,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, BagWriter
-from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
+from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c, stop_deferred
 from oft_policy_node.qos import LATCHED
 
 # Reliable with a deep queue: a recorder must not drop frames while the writer is busy.
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# On a stop, messages DDS already holds are written for at most this long (a stream that goes
+# on is cut there).
+DRAIN_S = 2.0
 
 
 def message_class(msgtype: str) -> type:
@@ -48,6 +54,26 @@ def subscribe_raw(
         )
 
 
+def spin_until_stopped(executor: SingleThreadedExecutor) -> None:
+    """Spin until a stop signal: each wait is short so the signal's handler runs (rclpy's is
+    off), and a signal that lands while a message is taken raises only after it was written."""
+    while True:
+        with stop_deferred():
+            executor.spin_once(timeout_sec=0.1)
+
+
+def drain(executor: SingleThreadedExecutor, writer: BagWriter, idle_spins: int = 20) -> None:
+    """Write what DDS has received: spin until `idle_spins` spins in a row wrote nothing (a spin
+    may run a /clock or service callback instead), at most DRAIN_S."""
+    deadline = time.monotonic() + DRAIN_S
+    idle = 0
+    while idle < idle_spins and time.monotonic() < deadline:
+        written = sum(writer.counts.values())
+        with stop_deferred():
+            executor.spin_once(timeout_sec=0.0)
+        idle = idle + 1 if sum(writer.counts.values()) == written else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(
@@ -69,23 +95,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f'record_bag: {err}', file=sys.stderr)
         return 2
     sigterm_as_ctrl_c()  # and a stop never cuts a message in two (BagWriter.write)
-    rclpy.init(args=argv)
+    # rclpy's own Ctrl-C handler would shut the context down at once, with what DDS received
+    # but the node had not taken yet still in the queues (Humble has the option too: rclpy
+    # 3.3 rclpy/__init__.py:70, rclpy/signals.py:21).
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = Node(
         'demo_recorder', parameter_overrides=[Parameter('use_sim_time', value=args.use_sim_time)]
     )
     subscribe_raw(node, writer.write)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     node.get_logger().info(f'recording {len(DEMO_TOPICS)} topics to {args.output}; Ctrl-C to stop')
     try:
-        rclpy.spin(node)
+        spin_until_stopped(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError as err:
         if not interrupted(err):
             raise
     finally:
-        counts = writer.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            drain(executor, writer)
+        finally:
+            counts = writer.close()
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
     print(f'record_bag: wrote {sum(counts.values())} messages to {args.output}')
     for topic, count in counts.items():
         print(f'  {topic}: {count}')

@@ -92,7 +92,15 @@ class Evaluation:
             args.max_seconds / (0.05 * args.real_time_factor) + 60.0,
             'episode end',
         )  # the sim runs at >= 5 % of its real-time cap
-        monitor.window_end, wall_end = monitor.now(), time.monotonic()
+        # The episode ends at `end` in sim time, however late a busy monitor looked; the task
+        # states stamped up to it may still be on their way in.
+        monitor.window_end, wall_end = min(monitor.now(), end), time.monotonic()
+        length = monitor.window_end - monitor.window_start
+        self.spin_until(
+            lambda: monitor.states and monitor.states[-1].t >= length,
+            10 * DIAGNOSTICS_PERIOD_S + 10.0,
+            'task state past the episode end',
+        )
         # The executor's counters start at zero with its process: its first report after the
         # episode's end holds the episode's totals.
         self.spin_until(
@@ -106,7 +114,7 @@ class Evaluation:
 
     def _record(self, plan: EpisodePlan, episode: dict, wall_end: float) -> dict:
         monitor = self.monitor
-        success = monitor.success_time is not None
+        success = monitor.success_time is not None and monitor.success_time <= monitor.window_end
         states = monitor.window_states()
         if success and monitor.video.path.exists():
             monitor.video.path.unlink()  # videos of failures only

@@ -13,6 +13,7 @@ import numpy as np
 from aloha_bringup.evaluation.closed_loop_metrics import StateSample
 from aloha_bringup.evaluation.demo_report import CameraVideo, ExecutorCounters
 from oft_policy_node import robot
+from oft_policy_node.service_calls import call_until_answered
 
 SIM = 'aloha_sim'
 SERVICE_TIMEOUT_S = 10.0
@@ -120,7 +121,7 @@ class EvalMonitor:
             self.success_time = self.now()
 
     def _on_state(self, msg: object) -> None:
-        if self.recording():
+        if self.window_start is not None:  # past the window's end too: window_states cuts
             state = json.loads(msg.data)  # t on the sim clock: made relative to the episode
             self.states.append(
                 StateSample(
@@ -132,15 +133,17 @@ class EvalMonitor:
     def _call(self, client: object, request: object, spin: Callable[[float], None]) -> object:
         if not client.wait_for_service(timeout_sec=SERVICE_TIMEOUT_S):
             raise RuntimeError(f'service {client.srv_name} is not available')
-        future = client.call_async(request)
-        deadline = time.monotonic() + SERVICE_TIMEOUT_S
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f'service {client.srv_name} did not answer within {SERVICE_TIMEOUT_S} s'
-                )
-            spin(0.05)
-        return future.result()
+
+        def spin_until(done: Callable[[], bool], timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while not done() and time.monotonic() < deadline:
+                spin(0.05)
+            return done()
+
+        try:
+            return call_until_answered(client, lambda: client.call_async(request), spin_until)
+        except TimeoutError as error:
+            raise RuntimeError(str(error)) from None
 
     def services_ready(self) -> bool:
         return all(

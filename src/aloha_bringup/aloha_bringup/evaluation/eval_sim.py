@@ -37,7 +37,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aloha_bringup.demo import DIAGNOSTICS_PERIOD_S, REPO_ROOT, choose_checkpoint
+from aloha_bringup.demo import (
+    DIAGNOSTICS_PERIOD_S,
+    REPO_ROOT,
+    add_real_time_factor,
+    check_real_time_factor,
+    choose_checkpoint,
+)
 from aloha_bringup.evaluation.closed_loop_metrics import (
     language_task,
     summarize,
@@ -55,7 +61,6 @@ from aloha_bringup.graph import NodeSpec, load_params, resolve_graph
 from aloha_sim.scenes import get_scene
 from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c
-from oft_policy_node.node_parameters import fraction
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES
 
 
@@ -145,15 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         'plays whole chunks as OFT does on ALOHA (default: config/params.yaml, '
         f'{params[EXECUTOR]["merge_rule"]}, or sync for a checkpoint without an action prefix)',
     )
-    parser.add_argument(
-        '--real-time-factor',
-        type=float,
-        default=params[SIM]['max_real_time_factor'],
-        help="aloha_sim's max_real_time_factor, in (0, 1]: below 1 the sim "
-        'waits for the wall clock, so inference costs fewer sim seconds; '
-        "0.2 turns this 2-core CPU's ~60 ms into ~12 ms, about a GPU's "
-        '(default: config/params.yaml, %(default)s)',
-    )
+    add_real_time_factor(parser)
     parser.add_argument(
         '--chunk-latency',
         type=float,
@@ -178,8 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     check_episode_arguments(parser, args)
-    if problem := fraction(args.real_time_factor):  # aloha_sim's own check, up front
-        parser.error(f'--real-time-factor {problem}, got {args.real_time_factor}')
+    check_real_time_factor(parser, args.real_time_factor)
     if not args.chunk_latency >= 0.0:
         parser.error(f'--chunk-latency must be >= 0 s, got {args.chunk_latency}')
     return args
