@@ -37,7 +37,9 @@ from oft_policy_node.node_parameters import non_negative
 
 class EpisodeRecorder:
     """Writes the demo topics of one episode at a time. A bag opens with the episode's
-    /task/episode message; stamped messages from before the episode start are dropped.
+    /task/episode message; stamped messages from before the episode start, and from after its
+    end once that is known (`finish`), are dropped: a bag holds the episode's window of sim
+    time exactly, however far the recorder's queues lag the sim.
 
     The sim publishes /task/episode and then /task/instruction, but the executor may hand them
     over in the other order, so the newest instruction is held back and written when the bag
@@ -48,6 +50,8 @@ class EpisodeRecorder:
         self._path: Path | None = None
         self._seed: int | None = None
         self._start_ns = 0
+        self._end_ns: int | None = None
+        self._newest_ns: dict[str, int] = {}  # per stamped topic, the newest stamp seen
         self._held_instruction: tuple[int, bytes] | None = None
 
     def arm(self, path: Path, seed: int) -> None:
@@ -70,9 +74,23 @@ class EpisodeRecorder:
                 return
         if self.writer is None:
             return
-        if DEMO_TOPICS[topic] in STAMPED_TYPES and header_stamp_ns(cdr) < self._start_ns:
-            return
+        if DEMO_TOPICS[topic] in STAMPED_TYPES:
+            stamp = header_stamp_ns(cdr)
+            self._newest_ns[topic] = max(stamp, self._newest_ns.get(topic, stamp))
+            if stamp < self._start_ns or (self._end_ns is not None and stamp > self._end_ns):
+                return
         self.writer.write(topic, time_ns, cdr)
+
+    def finish(self, end_ns: int) -> None:
+        """The episode ends at `end_ns` (sim time): nothing stamped after it is written."""
+        self._end_ns = end_ns
+
+    def passed_end(self, topics: tuple[str, ...]) -> bool:
+        """Whether each of `topics` has delivered a message stamped at or after the end (so
+        everything of theirs inside the window is in)."""
+        return self._end_ns is not None and all(
+            self._newest_ns.get(topic, -1) >= self._end_ns for topic in topics
+        )
 
     def _open(self, info: dict) -> None:
         self.writer = BagWriter(
@@ -95,9 +113,16 @@ class EpisodeRecorder:
 
     def close(self) -> dict[str, int]:
         counts = self.writer.close() if self.writer else {}
-        self.writer = None
+        self.writer, self._end_ns, self._newest_ns = None, None, {}
         self._held_instruction = None
         return counts
+
+
+# What the sim publishes all the time (the demonstrator's commands stop with its plan).
+SIM_STREAMS = (
+    *(robot.camera_topic(camera) for camera in robot.CAMERAS),
+    *(robot.joint_states_topic(arm) for arm in robot.ARMS),
+)
 
 
 def bag_name(scene: str, seed: int) -> str:
@@ -211,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileExistsError(f'{path} exists; remove it or pick another --seed')
             recorder.arm(path, seed)
             result = runner.run_episode(seed, instruction_for(args.scene, k, args.instruction))
+            recorder.finish(round(result.end_time * 1e9))
+            # The sim's own streams past the end: the rest of the window is in (bounded: a
+            # stream that has stopped only cuts the wait short, the window stays exact).
+            runner.spin_until(lambda: recorder.passed_end(SIM_STREAMS), 10.0)
             counts = recorder.close()
             if not result.success and not args.keep_failed:
                 shutil.rmtree(path)

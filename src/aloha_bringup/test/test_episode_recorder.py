@@ -71,3 +71,28 @@ def test_a_held_instruction_of_another_task_is_not_written(tmp_path):
     recorder.close()
     got = bag_messages(tmp_path / 'ep')[robot.TASK_INSTRUCTION_TOPIC]
     assert got == [instruction_cdr('put green pepper into pot')]
+
+
+def test_the_bag_holds_the_episode_window_however_late_its_messages_come(tmp_path):
+    from sensor_msgs.msg import JointState
+
+    def state(stamp_s: float) -> bytes:
+        msg = JointState(name=list(robot.INTERBOTIX_JOINT_STATE_ORDER), position=[0.0] * 9)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp_s), round(stamp_s % 1 * 1e9)
+        return serialize_message(msg)
+
+    left, right = robot.joint_states_topic('left'), robot.joint_states_topic('right')
+    recorder = EpisodeRecorder()
+    recorder.arm(tmp_path / 'ep', 1)
+    recorder.sink(robot.TASK_EPISODE_TOPIC, 0, episode_cdr(1, 'put red pepper into pot'))
+    for t in (0.0, 0.5, 1.0):
+        recorder.sink(left, 0, state(t))
+    recorder.finish(end_ns=1_000_000_000)
+    assert not recorder.passed_end((left, right))  # right has said nothing yet
+    for t in (0.5, 1.0, 1.5):  # right lagged: its window arrives after the end is known
+        recorder.sink(right, 0, state(t))
+    recorder.sink(left, 0, state(1.5))
+    assert recorder.passed_end((left, right))
+    counts = recorder.close()
+    assert counts[left] == 3 and counts[right] == 2  # 1.5 s is past the end: dropped
+    assert not recorder.passed_end((left,))  # the next episode starts afresh

@@ -42,6 +42,7 @@ class EpisodeResult:
     success: bool
     sim_seconds: float
     wall_seconds: float
+    end_time: float  # s on the sim clock: the end of the episode's window
 
 
 def instruction_for(scene: str, episode: int, instruction: str | None) -> str:
@@ -101,7 +102,8 @@ class DemoRunner:
     def _on_success(self, msg: Bool) -> None:
         self.success = msg.data
 
-    def _spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Spin until `predicate()` or `timeout` s; which of the two."""
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -110,7 +112,7 @@ class DemoRunner:
         return True
 
     def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        if not self._spin_until(predicate, timeout):
+        if not self.spin_until(predicate, timeout):
             raise TimeoutError(f'no {what} within {timeout:.0f} s; {self._is_sim_there}')
 
     @property
@@ -119,7 +121,7 @@ class DemoRunner:
 
     def _call(self, client: object, send: Callable[[], object]) -> object:
         try:
-            return call_until_answered(client, send, self._spin_until)
+            return call_until_answered(client, send, self.spin_until)
         except TimeoutError as error:
             raise TimeoutError(f'{error}; {self._is_sim_there}') from None
 
@@ -175,7 +177,12 @@ class DemoRunner:
         self.success = None
         self._wait(lambda: self.success is not None, 10.0, robot.TASK_SUCCESS_TOPIC)
         return EpisodeResult(
-            seed, episode.instruction, bool(self.success), sim_seconds, time.monotonic() - wall
+            seed,
+            episode.instruction,
+            bool(self.success),
+            sim_seconds,
+            time.monotonic() - wall,
+            end,
         )
 
 
