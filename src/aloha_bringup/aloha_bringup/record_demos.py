@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             result = runner.run_episode(seed, instruction_for(args.scene, k, args.instruction))
             recorder.finish(round(result.end_time * 1e9))
             # The sim's own streams past the end: the rest of the window is in (bounded: a
-            # stream that has stopped only cuts the wait short, the window stays exact).
+            # stream that has stopped costs the 10 s, and the window stays exact).
             runner.spin_until(lambda: recorder.passed_end(SIM_STREAMS), 10.0)
             counts = recorder.close()
             if not result.success and not args.keep_failed:
