@@ -1,8 +1,7 @@
 """chunk_executor over real DDS, driven by a test rig that owns /clock: the commands equal the
 time-indexed expectation of a scripted chunk stream (stale prefix skipped, the merge rules;
 `sync` pauses for a fresh chunk and plays it from its first row), stalls hold the pose, the
-watchdog fires, ~/stop and ~/resume work, and the interbotix backend sends the driver's
-messages."""
+watchdog fires, ~/stop and ~/resume work. The interbotix backend: test_real_robot_dds.py."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from oft_policy_node import robot
-from tests.runtime_rig import PERIOD, POSE, ExecutorRig, chunk_message, ramp, rig_factory
+from tests.runtime_rig import PERIOD, POSE, chunk_message, ramp, rig_factory
 
 __all__ = ['rig_factory']  # the fixture, used by name
 
@@ -210,123 +209,6 @@ def test_stop_holds_and_ignores_chunks_until_resume(rig_factory):
     rig.publish_chunk(chunk_message(stamp_c, c, chunk_id=7))
     for _ in range(3):
         np.testing.assert_allclose(rig.tick(), c[row_at(stamp_c, rig.now)], atol=1e-9)
-
-
-def interbotix_rig(
-    rclpy_context, monkeypatch, omit: tuple[str, ...] = (), **params
-) -> tuple[ExecutorRig, object]:
-    """A chunk_executor with backend interbotix beside the xs_sdk stub (both arms at POSE)."""
-    from rclpy.parameter import Parameter
-
-    from tests.interface_build import load_test_interface
-
-    load_test_interface('interbotix_xs_msgs', monkeypatch)
-    from oft_policy_node.chunk_executor import ChunkExecutor
-    from tests.peers.xs_sdk_stub import XsSdkStub
-
-    overrides = [
-        Parameter('use_sim_time', value=True),
-        Parameter('backend', value='interbotix'),
-        Parameter('diagnostics_period', value=0.2),
-        *(Parameter(name, value=value) for name, value in params.items()),
-    ]
-    node = ChunkExecutor(context=rclpy_context, parameter_overrides=overrides)
-    stub = XsSdkStub(rclpy_context, POSE, omit)
-    rig = ExecutorRig(rclpy_context, node, follow=False)
-    rig.executor.add_node(stub)
-    return rig, stub
-
-
-def advance_clock(rig: ExecutorRig, stub: object, seconds: float) -> None:
-    """Let `seconds` of wall time pass with the clock ticking at 25 Hz."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        rig.now_ns += 40_000_000
-        rig.publish_clock()
-        rig.spin_until(lambda: False, timeout=0.04)
-
-
-def test_interbotix_bringup_calls_xs_sdk_in_order_then_starts_slowly(rclpy_context, monkeypatch):
-    """The bring-up as Trossen's opening_ceremony does it, before any command; then the first
-    move from the measured pose to a target 1 rad away ramps up over start_ramp_duration."""
-    from oft_policy_node.runtime.arm_bringup import follower_bringup
-
-    rig, stub = interbotix_rig(rclpy_context, monkeypatch, merge_rule='sync')
-    try:
-        for _ in range(300):  # up to 12 s of ticks until the first command
-            advance_clock(rig, stub, 0.04)
-            if stub.commands:
-                break
-        expected = follower_bringup()
-        seen = [(name, fields) for _, name, fields in stub.calls]
-        assert seen == [(call.name, call.request) for call in expected], seen
-        assert min(t for t, *_ in stub.commands) > max(t for t, *_ in stub.calls)
-        print('\nbring-up the stub xs_sdk saw:', *(f'{n} {f}' for n, f in seen), sep='\n  ')
-        for arm in robot.ARMS:  # the first command is the measured pose
-            np.testing.assert_allclose(
-                stub.group_commands(arm)[0], POSE[robot.arm_columns(arm)][:6], atol=1e-6
-            )
-
-        target = POSE.copy()
-        for arm in robot.ARMS:
-            target[robot.arm_columns(arm)][:6] += 1.0
-        rig.publish_chunk(chunk_message(rig.now, np.tile(target, (60, 1))))
-        start = len(stub.group_commands('left'))
-        for _ in range(60):  # at the robot's pace: joint states arrive between the ticks
-            before = len(stub.group_commands('left'))
-            advance_clock(rig, stub, 0.04)
-            assert rig.spin_until(lambda n=before: len(stub.group_commands('left')) > n)
-            if np.allclose(stub.group_commands('left')[-1], target[:6], atol=1e-5):
-                break
-        left = stub.group_commands('left')[start - 1 :]  # from the held measured pose
-        speeds = np.abs(np.diff(left, axis=0)).max(axis=1) / PERIOD  # rad/s per tick
-        duration = (len(left) - 1) * PERIOD
-        print(
-            f'start ramp: {duration:.2f} s to a target 1 rad away, peak {speeds.max():.3f} '
-            f'rad/s (limit {math.pi:.3f})'
-        )
-        # start_ramp_duration 2 s = 50 ticks: tick n moves at most n/50 of pi rad/s.
-        assert duration == pytest.approx(1.12)
-        assert speeds.max() == pytest.approx(27 / 50 * math.pi, rel=1e-4)
-        np.testing.assert_allclose(speeds[:27], math.pi * np.arange(1, 28) / 50, rtol=1e-4)
-    finally:
-        rig.executor.remove_node(stub)
-        stub.destroy_node()
-        rig.close()
-
-
-def test_a_missing_xs_sdk_service_stops_the_bringup_and_nothing_is_commanded(
-    rclpy_context, monkeypatch
-):
-    rig, stub = interbotix_rig(
-        rclpy_context, monkeypatch, omit=('set_motor_registers',), bringup_timeout=1.0
-    )
-    try:
-        for _ in range(50):  # the diagnostics timer runs on the rig's clock
-            advance_clock(rig, stub, 0.1)
-            if rig.diagnostics and rig.diagnostics[-1]['level'] == 'ERROR':
-                break
-        report = rig.diagnostics[-1]
-        assert (
-            'bring-up stopped at 4/12, /follower_left/set_motor_registers: the service is '
-            'not offered after 1.0 s' in report['message']
-        ), report
-        assert [name for _, name, _ in stub.calls] == [
-            '/follower_left/reboot_motors',
-            '/follower_left/set_operating_modes',
-            '/follower_left/set_operating_modes',
-        ]
-        assert stub.commands == []
-        response = rig.call('/chunk_executor/resume')
-        assert not response.success and 'bring-up stopped' in response.message
-        advance_clock(rig, stub, 0.5)
-        assert stub.commands == []
-    finally:
-        rig.executor.remove_node(stub)
-        stub.destroy_node()
-        rig.close()
 
 
 def test_writable_parameters_are_validated(rig_factory):

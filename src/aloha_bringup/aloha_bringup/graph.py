@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from aloha_bringup.robot_profile import RobotProfile, camera_topics, load_profile
 from oft_policy_node import robot
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
@@ -43,6 +44,9 @@ class NodeSpec:
     executable: str
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
+    # Seconds between the stop signals (SIGINT, SIGTERM, SIGKILL): the executor's exit moves
+    # the arms for up to its exit_timeout.
+    stop_timeout: float = 10.0
 
 
 def config_dir() -> Path:
@@ -175,11 +179,12 @@ def _substitute(value: Any, args: dict[str, str]) -> Any:
     return _SUBSTITUTION.sub(lookup, value)
 
 
-def _arm_remappings(graph: dict[str, Any], args: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def _arm_remappings(profile: RobotProfile, args: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Every topic and service of an arm moved to the namespace the robot uses."""
     remaps = []
     for arm in robot.ARMS:
         default = robot.arm_namespace(arm)
-        wanted = _substitute(graph.get('arm_namespaces', {}).get(default, default), args)
+        wanted = args[f'{arm}_namespace'] or profile.arm_namespaces[arm]
         if wanted == default:
             continue
         names = [
@@ -209,7 +214,10 @@ def resolve_graph(
     use_sim = parse_bool('use_sim', args['use_sim'])
     args['checkpoint'] = _resolve_checkpoint(args, use_sim)
     static = load_params(directory)
-    remappings = _arm_remappings(graph, args)
+    profile = load_profile(args['robot'], directory or config_dir())
+    _check_simulated_robot(profile, args, use_sim)
+    remappings = _arm_remappings(profile, args)
+    by_node = _profile_parameters(profile, args, directory or config_dir())
     nodes = []
     for entry in graph['nodes']:
         condition = entry.get('condition')
@@ -217,12 +225,58 @@ def resolve_graph(
             continue
         parameters = {
             **static.get(entry['name'], {}),
+            **by_node.get(entry['name'], {}),
             **{k: _substitute(v, args) for k, v in entry.get('parameters', {}).items()},
             'use_sim_time': use_sim,
         }
         if 'merge_rule' in parameters:
             parameters['merge_rule'] = merge_rule_for(parameters['merge_rule'], args['checkpoint'])
+        # the executor's exit (exit_timeout) and 5 s to end after it; others 10 s
+        stop_timeout = max(float(parameters.get('exit_timeout', 5.0)) + 5.0, 10.0)
         nodes.append(
-            NodeSpec(entry['name'], entry['package'], entry['executable'], parameters, remappings)
+            NodeSpec(
+                entry['name'],
+                entry['package'],
+                entry['executable'],
+                parameters,
+                remappings,
+                stop_timeout,
+            )
         )
     return nodes
+
+
+def _check_simulated_robot(profile: RobotProfile, args: dict[str, str], use_sim: bool) -> None:
+    """The simulation is Trossen's ALOHA 2 with raw realsense 4.55 topics: other profiles,
+    camera sets or transports describe hardware it does not simulate."""
+    if not use_sim:
+        return
+    cameras = args['cameras'] or profile.cameras
+    if profile.name != 'aloha2' or cameras != 'realsense_4_55':
+        raise ValueError(
+            f'the simulation is the aloha2 robot with realsense_4_55 cameras; robot:='
+            f'{args["robot"]} cameras:={cameras} describe a real robot: add use_sim:=false'
+        )
+    if args['image_transport'] != 'raw':
+        raise ValueError(
+            'the simulation publishes raw images: image_transport:=compressed needs a real '
+            'robot (use_sim:=false) or an image_transport republisher'
+        )
+
+
+def _profile_parameters(
+    profile: RobotProfile, args: dict[str, str], config: Path
+) -> dict[str, dict[str, Any]]:
+    """What the robot profile, the camera set and the transport give each node."""
+    cameras = camera_topics(args['cameras'] or profile.cameras, config)
+    executor = profile.executor_parameters()
+    if args['on_exit']:
+        executor['on_exit'] = args['on_exit']
+    return {
+        'policy_node': {
+            'camera_topics': cameras,
+            'image_transport': args['image_transport'],
+            'gripper_finger_range': executor['gripper_finger_range'],
+        },
+        'chunk_executor': executor,
+    }

@@ -21,7 +21,13 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
-from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, BagWriter
+from aloha_bringup.recording import (
+    DEMO_TOPICS,
+    IMAGE_TYPES,
+    LATCHED_TOPICS,
+    BagWriter,
+    demo_topics,
+)
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c, stop_deferred
 from oft_policy_node.qos import LATCHED
 
@@ -88,9 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         help='stamp messages with /clock time (as `ros2 bag record '
         '--use-sim-time`), e.g. when recording the simulation',
     )
+    parser.add_argument(
+        '--image-transport',
+        choices=sorted(IMAGE_TYPES),
+        default='raw',
+        help='record the cameras as raw sensor_msgs/Image or as the JPEG/PNG CompressedImage '
+        'on <topic>/compressed (what the graph uses; the converter reads both)',
+    )
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    topics = demo_topics(args.image_transport)
     try:
-        writer = BagWriter(args.output)
+        writer = BagWriter(args.output, topics)
     except (FileExistsError, ValueError) as err:
         print(f'record_bag: {err}', file=sys.stderr)
         return 2
@@ -102,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(
         'demo_recorder', parameter_overrides=[Parameter('use_sim_time', value=args.use_sim_time)]
     )
-    subscribe_raw(node, writer.write)
+    subscribe_raw(node, writer.write, topics)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    node.get_logger().info(f'recording {len(DEMO_TOPICS)} topics to {args.output}; Ctrl-C to stop')
+    node.get_logger().info(f'recording {len(topics)} topics to {args.output}; Ctrl-C to stop')
     try:
         spin_until_stopped(executor)
     except (KeyboardInterrupt, ExternalShutdownException):

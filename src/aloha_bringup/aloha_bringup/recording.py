@@ -15,18 +15,33 @@ from rosbags.typesys import Stores, get_typestore
 from oft_policy_node import robot
 from oft_policy_node.child_process import stop_deferred
 
-# The demo topic set: what a training episode needs, and what record_demos.launch.py records.
-# Latched topics are recorded with transient-local durability (their last value at start).
-DEMO_TOPICS: dict[str, str] = {
-    **{robot.camera_topic(cam): 'sensor_msgs/msg/Image' for cam in robot.CAMERAS},
-    **{robot.joint_states_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
-    **{robot.joint_positions_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
-    robot.TASK_INSTRUCTION_TOPIC: 'std_msgs/msg/String',
-    robot.TASK_EPISODE_TOPIC: 'std_msgs/msg/String',
-    robot.TASK_SUCCESS_TOPIC: 'std_msgs/msg/Bool',
-}
+IMAGE_TYPES = {'raw': 'sensor_msgs/msg/Image', 'compressed': 'sensor_msgs/msg/CompressedImage'}
+
+
+def demo_topics(
+    image_transport: str = 'raw', camera_topics: list[str] | None = None
+) -> dict[str, str]:
+    """The demo topic set: what a training episode needs, the cameras as the graph sends them
+    (raw Image topics, or <topic>/compressed CompressedImage: the converter reads both)."""
+    cameras = camera_topics or [robot.camera_topic(cam) for cam in robot.CAMERAS]
+    return {
+        **{
+            robot.image_topic(topic, image_transport): IMAGE_TYPES[image_transport]
+            for topic in cameras
+        },
+        **{robot.joint_states_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
+        **{robot.joint_positions_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
+        robot.TASK_INSTRUCTION_TOPIC: 'std_msgs/msg/String',
+        robot.TASK_EPISODE_TOPIC: 'std_msgs/msg/String',
+        robot.TASK_SUCCESS_TOPIC: 'std_msgs/msg/Bool',
+    }
+
+
+# What record_demos.launch.py and the simulation record. Latched topics are recorded with
+# transient-local durability (their last value at start).
+DEMO_TOPICS = demo_topics()
 LATCHED_TOPICS = (robot.TASK_INSTRUCTION_TOPIC, robot.TASK_EPISODE_TOPIC)
-STAMPED_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/JointState')
+STAMPED_TYPES = (*IMAGE_TYPES.values(), 'sensor_msgs/msg/JointState')
 # rosbag2 metadata version 9 is what Jazzy/Kilted's `ros2 bag` write; Humble reads it too
 # when written as MCAP (its mcap plugin reads the schema from the file).
 BAG_VERSION = 9

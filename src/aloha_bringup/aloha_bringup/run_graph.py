@@ -26,8 +26,6 @@ import yaml
 from aloha_bringup.graph import NodeSpec, graph_arguments, resolve_graph
 from oft_policy_node.child_process import stop_process
 
-STOP_TIMEOUT_S = 10.0
-
 
 def executable_path(spec: NodeSpec) -> str:
     """The installed console script of a node (colcon puts it in <prefix>/lib/<package>/)."""
@@ -83,6 +81,7 @@ class GraphProcesses:
 
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen] = {}
+        self._stop_timeouts: dict[str, float] = {}
 
     def start(self, spec: NodeSpec, command: list[str]) -> None:
         proc = subprocess.Popen(
@@ -92,6 +91,7 @@ class GraphProcesses:
             env={**os.environ, 'PYTHONUNBUFFERED': '1'},
         )
         self.procs[spec.name] = proc
+        self._stop_timeouts[spec.name] = spec.stop_timeout
         threading.Thread(
             target=_forward_output, args=(spec.name, proc.stdout), daemon=True
         ).start()
@@ -104,7 +104,7 @@ class GraphProcesses:
         """Stop one node (SIGINT, then SIGTERM, then SIGKILL) and forget it; its exit code."""
         code = stop_process(
             self.procs.pop(name),
-            STOP_TIMEOUT_S,
+            self._stop_timeouts.pop(name),
             lambda sig: print(f'[run_graph] {name} ignored {sig.name}', flush=True),
         )
         print(f'[run_graph] {name} exited with {code}', flush=True)

@@ -27,6 +27,9 @@ def _nodes(context, *args, **kwargs):
             remappings=list(spec.remappings),
             output='screen',
             emulate_tty=True,
+            # the executor's exit moves the arms before it ends: time before SIGTERM, SIGKILL
+            sigterm_timeout=str(spec.stop_timeout),
+            sigkill_timeout=str(spec.stop_timeout),
         )
         for spec in resolve_graph(values)
     ]

@@ -11,19 +11,21 @@ import time
 import numpy as np
 import pytest
 
-from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, header_stamp_ns
+from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, demo_topics, header_stamp_ns
 from oft_policy_node import robot
 from tests.bag_reading import bag_messages
 from tests.ros_fixtures import spin_until, spinning_node
 
 
-def make_message(topic: str, seq: int):
+def make_message(topic: str, seq: int, topics: dict[str, str] = DEMO_TOPICS):
     """A small message of the topic's type whose header stamp (sec) is `seq`."""
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CompressedImage, Image, JointState
     from std_msgs.msg import Bool, String
 
-    msgtype = DEMO_TOPICS[topic]
-    if msgtype == 'sensor_msgs/msg/Image':
+    msgtype = topics[topic]
+    if msgtype == 'sensor_msgs/msg/CompressedImage':
+        msg = CompressedImage(format='rgb8; jpeg compressed bgr8', data=bytes(range(20)))
+    elif msgtype == 'sensor_msgs/msg/Image':
         msg = Image(height=2, width=2, encoding='rgb8', step=6, data=bytes(range(12)))
     elif msgtype == 'sensor_msgs/msg/JointState':
         msg = JointState(name=list(robot.INTERBOTIX_JOINT_STATE_ORDER), position=[0.1] * 9)
@@ -36,7 +38,12 @@ def make_message(topic: str, seq: int):
 
 
 @pytest.fixture
-def publishers(rclpy_context):
+def transport(request) -> str:
+    return getattr(request, 'param', 'raw')
+
+
+@pytest.fixture
+def publishers(rclpy_context, transport):
     from aloha_bringup.recorder_node import RECORD_QOS, message_class
     from oft_policy_node.qos import LATCHED
 
@@ -45,13 +52,20 @@ def publishers(rclpy_context):
             topic: node.create_publisher(
                 message_class(msgtype), topic, LATCHED if topic in LATCHED_TOPICS else RECORD_QOS
             )
-            for topic, msgtype in DEMO_TOPICS.items()
+            for topic, msgtype in demo_topics(transport).items()
         }
         yield pubs, executor
 
 
-def start_recorder(spawn, executor, pubs, path):
-    recorder = spawn.python('-m', 'aloha_bringup.recorder_node', str(path), name='recorder')
+def start_recorder(spawn, executor, pubs, path, transport: str = 'raw'):
+    recorder = spawn.python(
+        '-m',
+        'aloha_bringup.recorder_node',
+        str(path),
+        '--image-transport',
+        transport,
+        name='recorder',
+    )
     matched = lambda: all(p.get_subscription_count() > 0 for p in pubs.values())  # noqa: E731
     assert spin_until(executor, matched, 30.0), spawn.output(recorder)
     return recorder
@@ -65,16 +79,18 @@ def wait_until_received(pubs: dict) -> None:
         assert pub.wait_for_all_acked(Duration(seconds=30)), f'{topic}: not acknowledged'
 
 
-def test_recorded_bag_has_every_message(publishers, spawn, tmp_path):
+@pytest.mark.parametrize('transport', ['raw', 'compressed'], indirect=True)
+def test_recorded_bag_has_every_message(publishers, spawn, tmp_path, transport):
     pubs, executor = publishers
+    topics = demo_topics(transport)
     for topic in LATCHED_TOPICS:  # latched before the recorder starts, like the sim's
         pubs[topic].publish(make_message(topic, 0))
-    recorder = start_recorder(spawn, executor, pubs, tmp_path / 'bag')
+    recorder = start_recorder(spawn, executor, pubs, tmp_path / 'bag', transport)
     sent = {topic: 1 for topic in LATCHED_TOPICS}
     for seq in range(30):
         for topic, pub in pubs.items():
             if topic not in LATCHED_TOPICS:
-                pub.publish(make_message(topic, seq))
+                pub.publish(make_message(topic, seq, topics))
                 sent[topic] = sent.get(topic, 0) + 1
         time.sleep(0.005)
     wait_until_received(pubs)  # the tail too; the recorder writes what it received on Ctrl-C

@@ -16,7 +16,15 @@ publishes commands (backend), /diagnostics (ERROR on a tracking fault or a faile
 and, with merge_rule prefix, /chunk_executor/committed (oft_msgs/CommittedChunk) every tick:
 the chunk being played, for policy_node to give the next chunk the rows played while it
 thinks.
-Services: ~/stop, ~/resume (std_srvs/Trigger; resume also clears a tracking fault).
+Services: ~/stop, ~/resume (std_srvs/Trigger; resume also clears a tracking fault),
+~/go_to_start and ~/sleep (std_srvs/Trigger: a slow move to the start or the sleep pose, then
+hold until ~/resume).
+
+Start and end of a run (on_start, on_exit): with backend interbotix the arms first move slowly
+to the start pose with the grippers open, then follow the policy; Ctrl-C or SIGTERM opens the
+grippers and holds (on_exit hold), or moves to the sleep pose and torques off there (sleep).
+A second publisher on the command topics (another teleop or executor left running) is reported
+on /diagnostics: nothing is commanded while it is there, and a running executor stops.
 
 Run (simulation: add -p use_sim_time:=true; robot: -p backend:=interbotix):
     ros2 run oft_policy_node chunk_executor --ros-args -p merge_rule:=blend
@@ -31,7 +39,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.clock import JumpThreshold, TimeJump
+from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -51,14 +59,23 @@ from oft_policy_node.runtime.clock_history import ClockHistory
 from oft_policy_node.runtime.control_loop import PeriodicLoop, monotonic_sleep_until
 from oft_policy_node.runtime.executor_core import (
     CLOCK_NOT_STARTED,
-    NEEDS_RESUME,
+    IGNORING_CHUNKS,
     ExecutorCore,
     ExecutorRules,
     ExecutorState,
 )
-from oft_policy_node.runtime.safety import SafetyFilter, SafetyLimits
+from oft_policy_node.runtime.pose_moves import both_arms
+from oft_policy_node.runtime.safety import IS_GRIPPER, SafetyFilter, SafetyLimits
 from oft_policy_node.runtime.sensor_decoding import arm_state_from_joint_state
 from oft_policy_node.runtime.tick_stats import TickStats
+
+COMMAND_TOPIC_CHECK_S = 0.5  # how often the command topics are checked for other publishers
+YIELDED = (
+    'stopped: another node commanded the arms; ~/resume follows chunks from the measured pose'
+)
+# Peak gripper speed (opening per s) of the pose moves: opening a closed gripper takes about
+# 0.8 s (Trossen's scripts open them in 0.5 s; the executor's limit is 4/s).
+GRIPPER_MOVE_SPEED = 2.0
 
 
 class ChunkExecutor(Node):
@@ -83,7 +100,30 @@ class ChunkExecutor(Node):
                 start_ramp_ticks=round(params['start_ramp_duration'] * rate),
             ),
         )
-        self._backend = BACKENDS[params['backend']](self, params)
+        self._gripper = robot.GripperCalibration(
+            *params['gripper_finger_range'], *params['gripper_motor_range']
+        )
+        self._backend = BACKENDS[params['backend']](self, params, self._gripper)
+        interbotix = params['backend'] == 'interbotix'
+        self._period = 1.0 / rate
+        self._move_speeds = np.where(IS_GRIPPER, GRIPPER_MOVE_SPEED, params['pose_move_speed'])
+        start = both_arms(params['start_pose'], params['start_gripper'])
+        # Trossen's sleep_arms(home_first=True): to the start pose first, then down to sleep.
+        self._waypoints = {
+            'start pose': [start],
+            'sleep pose': [start, both_arms(params['sleep_pose'], params['sleep_gripper'])],
+        }
+        self._on_exit = params['on_exit']
+        self._exit_timeout = params['exit_timeout']
+        self._exit: str | None = None  # None, then 'moving', 'torque off', 'done'
+        self._exit_deadline = 0.0
+        if params['on_start'] == 'start_pose' or (params['on_start'] == 'auto' and interbotix):
+            self._move('start pose', then='follow')
+        # Other publishers on the command topics: {topic: [node names]} (checked on wall time).
+        self._intruders: dict[str, list[str]] = {}
+        # Another node commanded the arms after this one had: nothing is sent until ~/resume,
+        # not even the held pose (the arms may stand elsewhere now).
+        self._yielded = False
         self._reported_state = self._core.state
         self._told_ignoring = False  # "ignoring chunks" is logged once per stop or fault
         self._stats = TickStats(1.0 / params['rate_hz'])
@@ -94,15 +134,23 @@ class ChunkExecutor(Node):
         self._committed_msg: CommittedChunk | None = None
         subscribe_with_arrival(self, ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
         for arm in robot.ARMS:
-            subscribe_with_arrival(
+            subscription = subscribe_with_arrival(
                 self,
                 JointState,
                 robot.joint_states_topic(arm),
                 partial(self._on_joint_state, arm),
                 qos_profile_sensor_data,
             )
+            self._backend.watch_driver(arm, subscription.topic_name)
         self.create_service(Trigger, '~/stop', self._on_stop)
         self.create_service(Trigger, '~/resume', self._on_resume)
+        self.create_service(Trigger, '~/go_to_start', partial(self._on_move, 'start pose'))
+        self.create_service(Trigger, '~/sleep', partial(self._on_move, 'sleep pose'))
+        self.create_timer(
+            COMMAND_TOPIC_CHECK_S,
+            self._check_command_topics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
         self.create_timer(params['diagnostics_period'], self._publish_diagnostics)
         sim_time = self.get_parameter('use_sim_time').value
         self._sim_clock: ClockHistory | None = None
@@ -122,6 +170,17 @@ class ChunkExecutor(Node):
         self.get_logger().info(
             f'{rate} Hz ({priority.description}), backend {params["backend"]}, '
             f'merge {params["merge_rule"]}; waiting for joint states'
+        )
+
+    def _move(self, pose: str, then: str) -> str | None:
+        if pose == 'grippers open':  # the arms stay where they are commanded
+            target = self._core.last_command
+            target[IS_GRIPPER] = 1.0
+            waypoints = [target]
+        else:
+            waypoints = self._waypoints[pose]
+        return self._core.move_to(
+            pose, waypoints, self._move_speeds, self._period, then=then, min_duration=0.5
         )
 
     def _on_parameter(self, name: str, value: Any) -> None:
@@ -191,8 +250,9 @@ class ChunkExecutor(Node):
         return self._now() - waited * 1e-9
 
     def _on_joint_state(self, arm: str, msg: JointState, received_ns: int) -> None:
+        self._backend.joint_state_arrived(arm)
         try:
-            state = arm_state_from_joint_state(msg.name, msg.position)
+            state = arm_state_from_joint_state(msg.name, msg.position, self._gripper)
             arrival = self._arrival(received_ns)
             with self._lock:
                 self._core.set_measured_arm(arm, state, arrival)
@@ -220,7 +280,7 @@ class ChunkExecutor(Node):
             state = self._core.state
         if reason is None:
             return
-        if state in NEEDS_RESUME or reason == CLOCK_NOT_STARTED:
+        if state in IGNORING_CHUNKS or reason == CLOCK_NOT_STARTED:
             if not self._told_ignoring:
                 self._told_ignoring = True
                 self.get_logger().warning(f'ignoring chunks (counted in ignored_chunks): {reason}')
@@ -232,9 +292,13 @@ class ChunkExecutor(Node):
     def _on_tick(self) -> None:
         with self._lock:  # the stats too: the diagnostics callback reads them from its thread
             self._stats.record(time.monotonic())
-            if not self._backend.ready:
-                return  # nothing is commanded before the bring-up is done
             now = self._now()
+            if not self._backend.ready or self._intruders or self._yielded:
+                # nothing is commanded before the bring-up, while a driver is checked, nor
+                # beside another node
+                if self._backend.brought_up:
+                    self._core.hold_tick(now)
+                return
             result = self._core.tick(now)
             if result.command is not None:
                 self._backend.send(result.command, seconds_to_stamp(now))
@@ -264,6 +328,10 @@ class ChunkExecutor(Node):
             )
         elif state is ExecutorState.RUNNING:
             logger.info('running: following chunks')
+        elif state is ExecutorState.MOVING and core.move is not None:
+            logger.info(f'moving to the {core.move.name} ({core.move.duration:.1f} s)')
+        elif state is ExecutorState.STOPPED:
+            logger.info('holding the pose until ~/resume')
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -272,13 +340,38 @@ class ChunkExecutor(Node):
         self.get_logger().warning('stopped: holding the pose, ignoring chunks until ~/resume')
         return _succeeded(response, 'stopped: holding the last commanded pose')
 
-    def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+    def _on_move(
+        self, pose: str, request: Trigger.Request, response: Trigger.Response
+    ) -> Trigger.Response:
+        refusal = self._refusal()
+        if refusal is None:
+            with self._lock:
+                refusal = self._move(pose, then='stop')
+        if refusal:
+            response.success, response.message = False, refusal
+            return response
+        self.get_logger().info(f'~/{"go_to_start" if pose == "start pose" else "sleep"}')
+        return _succeeded(response, f'moving to the {pose}, then holding until ~/resume')
+
+    def _refusal(self) -> str | None:
+        """Why nothing may be commanded now (a failed bring-up, another publisher, exiting)."""
         if self._backend.failure:
-            response.success, response.message = False, self._backend.failure
+            return self._backend.failure
+        if self._intruders:
+            return self._intruder_message()
+        if self._exit:
+            return 'the executor is exiting'
+        return None
+
+    def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        refusal = self._refusal()
+        if refusal:
+            response.success, response.message = False, refusal
             return response
         with self._lock:
             fault = self._core.fault
-            self._core.resume()
+            self._core.resume()  # re-based on the measured pose: wherever the arms stand now
+            self._yielded = False
         message = 'resumed: following new chunks from the measured pose' + (
             f' after: {fault.describe()}' if fault else ''
         )
@@ -337,6 +430,10 @@ class ChunkExecutor(Node):
             'queued_chunks': len(core.queue),
             'last_rejection': core.last_rejection,
             'backend': self._backend.status,
+            'driver_restarts': self._backend.driver_restarts,
+            'move_ticks': core.move_ticks,
+            'moves_done': core.moves_done,
+            'exit': self._exit or '',
         }
         return level, message, values
 
@@ -346,6 +443,10 @@ class ChunkExecutor(Node):
             return DiagnosticStatus.ERROR, self._loop.failure
         if backend.failure:
             return DiagnosticStatus.ERROR, backend.failure
+        if self._intruders:
+            return DiagnosticStatus.ERROR, self._intruder_message()
+        if self._yielded:
+            return DiagnosticStatus.WARN, YIELDED
         if not backend.ready:
             return DiagnosticStatus.WARN, backend.status
         state = core.state
@@ -353,10 +454,106 @@ class ChunkExecutor(Node):
             return DiagnosticStatus.ERROR, f'{state.value}: {core.fault.describe()}'
         if state is ExecutorState.STALE_JOINT_STATES:
             return DiagnosticStatus.WARN, f'{state.value}: {", ".join(core.stale_arms)}'
+        if state is ExecutorState.MOVING and core.move is not None:
+            return DiagnosticStatus.OK, f'moving to the {core.move.name}'
         return (
             DiagnosticStatus.OK if state is ExecutorState.RUNNING else DiagnosticStatus.WARN,
             state.value,
         )
+
+    def _check_command_topics(self) -> None:
+        """Find publishers other than this node on the topics it commands the arms on."""
+        found = {}
+        for topic in self._backend.command_topics():
+            names = [
+                f'{info.node_namespace.rstrip("/")}/{info.node_name}'
+                for info in self.get_publishers_info_by_topic(topic)
+            ]
+            mine = self.get_fully_qualified_name()
+            if mine in names:
+                names.remove(mine)  # one of them is this node's own publisher
+            if names:
+                found[topic] = sorted(names)
+        if found == self._intruders:
+            return
+        with self._lock:
+            if found and self._core.last_command is not None:
+                self._core.stop()
+                self._yielded = True
+            self._intruders = found
+        if found:
+            self.get_logger().error(self._intruder_message())
+        else:
+            self.get_logger().info('no other publisher on the command topics any more')
+
+    def _intruder_message(self) -> str:
+        where = '; '.join(
+            f'{topic}: {", ".join(names)}' for topic, names in self._intruders.items()
+        )
+        return (
+            f'another publisher on the command topics ({where}): nothing is commanded while it '
+            f'is there (two nodes commanding one arm); stop it, then ~/resume'
+        )
+
+    # ---- exit (Ctrl-C, SIGTERM: node_runner) -------------------------------------------------
+    def begin_exit(self) -> None:
+        """Start the configured end: the sleep move, or nothing (hold)."""
+        self._exit_deadline = time.monotonic() + self._exit_timeout
+        logger = self.get_logger()
+        with self._lock:
+            refusal = self._refusal() or (
+                None
+                if self._backend.ready and self._core.has_measured_pose
+                else 'the arms were never commanded'
+            )
+            pose = 'sleep pose' if self._on_exit == 'sleep' else 'grippers open'
+            if refusal is None:
+                refusal = self._move(pose, then='stop')
+        if refusal:
+            logger.warning(f'exit: the arms stay where they are ({refusal}); torque stays on')
+            self._exit = 'done'
+        else:
+            logger.info(
+                'exit: moving to the sleep pose, then torque off'
+                if self._on_exit == 'sleep'
+                else 'exit: opening the grippers; the arms hold their pose, torque on'
+            )
+            self._exit = 'moving'
+
+    def exit_done(self) -> bool:
+        """Polled by node_runner after begin_exit until True."""
+        logger = self.get_logger()
+        if self._exit == 'moving':
+            with self._lock:
+                state, at_rest = self._core.state, self._at_sleep_pose()
+            if state is ExecutorState.STOPPED and self._on_exit == 'hold':
+                self._exit = 'done'
+            elif state is ExecutorState.STOPPED and at_rest:
+                logger.info('exit: the arms rest at the sleep pose; torque off')
+                self._backend.torque_off()
+                self._exit = 'torque off'
+            elif state not in (ExecutorState.MOVING, ExecutorState.STOPPED):
+                logger.error(f'exit: the move to the sleep pose ended: {state.value}; torque on')
+                self._exit = 'done'
+        if self._exit == 'torque off' and self._backend.idle:
+            self._exit = 'done'
+        if self._exit != 'done' and time.monotonic() > self._exit_deadline:
+            logger.error(
+                f'exit: not done after exit_timeout {self._exit_timeout} s ({self._exit}); '
+                f'the arms stay held where they are, torque on'
+            )
+            self._exit = 'done'
+        return self._exit == 'done'
+
+    def _at_sleep_pose(self) -> bool:
+        """Whether both arms measure the sleep pose within the tracking tolerance (only then
+        may torque go off: an arm in the air would fall)."""
+        if not self._core.has_measured_pose:
+            return False
+        sleep = self._core.safety.clip_to_limits(self._waypoints['sleep pose'][-1])
+        error = np.abs(self._core.measured_pose() - sleep)
+        tolerance = self._core.safety.limits.tracking_tolerance
+        return bool((error <= tolerance)[~IS_GRIPPER].all())
 
     def raise_other_threads(self) -> None:
         self._loop.raise_other_threads()
@@ -387,7 +584,15 @@ def _process_node() -> ChunkExecutor:
 def main(argv: list[str] | None = None) -> int:
     # One callback thread: the ticks have their own, and every Python thread is one more that
     # can hold the GIL when the control loop wakes.
-    return run_node('chunk_executor', __doc__, PARAMETERS, _process_node, argv, callback_threads=1)
+    return run_node(
+        'chunk_executor',
+        __doc__,
+        PARAMETERS,
+        _process_node,
+        argv,
+        callback_threads=1,
+        graceful_exit=True,
+    )
 
 
 if __name__ == '__main__':

@@ -13,9 +13,28 @@ from oft_policy_node.node_parameters import (
     positive,
     positive_each,
 )
-from oft_policy_node.runtime.arm_bringup import GRIPPER_CURRENT_LIMIT
+from oft_policy_node.runtime.arm_bringup import GRIPPER_CURRENT_LIMIT, GRIPPER_CURRENT_LIMIT_MAX
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES
 from oft_policy_node.runtime.safety import ARM_TRACKING_TOLERANCE, GRIPPER_TRACKING_TOLERANCE
+
+EXIT_ACTIONS = ('sleep', 'hold')
+
+
+def _pair(values: list[float]) -> str | None:
+    return None if len(values) == 2 and values[0] != values[1] else 'must be [closed, open]'
+
+
+def _opening(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else 'must be an opening in [0, 1]'
+
+
+def _arm_pose(values: list[float]) -> str | None:
+    return (
+        None
+        if len(values) == len(robot.ARM_JOINTS)
+        else f'must list {len(robot.ARM_JOINTS)} joints'
+    )
+
 
 PARAMETERS = (
     ParameterSpec(
@@ -115,15 +134,85 @@ PARAMETERS = (
     ParameterSpec(
         'gripper_current_limit',
         GRIPPER_CURRENT_LIMIT,
-        'backend interbotix: the gripper current_limit register the bring-up sets '
-        '(Trossen aloha: 300).',
-        positive,
+        "backend interbotix: the grippers' Current_Limit (Dynamixel units of 2.69 mA, "
+        f'1..{GRIPPER_CURRENT_LIMIT_MAX}) the bring-up writes with torque off and reads back '
+        f"(ALOHA: {GRIPPER_CURRENT_LIMIT}, the value of Trossen's aloha_vx300s.yaml).",
+        lambda value: (
+            None
+            if 0 < value <= GRIPPER_CURRENT_LIMIT_MAX
+            else f'must be in 1..{GRIPPER_CURRENT_LIMIT_MAX}'
+        ),
     ),
     ParameterSpec(
         'bringup_timeout',
         10.0,
         'backend interbotix: seconds each xs_sdk service of the bring-up may take to '
         'appear and to answer before the bring-up stops.',
+        positive,
+    ),
+    ParameterSpec(
+        'gripper_finger_range',
+        [robot.ALOHA2_GRIPPER.finger_closed, robot.ALOHA2_GRIPPER.finger_open],
+        'Observed finger position (m, joint left_finger) of a closed and an open gripper '
+        "(the robot profile's; aloha2 by default).",
+        _pair,
+    ),
+    ParameterSpec(
+        'gripper_motor_range',
+        [robot.ALOHA2_GRIPPER.motor_closed, robot.ALOHA2_GRIPPER.motor_open],
+        'Commanded gripper motor angle (rad) of a closed and an open gripper.',
+        _pair,
+    ),
+    ParameterSpec(
+        'on_start',
+        'auto',
+        'After the bring-up: "start_pose" moves slowly to start_pose with the grippers at '
+        'start_gripper before following the policy (as Trossen\'s scripts start), "stay" follows '
+        'from where the arms are; "auto": start_pose with backend interbotix, stay in the '
+        'simulation (its episodes start where the scene puts the arms).',
+        one_of('auto', 'start_pose', 'stay'),
+    ),
+    ParameterSpec(
+        'on_exit',
+        'hold',
+        'On Ctrl-C or SIGTERM: "hold" opens the grippers and holds the arms where they are, '
+        'torque on (as Trossen\'s record and replay scripts end); "sleep" moves slowly to the '
+        "start pose, then the sleep pose (Trossen's sleep script), and torques the arms off once "
+        'they measure the sleep pose. Torque is never switched off anywhere else; a move that '
+        'cannot finish (joint states stop, a tracking fault, exit_timeout) leaves the arms held.',
+        one_of(*EXIT_ACTIONS),
+    ),
+    ParameterSpec(
+        'start_pose',
+        list(robot.START_ARM_POSE),
+        'Start pose of each arm (rad: waist, shoulder, elbow, forearm_roll, wrist_angle, '
+        "wrist_rotate); Trossen's START_ARM_POSE.",
+        _arm_pose,
+    ),
+    ParameterSpec(
+        'start_gripper', 1.0, 'Gripper opening at the start pose (0 closed .. 1 open).', _opening
+    ),
+    ParameterSpec(
+        'sleep_pose',
+        list(robot.SLEEP_ARM_POSE),
+        "Sleep pose of each arm (rad), where it rests with torque off; Trossen's sleep pose.",
+        _arm_pose,
+    ),
+    ParameterSpec(
+        'sleep_gripper', 0.0, 'Gripper opening at the sleep pose (0 closed .. 1 open).', _opening
+    ),
+    ParameterSpec(
+        'pose_move_speed',
+        0.5,
+        'Peak joint speed (rad/s; grippers: opening per s) of the moves to the start and '
+        'sleep poses.',
+        positive,
+    ),
+    ParameterSpec(
+        'exit_timeout',
+        15.0,
+        'Seconds the exit (on_exit sleep) may take; past it the executor leaves the arms held '
+        'where they are, torque on.',
         positive,
     ),
     ParameterSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', positive),

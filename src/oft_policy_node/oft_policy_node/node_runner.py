@@ -1,12 +1,19 @@
 """`main()` plumbing shared by the nodes: a `--help` that lists the parameters, a clean exit on
-Ctrl-C (SIGINT) and SIGTERM, and a one-line error (exit code 2) for a bad configuration."""
+Ctrl-C (SIGINT) and SIGTERM, and a one-line error (exit code 2) for a bad configuration.
+
+A node with an exit of its own (`ExitingNode`: the chunk executor moves the arms before it lets
+go) keeps spinning after the first signal until its exit is done; rclpy's signal handler, which
+would shut the context down at once, is off for it, and further signals (ros2 launch and the
+terminal both send SIGINT on one Ctrl-C) are not a reason to cut it short."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import rclpy
 from rclpy.executors import (
@@ -15,6 +22,7 @@ from rclpy.executors import (
     SingleThreadedExecutor,
 )
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
 from oft_policy_node.node_parameters import ParameterSpec
@@ -31,6 +39,27 @@ def parameter_help(specs: Sequence[ParameterSpec]) -> str:
     return '\n'.join(lines)
 
 
+class ExitingNode(Protocol):
+    def begin_exit(self) -> None: ...
+
+    def exit_done(self) -> bool: ...
+
+
+SPIN_S = 0.05  # spin_once's wait: how soon a signal is seen
+
+
+def _spin_with_exit(executor: SingleThreadedExecutor | MultiThreadedExecutor, node: ExitingNode):
+    """Spin until SIGINT/SIGTERM, then until the node's exit is done."""
+    signals: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, frame: signals.append(number))
+    while not signals:
+        executor.spin_once(timeout_sec=SPIN_S)
+    node.begin_exit()
+    while not node.exit_done():
+        executor.spin_once(timeout_sec=SPIN_S)
+
+
 def run_node(
     prog: str,
     description: str,
@@ -38,7 +67,9 @@ def run_node(
     make_node: Callable[[], Node],
     argv: Sequence[str] | None = None,
     callback_threads: int = 2,
+    graceful_exit: bool = False,
 ) -> int:
+    """`graceful_exit`: make_node() gives an ExitingNode, spun until its exit is done."""
     argv = list(sys.argv if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -47,7 +78,8 @@ def run_node(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
+    options = SignalHandlerOptions.NO if graceful_exit else None
+    rclpy.init(args=argv, signal_handler_options=options)
     node = None
     try:
         node = make_node()
@@ -57,7 +89,10 @@ def run_node(
             else MultiThreadedExecutor(num_threads=callback_threads)
         )
         executor.add_node(node)
-        executor.spin()
+        if graceful_exit:
+            _spin_with_exit(executor, node)
+        else:
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, RuntimeError) as error:

@@ -1,11 +1,13 @@
 """policy_node: runs the OFT+ policy on the newest synchronised observation, publishes chunks.
 
-Cameras (sensor_msgs/Image rgb8/bgr8) and both arms' joint states (Interbotix vx300s layout,
-mapped by joint name) fill an observation buffer; an inference thread of its own takes the
-newest complete set (stamps within sync_tolerance, not older than max_observation_age) whenever
-one newer than the last exists, and publishes one oft_msgs/ActionChunk per inference, stamped
-with the observation time. Callbacks never wait for the model. /set_instruction switches the
-instruction atomically between chunks; the active one is latched on /policy/instruction.
+Cameras (sensor_msgs/Image rgb8/bgr8, or with image_transport compressed the JPEG/PNG
+sensor_msgs/CompressedImage on <topic>/compressed) and both arms' joint states (Interbotix
+vx300s layout, mapped by joint name) fill an observation buffer; an inference thread of its
+own takes the newest complete set (stamps within sync_tolerance, not older than
+max_observation_age) whenever one newer than the last exists, and publishes one
+oft_msgs/ActionChunk per inference, stamped with the observation time. Callbacks never wait
+for the model. /set_instruction switches the instruction atomically between chunks; the active
+one is latched on /policy/instruction.
 The model (torch) is imported only here, when the node starts, never by the executor.
 
 Real-time chunking (a checkpoint trained with --prefix-steps, the executor on merge_rule
@@ -31,13 +33,13 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from oft_msgs.msg import ActionChunk, CommittedChunk
 from oft_msgs.srv import SetInstruction
 from oft_policy_node import robot
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, positive
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, one_of, positive
 from oft_policy_node.node_runner import run_node
 from oft_policy_node.qos import LATCHED
 from oft_policy_node.ros_conversions import (
@@ -49,7 +51,11 @@ from oft_policy_node.ros_conversions import (
 from oft_policy_node.runtime.action_prefix import PlayedChunk, PrefixPlanner
 from oft_policy_node.runtime.instructions import validate_instruction
 from oft_policy_node.runtime.observation_buffer import Observation, ObservationBuffer
-from oft_policy_node.runtime.sensor_decoding import arm_state_from_joint_state, decode_image
+from oft_policy_node.runtime.sensor_decoding import (
+    arm_state_from_joint_state,
+    decode_compressed_image,
+    decode_image,
+)
 
 
 def _count(n: int) -> Any:
@@ -83,6 +89,21 @@ PARAMETERS = (
         [robot.camera_topic(c) for c in robot.CAMERAS],
         f'Image topics in the model camera order {list(robot.CAMERAS)}.',
         _count(len(robot.CAMERAS)),
+    ),
+    ParameterSpec(
+        'image_transport',
+        'raw',
+        'How the cameras arrive: "raw" (sensor_msgs/Image on each camera topic) or '
+        '"compressed" (sensor_msgs/CompressedImage, JPEG or PNG, on <camera topic>/compressed, '
+        "as image_transport's compressed plugin publishes; for a policy host across a network).",
+        one_of(*robot.IMAGE_TRANSPORTS),
+    ),
+    ParameterSpec(
+        'gripper_finger_range',
+        [robot.ALOHA2_GRIPPER.finger_closed, robot.ALOHA2_GRIPPER.finger_open],
+        'The observed finger position (m, joint left_finger) of a closed and an open gripper; '
+        "the policy sees 0..1 between them (the robot profile's, aloha2 by default).",
+        _count(2),
     ),
     ParameterSpec(
         'joint_state_topics',
@@ -163,6 +184,7 @@ class PolicyNode(Node):
             self._allow_unknown,
         )
         self._image_size = tuple(params['image_size'])
+        self._gripper = robot.ALOHA2_GRIPPER.with_finger_range(*params['gripper_finger_range'])
         self._period = params['action_period']
         self._min_latency = params['min_chunk_latency']
         self._planner = PrefixPlanner(
@@ -195,11 +217,14 @@ class PolicyNode(Node):
         self._chunks = self.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
         self._instruction_pub = self.create_publisher(String, robot.INSTRUCTION_TOPIC, LATCHED)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        for camera, topic in zip(cameras, params['camera_topics'], strict=True):
+        compressed = params['image_transport'] == 'compressed'
+        on_image = self._on_compressed_image if compressed else self._on_image
+        for camera, base in zip(cameras, params['camera_topics'], strict=True):
+            topic = robot.image_topic(base, params['image_transport'])
             self.create_subscription(
-                Image,
+                CompressedImage if compressed else Image,
                 topic,
-                lambda msg, c=camera, t=topic: self._on_image(c, t, msg),
+                lambda msg, c=camera, t=topic: on_image(c, t, msg),
                 qos_profile_sensor_data,
             )
         for arm, topic in zip(robot.ARMS, params['joint_state_topics'], strict=True):
@@ -252,12 +277,21 @@ class PolicyNode(Node):
             lambda stamp, image: self._buffer.add_image(camera, stamp, image),
         )
 
+    def _on_compressed_image(self, camera: str, topic: str, msg: CompressedImage) -> None:
+        self._on_input(
+            'images',
+            topic,
+            msg,
+            lambda: decode_compressed_image(msg.format, bytes(msg.data), self._image_size),
+            lambda stamp, image: self._buffer.add_image(camera, stamp, image),
+        )
+
     def _on_joint_state(self, arm: str, topic: str, msg: JointState) -> None:
         self._on_input(
             'joint_states',
             topic,
             msg,
-            lambda: arm_state_from_joint_state(msg.name, msg.position),  # (7,)
+            lambda: arm_state_from_joint_state(msg.name, msg.position, self._gripper),  # (7,)
             lambda stamp, state: self._buffer.add_arm_state(arm, stamp, state),
         )
 

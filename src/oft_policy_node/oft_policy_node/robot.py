@@ -49,33 +49,67 @@ ARM_LIMITS = {
     'wrist_rotate': JointLimit(-PI_LIMIT, PI_LIMIT),
 }
 ARM_VELOCITY_LIMIT = math.pi  # rad/s
+# Poses of each arm (rad, ARM_JOINTS order) from the ALOHA scripts: START_ARM_POSE[:6] of
+# Interbotix/aloha aloha/constants.py (the same in the authors' experiments/robot/aloha
+# constants.py), where an episode starts; the sleep pose, where the arms rest with torque off.
+START_ARM_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0)
+SLEEP_ARM_POSE = (0.0, -1.7, 1.55, 0.12, 0.65, 0.0)
 # The executor's limit for the normalised gripper opening (1/s): a full close takes 0.25 s, about
 # as fast as a teleoperator closes the leader gripper in the ALOHA demos.
 GRIPPER_VELOCITY_LIMIT = 4.0
 
-# Gripper conversions of the ROS 2 ALOHA follower arms.
-FINGER_CLOSED, FINGER_OPEN = 0.0440, 0.0579  # m, observed finger position
-GRIPPER_MOTOR_CLOSED, GRIPPER_MOTOR_OPEN = 0.6197, 1.6214  # rad, commanded motor angle
+
+@dataclass(frozen=True)
+class GripperCalibration:
+    """How a follower gripper's units map to the policy's normalised opening (0 closed .. 1
+    open): the observed finger position (m, joint left_finger) and the commanded motor angle
+    (rad, joint gripper) of a closed and an open gripper. Robots differ (robot profiles in
+    aloha_bringup/config/robots); the simulation models ALOHA2_GRIPPER."""
+
+    finger_closed: float
+    finger_open: float
+    motor_closed: float
+    motor_open: float
+
+    def __post_init__(self) -> None:
+        values = (self.finger_closed, self.finger_open, self.motor_closed, self.motor_open)
+        if not all(map(math.isfinite, values)):
+            raise ValueError(f'gripper calibration values must be finite, got {values}')
+        if self.finger_closed == self.finger_open or self.motor_closed == self.motor_open:
+            raise ValueError(f'closed and open must differ, got {values}')
+
+    def with_finger_range(self, closed: float, opened: float) -> GripperCalibration:
+        return GripperCalibration(closed, opened, self.motor_closed, self.motor_open)
+
+    def with_motor_range(self, closed: float, opened: float) -> GripperCalibration:
+        return GripperCalibration(self.finger_closed, self.finger_open, closed, opened)
+
+    def finger_to_normalized(self, finger: float | np.ndarray) -> float | np.ndarray:
+        """Observed finger position (m) -> normalised opening, unclipped."""
+        return (finger - self.finger_closed) / (self.finger_open - self.finger_closed)
+
+    def normalized_to_finger(self, opening: float | np.ndarray) -> float | np.ndarray:
+        return self.finger_closed + opening * (self.finger_open - self.finger_closed)
+
+    def normalized_to_motor(self, opening: float | np.ndarray) -> float | np.ndarray:
+        """Normalised opening -> gripper motor angle command (rad)."""
+        return self.motor_closed + opening * (self.motor_open - self.motor_closed)
+
+    def motor_to_normalized(self, motor_angle: float | np.ndarray) -> float | np.ndarray:
+        return (motor_angle - self.motor_closed) / (self.motor_open - self.motor_closed)
 
 
-def finger_to_normalized(finger_position: float | np.ndarray) -> float | np.ndarray:
-    """Observed finger position (m) -> normalised opening (0 closed .. 1 open), unclipped."""
-    return (finger_position - FINGER_CLOSED) / (FINGER_OPEN - FINGER_CLOSED)
-
-
-def normalized_to_finger(opening: float | np.ndarray) -> float | np.ndarray:
-    """Normalised opening -> finger position (m), the inverse of `finger_to_normalized`."""
-    return FINGER_CLOSED + opening * (FINGER_OPEN - FINGER_CLOSED)
-
-
-def normalized_to_motor(opening: float | np.ndarray) -> float | np.ndarray:
-    """Normalised opening -> gripper motor angle command (rad)."""
-    return GRIPPER_MOTOR_CLOSED + opening * (GRIPPER_MOTOR_OPEN - GRIPPER_MOTOR_CLOSED)
-
-
-def motor_to_normalized(motor_angle: float | np.ndarray) -> float | np.ndarray:
-    """Gripper motor angle (rad) -> normalised opening, the inverse of `normalized_to_motor`."""
-    return (motor_angle - GRIPPER_MOTOR_CLOSED) / (GRIPPER_MOTOR_OPEN - GRIPPER_MOTOR_CLOSED)
+# Trossen's ROS 2 ALOHA followers (Interbotix/aloha, aloha/constants.py:
+# FOLLOWER_GRIPPER_POSITION_CLOSE/OPEN, FOLLOWER_GRIPPER_JOINT_CLOSE/OPEN).
+ALOHA2_GRIPPER = GripperCalibration(
+    finger_closed=0.0440, finger_open=0.0579, motor_closed=0.6197, motor_open=1.6214
+)
+FINGER_CLOSED, FINGER_OPEN = ALOHA2_GRIPPER.finger_closed, ALOHA2_GRIPPER.finger_open
+GRIPPER_MOTOR_CLOSED, GRIPPER_MOTOR_OPEN = ALOHA2_GRIPPER.motor_closed, ALOHA2_GRIPPER.motor_open
+finger_to_normalized = ALOHA2_GRIPPER.finger_to_normalized
+normalized_to_finger = ALOHA2_GRIPPER.normalized_to_finger
+normalized_to_motor = ALOHA2_GRIPPER.normalized_to_motor
+motor_to_normalized = ALOHA2_GRIPPER.motor_to_normalized
 
 
 def arm_namespace(arm: str) -> str:
@@ -118,6 +152,17 @@ def camera_topic(camera: str) -> str:
     return f'/{camera}/camera/color/image_rect_raw'
 
 
+# image_transport's names: "raw" is the topic itself, a plugin's stream is <topic>/<plugin>.
+IMAGE_TRANSPORTS = ('raw', 'compressed')
+
+
+def image_topic(base: str, transport: str) -> str:
+    """The topic a camera's frames arrive on with `transport`."""
+    if transport not in IMAGE_TRANSPORTS:
+        raise ValueError(f'image transport {transport!r} is not one of {IMAGE_TRANSPORTS}')
+    return base if transport == 'raw' else f'{base.rstrip("/")}/{transport}'
+
+
 def joint_states_topic(arm: str) -> str:
     return f'/{arm_namespace(arm)}/joint_states'
 
@@ -136,7 +181,13 @@ def driver_service(arm: str, service: str) -> str:
 
 
 # The xs_sdk services the executor's bring-up calls (runtime/arm_bringup.py).
-DRIVER_SERVICES = ('reboot_motors', 'set_operating_modes', 'set_motor_registers', 'torque_enable')
+DRIVER_SERVICES = (
+    'reboot_motors',
+    'set_operating_modes',
+    'set_motor_registers',
+    'get_motor_registers',
+    'torque_enable',
+)
 
 
 def joint_positions_topic(arm: str) -> str:

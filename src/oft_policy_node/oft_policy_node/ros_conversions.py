@@ -30,10 +30,13 @@ def seconds_to_stamp(seconds: float) -> Time:
     return ns_to_stamp(round(seconds * 1e9))
 
 
-def arm_command(command: np.ndarray, arm: str) -> tuple[list[float], float]:
-    """The `arm`'s 6 joint targets (rad) and gripper motor angle (rad) from a (D,) command."""
+def arm_command(
+    command: np.ndarray, arm: str, gripper: robot.GripperCalibration = robot.ALOHA2_GRIPPER
+) -> tuple[list[float], float]:
+    """The `arm`'s 6 joint targets (rad) and gripper motor angle (rad, by `gripper`'s
+    calibration) from a (D,) command."""
     columns = command[robot.arm_columns(arm)]  # (7,)
-    return [float(v) for v in columns[:-1]], float(robot.normalized_to_motor(columns[-1]))
+    return [float(v) for v in columns[:-1]], float(gripper.normalized_to_motor(columns[-1]))
 
 
 def action_chunk_msg(

@@ -78,6 +78,9 @@ class BagSpec:
     camera_rate_hz: float = 30.0
     image_shape: tuple[int, int] = (48, 64)  # (H, W)
     encoding: str = 'rgb8'
+    # 'raw' (sensor_msgs/Image) or 'jpeg' / 'png': CompressedImage on <topic>/compressed, the
+    # format field as image_transport's compressed plugin writes it
+    image_format: str = 'raw'
     instruction: str = 'put green pepper into pot'
     instruction_in: tuple[str, ...] = ('metadata',)  # 'metadata' and/or 'topic'
     action_source: str = 'sim'  # 'sim' or 'interbotix'
@@ -175,6 +178,10 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
                 continue
             pixels = np.empty((h, w, 3), dtype=np.uint8)
             pixels[:] = frame_colour(i, c)
+            if spec.image_format != 'raw':
+                topic, msgtype, stamped, fields = _compressed_frame(cam, pixels, spec.image_format)
+                add(ns, topic, msgtype, stamped, **fields)
+                continue
             if spec.encoding == 'bgr8':
                 pixels = pixels[..., ::-1]
             add(
@@ -193,6 +200,21 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
         add(spec.start_ns, robot.INSTRUCTION_TOPIC, topics.STRING, False, data=spec.instruction)
     messages.sort(key=lambda m: m.receive_ns)
     return messages
+
+
+def _compressed_frame(camera: str, rgb: np.ndarray, kind: str) -> tuple:
+    """(topic, type, stamped, fields) of an RGB frame as compressed_image_transport sends it:
+    encoded in BGR order, format '<encoding>; <kind> compressed bgr8'."""
+    import cv2
+
+    ok, data = cv2.imencode('.jpg' if kind == 'jpeg' else '.png', rgb[..., ::-1])
+    assert ok
+    return (
+        robot.image_topic(robot.camera_topic(camera), 'compressed'),
+        topics.COMPRESSED_IMAGE,
+        True,
+        {'format': f'rgb8; {kind} compressed bgr8', 'data': data.reshape(-1)},
+    )
 
 
 def write_bag(

@@ -112,6 +112,19 @@ def test_bag_exact_alignment_counts_and_stats(tmp_path, storage, capsys):
     assert '2 of 2 episodes converted' in out and 'real time' in out
 
 
+@pytest.mark.parametrize('image_format, colour_atol', [('png', 0), ('jpeg', 2)])
+def test_compressed_cameras_convert_like_raw_ones(tmp_path, image_format, colour_atol):
+    """Bags recorded with image_transport compressed: the cameras on <topic>/compressed."""
+    write_bag(tmp_path / 'compressed', BagSpec(image_format=image_format))
+    assert run_convert(tmp_path, tmp_path / 'compressed') == 0
+    expected = expected_bag_episode()
+    colours = {
+        cam: np.array([frame_colour(i, c) for i in expected['frames']])
+        for c, cam in enumerate(robot.CAMERAS)
+    }
+    check_episode(tmp_path / 'set', 'compressed', colours, expected, colour_atol)
+
+
 def test_interbotix_commands_are_actions(tmp_path):
     write_bag(tmp_path / 'ibx', BagSpec(action_source='interbotix'))
     assert run_convert(tmp_path, tmp_path / 'ibx', extra=('--action-source', 'interbotix')) == 0

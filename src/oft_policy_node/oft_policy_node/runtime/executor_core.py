@@ -24,6 +24,11 @@ The node (chunk_executor.py) only converts messages and drives `tick` from its t
   meanwhile (pushed, torqued off, rebooted) trips the tracking fault, which waits for resume;
   otherwise the arm is where it was told to stay, and the start ramp applies again.
 * `stop` holds the pose, drops queued chunks and ignores new ones until `resume`.
+* `move_to` moves slowly to a named pose (pose_moves.py: the start pose before the policy, the
+  sleep pose at the end) through the same safety filter and tracking check, ignoring chunks
+  meanwhile; afterwards it follows chunks or holds until `resume`. A move asked for before the
+  pose is known starts from the first command. Stale joint states pause it; `stop`, `resume`
+  and a tracking fault end it.
 Every held tick repeats the held pose and counts as a hold, never as a fresh target.
 """
 
@@ -38,6 +43,7 @@ import numpy as np
 
 from oft_policy_node import robot
 from oft_policy_node.runtime.chunk_queue import ChunkQueue
+from oft_policy_node.runtime.pose_moves import PoseMove
 from oft_policy_node.runtime.safety import (
     IS_GRIPPER,
     ChunkRejected,
@@ -54,11 +60,14 @@ class ExecutorState(enum.Enum):
     STOPPED = 'stopped'
     TRACKING_FAULT = 'tracking fault'
     STALE_JOINT_STATES = 'joint states stale'
+    MOVING = 'moving to a pose'
 
 
 CLOCK_NOT_STARTED = 'the executor clock has not started (use_sim_time and no /clock yet)'
 # States in which chunks are ignored until ~/resume.
 NEEDS_RESUME = (ExecutorState.STOPPED, ExecutorState.TRACKING_FAULT)
+# States in which chunks are ignored (counted, not an error of the policy).
+IGNORING_CHUNKS = (*NEEDS_RESUME, ExecutorState.MOVING)
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,10 @@ class ExecutorCore:
         self._last_command: np.ndarray | None = None  # (D,)
         self._stopped = False
         self._stale: tuple[str, ...] = ()  # arms whose joint states are stale
+        self._move: PoseMove | None = None
+        self._pending_move: dict | None = None  # asked for before the first command
+        self.move_ticks = 0
+        self.moves_done = 0
         self._ramp_ticks = 0  # fresh ticks since the ramp (re)started
         self.fault: TrackingFault | None = None
         self.ticks = 0
@@ -135,9 +148,15 @@ class ExecutorCore:
             return ExecutorState.WAITING_FOR_POSE
         if self.fault is not None:
             return ExecutorState.TRACKING_FAULT
+        if self._move is not None or self._pending_move is not None:
+            return ExecutorState.STALE_JOINT_STATES if self._stale else ExecutorState.MOVING
         if self._stopped:
             return ExecutorState.STOPPED
         return ExecutorState.STALE_JOINT_STATES if self._stale else ExecutorState.RUNNING
+
+    @property
+    def move(self) -> PoseMove | None:
+        return self._move
 
     @property
     def stale_arms(self) -> tuple[str, ...]:
@@ -192,6 +211,9 @@ class ExecutorCore:
         if self.state in NEEDS_RESUME:
             self.ignored_chunks += 1
             return f'the executor is {self.state.value}; call ~/resume'
+        if self.state is ExecutorState.MOVING:
+            self.ignored_chunks += 1
+            return f'the executor is moving to the {self._move_name()}'
         if now <= 0.0:  # use_sim_time before the first /clock: no time to judge a stamp by
             self.ignored_chunks += 1
             return CLOCK_NOT_STARTED
@@ -218,8 +240,55 @@ class ExecutorCore:
         self.inference_latency = float(inference_latency)
         return None
 
+    def _move_name(self) -> str:
+        return self._move.name if self._move else self._pending_move['name']
+
+    def move_to(
+        self,
+        name: str,
+        waypoints: list[np.ndarray],
+        speeds: np.ndarray,
+        period: float,
+        then: str = 'stop',
+        min_duration: float = 1.0,
+    ) -> str | None:
+        """Move through `waypoints` (each (D,), clipped into the limits as the motors' own
+        position limits would) at most at `speeds` (D,, per second); then follow chunks or stop.
+        Returns why it cannot (a tracking fault waits for resume)."""
+        if self.fault is not None:
+            return f'{self.state.value}: call ~/resume first'
+        self.queue.clear()
+        self._stopped = False
+        self._pending_move = {
+            'name': name,
+            'waypoints': [
+                self.safety.clip_to_limits(np.asarray(w, dtype=np.float64)) for w in waypoints
+            ],
+            'speeds': np.asarray(speeds, dtype=np.float64),
+            'period': period,
+            'then': then,
+            'min_duration': min_duration,
+        }
+        self._move = None
+        if self._last_command is not None:
+            self._begin_move()
+        return None
+
+    def _begin_move(self) -> None:
+        self._move = PoseMove(start=self._last_command.copy(), **self._pending_move)
+        self._pending_move = None
+        self.tracking.reset()
+
+    def _end_move(self) -> None:
+        then = self._move.then
+        self._move = None
+        self.moves_done += 1
+        self._stopped = then == 'stop'
+        self._restart()
+
     def stop(self) -> None:
         self._stopped = True
+        self._move = self._pending_move = None
         self.queue.clear()
 
     def resume(self) -> None:
@@ -227,6 +296,7 @@ class ExecutorCore:
         whatever moved the arm meanwhile is not undone at full speed; the ramp starts again."""
         self._stopped = False
         self.fault = None
+        self._move = self._pending_move = None
         if self._last_command is not None and self.has_measured_pose:
             self._last_command = self.safety.clip_to_limits(
                 rebase(self._last_command, self.measured_pose())
@@ -239,6 +309,7 @@ class ExecutorCore:
 
     def _trip(self, fault: TrackingFault) -> None:
         self.fault = fault
+        self._move = self._pending_move = None
         self.tracking_faults += 1
         self.queue.clear()
         self._last_command = self.safety.clip_to_limits(
@@ -278,6 +349,8 @@ class ExecutorCore:
                 return TickResult(None, fresh=False)
             self._last_command = self.safety.clip_to_limits(self.measured_pose())
             self._restart()
+            if self._pending_move is not None:
+                self._begin_move()
             return TickResult(self._last_command.copy(), fresh=False)
         if late:
             # The executor itself did not run for longer than a joint state may be old (CPU
@@ -299,6 +372,8 @@ class ExecutorCore:
                     self._trip(fault)
         if self.state in NEEDS_RESUME:
             return self._hold()
+        if self._move is not None:
+            return self._move_tick()
         target = self.queue.target(now)
         filtered = (
             None
@@ -324,3 +399,34 @@ class ExecutorCore:
         self.fresh_ticks += 1
         self._last_command = filtered.command
         return TickResult(filtered.command.copy(), fresh=True)
+
+    def hold_tick(self, now: float) -> None:
+        """A tick on which nothing may be sent (the driver is being checked or brought up
+        again, another node commands the arms): nothing moves on, but stale joint states are
+        noticed, so the arms are checked against the held pose before anything moves again."""
+        self.ticks += 1
+        self._last_tick = now
+        if self._last_command is None:
+            return
+        self.holds += 1
+        stale = self._stale_arms(now)
+        if stale:
+            self.stale_events += not self._stale
+            self._stale = stale
+
+    def _move_tick(self) -> TickResult:
+        """The next sample of the move, through the safety filter: a sample the step or the
+        tracking bound had to clip is sent as clipped and tried again on the next tick."""
+        target = self._move.peek()
+        filtered = self.safety.apply(target, self._last_command, self.measured_pose())
+        fault = self.tracking.update(filtered)
+        if fault is not None:
+            self._trip(fault)
+            return self._hold()
+        self.move_ticks += 1
+        self._last_command = filtered.command
+        if np.allclose(filtered.command, target, rtol=0.0, atol=1e-9):
+            self._move.advance()
+            if self._move.done:
+                self._end_move()
+        return TickResult(filtered.command.copy(), fresh=False)

@@ -26,6 +26,7 @@ from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from oft_policy_node import robot
+from oft_policy_node.runtime.sensor_decoding import decode_compressed_image
 from oft_training.data import topics
 from oft_training.data.mcap_file import McapFile
 from oft_training.data.sync import NS_PER_S, Stream, control_grid, latest_at
@@ -153,22 +154,48 @@ class BagMessages:
             file.close()
 
 
+def camera_streams(options: BagOptions, available: dict) -> dict[str, tuple[str, str]]:
+    """topic -> (camera, message type) of each camera in a bag: its raw sensor_msgs/Image
+    topic, or else its image_transport <topic>/compressed (JPEG/PNG CompressedImage); the raw
+    name where neither has messages (reported as missing)."""
+    streams = {}
+    for camera in options.cameras:
+        raw = options.camera_topic(camera)
+        compressed = robot.image_topic(raw, 'compressed')
+        has = {t for t in (raw, compressed) if t in available and available[t].msgcount}
+        if raw not in has and compressed in has:
+            streams[compressed] = (camera, topics.COMPRESSED_IMAGE)
+        else:
+            streams[raw] = (camera, topics.IMAGE)
+    return streams
+
+
 def first_frame_size(path: Path, options: BagOptions) -> tuple[int, int]:
     """(H, W) of the first frame of the first camera: the size a bag was recorded at."""
     store = make_typestore()
-    topic = options.camera_topic(options.cameras[0])
     try:
         with Reader(path) as reader:
+            topic, (_, msgtype) = next(iter(camera_streams(options, reader.topics).items()))
             messages = BagMessages(reader, store)
             try:
                 for _, _, _, raw in messages.read({topic}):
-                    image = _image(raw, store)
-                    return int(image.height), int(image.width)
+                    return frame_rgb(raw, store, msgtype, topic).shape[:2]
             finally:
                 messages.close()
     except Exception as exc:  # rosbags raises several types for unreadable bags
-        raise ValueError(f'cannot read the first {topic} frame of {path}: {exc}') from exc
+        raise ValueError(f'cannot read the first camera frame of {path}: {exc}') from exc
     raise ValueError(f'{path} has no message on {topic}')
+
+
+def frame_rgb(raw: bytes | memoryview, store: object, msgtype: str, where: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a recorded sensor_msgs/Image or CompressedImage."""
+    if msgtype == topics.IMAGE:
+        return image_to_rgb(_image(raw, store), where)
+    msg = store.deserialize_cdr(bytes(raw), msgtype)
+    try:
+        return decode_compressed_image(msg.format, bytes(msg.data))
+    except ValueError as exc:
+        raise EpisodeError(f'{where}: {exc}') from exc
 
 
 def _convert_open_bag(
@@ -182,10 +209,11 @@ def _convert_open_bag(
     proprio: list[topics.Channel],
     actions: list[topics.Channel],
 ) -> BagEpisodeReport:
-    camera_topics = {options.camera_topic(cam): cam for cam in options.cameras}
-    wanted = {c.topic: c.msgtype for c in proprio + actions}
-    wanted.update({topic: topics.IMAGE for topic in camera_topics})
     available = reader.topics
+    streams_of_cameras = camera_streams(options, available)
+    camera_topics = {topic: camera for topic, (camera, _) in streams_of_cameras.items()}
+    wanted = {c.topic: c.msgtype for c in proprio + actions}
+    wanted.update({topic: msgtype for topic, (_, msgtype) in streams_of_cameras.items()})
     missing = sorted(t for t in wanted if t not in available or available[t].msgcount == 0)
     if missing:
         hint = (
@@ -281,13 +309,13 @@ def _convert_open_bag(
         # Pass 2: decode only the frames some tick uses.
         ticks_of = {topic: _ticks_by_frame(frame_of[topic]) for topic in cams}
         ordinal: dict[str, int] = defaultdict(int)
-        for topic, _, _, raw in messages.read(set(camera_topics)):
+        for topic, msgtype, _, raw in messages.read(set(camera_topics)):
             number = ordinal[topic]
             ordinal[topic] += 1
             use = ticks_of[topic].get(number)
             if use is None:
                 continue
-            frame = resize(image_to_rgb(_image(raw, store), f'{name}: {topic}'))
+            frame = resize(frame_rgb(raw, store, msgtype, f'{name}: {topic}'))
             sink.put_image(camera_topics[topic], use, frame)
     duration_s = float(ticks[-1] - ticks[0]) / NS_PER_S if len(ticks) else 0.0
     return BagEpisodeReport(name, len(ticks), duration_s, instruction, warnings)

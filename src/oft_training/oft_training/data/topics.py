@@ -25,6 +25,7 @@ from oft_policy_node import robot
 
 JOINT_STATE = 'sensor_msgs/msg/JointState'
 IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 STRING = 'std_msgs/msg/String'
 JOINT_GROUP_COMMAND = 'interbotix_xs_msgs/msg/JointGroupCommand'
 JOINT_SINGLE_COMMAND = 'interbotix_xs_msgs/msg/JointSingleCommand'
