@@ -217,7 +217,7 @@ def resolve_graph(
     profile = load_profile(args['robot'], directory or config_dir())
     _check_simulated_robot(profile, args, use_sim)
     remappings = _arm_remappings(profile, args)
-    by_node = _profile_parameters(profile, args, directory or config_dir())
+    by_node = _profile_parameters(profile, args)
     nodes = []
     for entry in graph['nodes']:
         condition = entry.get('condition')
@@ -264,11 +264,9 @@ def _check_simulated_robot(profile: RobotProfile, args: dict[str, str], use_sim:
         )
 
 
-def _profile_parameters(
-    profile: RobotProfile, args: dict[str, str], config: Path
-) -> dict[str, dict[str, Any]]:
+def _profile_parameters(profile: RobotProfile, args: dict[str, str]) -> dict[str, dict[str, Any]]:
     """What the robot profile, the camera set and the transport give each node."""
-    cameras = camera_topics(args['cameras'] or profile.cameras, config)
+    cameras = camera_topics(args['cameras'] or profile.cameras)
     executor = profile.executor_parameters()
     if args['on_exit']:
         executor['on_exit'] = args['on_exit']

@@ -1,10 +1,10 @@
-"""Robot profiles: what differs between ALOHAs, as configuration (config/robots/<name>.yaml) and
-camera topic sets (config/robots/camera_sets.yaml), resolved into the nodes' parameters and
-the arm namespaces.
+"""Robot profiles: what differs between ALOHAs, as configuration (config/robots/<name>.yaml),
+resolved into the nodes' parameters and the arm namespaces.
 
 A profile names the arm namespaces, the gripper calibration (finger position and motor angle
 of a closed and an open follower gripper), the gripper current limit, the start and sleep
-poses, the camera topic set and what the executor does on exit. `robot:=<name>` picks one of
+poses, the cameras (a set of robot.CAMERA_SETS by name, or a mapping of the model's cameras to
+topics) and what the executor does on exit. `robot:=<name>` picks one of
 the shipped profiles, `robot:=/path/to/my_robot.yaml` a profile of your own (copy one).
 ROS-free: aloha_bringup.graph reads it for both ros2 launch and run_graph.
 """
@@ -28,7 +28,7 @@ _FIELDS = {
     'start_gripper': float,
     'sleep_pose': list,
     'sleep_gripper': float,
-    'cameras': str,
+    'cameras': (str, dict),
     'on_exit': str,
 }
 _GRIPPER_FIELDS = ('finger_closed', 'finger_open', 'motor_closed', 'motor_open', 'current_limit')
@@ -45,7 +45,7 @@ class RobotProfile:
     start_gripper: float  # opening 0..1 at the start pose
     sleep_pose: list[float]
     sleep_gripper: float
-    cameras: str  # a camera set of camera_sets.yaml
+    cameras: str | dict[str, str]  # a set of robot.CAMERA_SETS, or camera -> topic
     on_exit: str
 
     def executor_parameters(self) -> dict[str, Any]:
@@ -67,9 +67,7 @@ def robots_dir(config: Path) -> Path:
 
 
 def shipped_profiles(config: Path) -> list[str]:
-    return sorted(
-        p.stem for p in robots_dir(config).glob('*.yaml') if p.name != 'camera_sets.yaml'
-    )
+    return sorted(p.stem for p in robots_dir(config).glob('*.yaml'))
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
@@ -94,9 +92,9 @@ def load_profile(name_or_path: str, config: Path) -> RobotProfile:
             )
     data = _read_yaml(path, 'robot profile')
     problems = [
-        f'{key}: missing' if key not in data else f'{key}: must be a {kind.__name__}'
+        f'{key}: missing' if key not in data else f'{key}: must be a {_kind_name(kind)}'
         for key, kind in _FIELDS.items()
-        if key not in data or not isinstance(data[key], int | float if kind is float else kind)
+        if key not in data or not isinstance(data[key], (int, float) if kind is float else kind)
     ]
     problems += [f'unknown field {key!r}' for key in data if key not in _FIELDS]
     if problems:
@@ -131,17 +129,22 @@ def load_profile(name_or_path: str, config: Path) -> RobotProfile:
     )
 
 
-def camera_sets(config: Path) -> dict[str, dict[str, str]]:
-    return _read_yaml(robots_dir(config) / 'camera_sets.yaml', 'camera sets')
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return ' or '.join({'dict': 'mapping'}.get(k.__name__, k.__name__) for k in kinds)
 
 
-def camera_topics(set_name: str, config: Path) -> list[str]:
-    """The set's topics in the model's camera order (robot.CAMERAS)."""
-    sets = camera_sets(config)
-    if set_name not in sets:
-        raise ValueError(f'unknown camera set {set_name!r}; known: {sorted(sets)}')
-    topics = sets[set_name]
-    missing = [camera for camera in robot.CAMERAS if camera not in topics]
+def camera_topics(cameras: str | dict[str, str]) -> list[str]:
+    """The raw topics of a camera set (a name of robot.CAMERA_SETS, or camera -> topic) in
+    the model's camera order (robot.CAMERAS)."""
+    if isinstance(cameras, str):
+        if cameras not in robot.CAMERA_SETS:
+            raise ValueError(
+                f'unknown camera set {cameras!r}; known: {sorted(robot.CAMERA_SETS)}, or a '
+                f'mapping of {list(robot.CAMERAS)} to topics in the robot profile'
+            )
+        cameras = robot.CAMERA_SETS[cameras]
+    missing = [camera for camera in robot.CAMERAS if camera not in cameras]
     if missing:
-        raise ValueError(f'camera set {set_name!r} lacks {missing}')
-    return [topics[camera] for camera in robot.CAMERAS]
+        raise ValueError(f'the cameras {dict(cameras)} lack {missing}')
+    return [str(cameras[camera]) for camera in robot.CAMERAS]

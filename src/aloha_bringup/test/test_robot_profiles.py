@@ -38,7 +38,7 @@ def test_a_profile_sets_namespaces_gripper_and_cameras(profile, namespace, finge
     assert executor.parameters['gripper_motor_range'] == list(motor)
     assert policy.parameters['gripper_finger_range'] == list(finger)
     assert executor.parameters['start_pose'] == list(robot.START_ARM_POSE)
-    assert policy.parameters['camera_topics'] == camera_topics(cameras, CONFIG_DIR)
+    assert policy.parameters['camera_topics'] == camera_topics(cameras)
     remaps = dict(executor.remappings)
     for arm in robot.ARMS:
         for name in (
@@ -88,7 +88,11 @@ def test_a_profile_file_of_ones_own(tmp_path):
     data['arm_namespaces'] = {'left': 'lab_left', 'right': 'lab_right'}
     path = tmp_path / 'lab_aloha.yaml'
     path.write_text(yaml.safe_dump(data))
-    executor = nodes(robot=str(path))['chunk_executor']
+    data['cameras'] = {camera: f'/lab/{camera}/image' for camera in robot.CAMERAS}
+    path.write_text(yaml.safe_dump(data))
+    graph = nodes(robot=str(path))
+    executor = graph['chunk_executor']
+    assert graph['policy_node'].parameters['camera_topics'][0] == '/lab/cam_high/image'
     assert executor.parameters['gripper_current_limit'] == 150
     assert dict(executor.remappings)['/follower_left/torque_enable'] == '/lab_left/torque_enable'
 
@@ -99,7 +103,8 @@ def test_a_profile_file_of_ones_own(tmp_path):
         ({'on_exit': 'drop'}, 'on_exit must be one of'),
         ({'start_pose': [0.0, 1.0]}, 'start_pose needs 6 joint values'),
         ({'gripper': {'finger_open': 0.05}}, 'gripper needs'),
-        ({'cameras': 3}, 'cameras: must be a str'),
+        ({'cameras': 3}, 'cameras: must be a str or mapping'),
+        ({'cameras': {'cam_high': '/top'}}, 'lack'),
         ({'colour': 'red'}, "unknown field 'colour'"),
     ],
 )

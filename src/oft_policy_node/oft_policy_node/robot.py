@@ -152,6 +152,28 @@ def camera_topic(camera: str) -> str:
     return f'/{camera}/camera/color/image_rect_raw'
 
 
+# The raw image topic of each camera the model reads, per camera driver and version; a robot
+# profile (aloha_bringup config/robots) names one, or lists its own topics.
+CAMERA_SETS: dict[str, dict[str, str]] = {
+    # realsense-ros 4.55+ publishes ~/color/... under <camera_namespace>/<camera_name>;
+    # Trossen's aloha launch starts each camera as node `camera` in namespace cam_*
+    # (Interbotix/aloha main).
+    'realsense_4_55': {camera: camera_topic(camera) for camera in CAMERAS},
+    # realsense-ros 4.54 publishes namespace-relative color/..., so the same launch gives
+    # /cam_*/color/... (Interbotix/aloha before ff43bd5).
+    'realsense_4_54': {camera: f'/{camera}/color/image_rect_raw' for camera in CAMERAS},
+    # Interbotix/aloha 2.0 (config/robot/aloha_stationary.yaml) names the cameras camera_high,
+    # camera_wrist_left, camera_wrist_right (realsense-ros 4.55+).
+    'aloha_2_0': {
+        'cam_high': '/camera_high/camera/color/image_rect_raw',
+        'cam_left_wrist': '/camera_wrist_left/camera/color/image_rect_raw',
+        'cam_right_wrist': '/camera_wrist_right/camera/color/image_rect_raw',
+    },
+    # The original ALOHA's USB webcams (tonyzhaozh/aloha launch/4arms_teleop.launch: usb_cam).
+    'usb_cam': {camera: f'/usb_{camera}/image_raw' for camera in CAMERAS},
+}
+
+
 # image_transport's names: "raw" is the topic itself, a plugin's stream is <topic>/<plugin>.
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 

@@ -66,6 +66,7 @@ class Outcome:
     instruction: str = ''
     error: str = ''
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was taken from where
     records: list[EpisodeRecord] = field(default_factory=list)
 
 
@@ -146,6 +147,7 @@ def convert_job(job: Job) -> Outcome:
             report = convert_bag(job.path, writer, settings.bag, resize, job.name)
             outcome.ticks, outcome.seconds = report.ticks, report.duration_s
             outcome.instruction, outcome.warnings = report.instruction, report.warnings
+            outcome.notes = [f'actions from {report.actions_from}']
         elif job.kind == 'hdf5':
             outcome.ticks, outcome.seconds, outcome.instruction = convert_hdf5(
                 job.path, writer, settings.hdf5, resize, job.name
@@ -216,13 +218,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--action-source',
-        default='sim',
+        default='auto',
         choices=topics.ACTION_SOURCES,
-        help='which recorded commands are the actions: sim = the executor / '
-        'scripted demonstrator commands (JointState on commands/'
-        'joint_positions), interbotix = JointGroupCommand + '
-        "JointSingleCommand, leader = the leader arms' joint_states "
-        '(default: %(default)s)',
+        help="which recorded topics are the actions: leader = the leader arms' joint_states "
+        "(the authors' definition: what the operator commanded), interbotix = "
+        'JointGroupCommand + JointSingleCommand, sim = the executor / scripted demonstrator '
+        'commands (JointState on commands/joint_positions); auto (default) takes the first '
+        'of these the bag has and says which',
+    )
+    parser.add_argument(
+        '--camera-topic',
+        action='append',
+        default=[],
+        metavar='CAM=TOPIC',
+        help='the raw image topic of a camera in the bags, e.g. '
+        'cam_high=/top/image_raw (<topic>/compressed is read too); default: the first '
+        'camera set the bag has (' + ', '.join(robot.CAMERA_SETS) + ')',
     )
     parser.add_argument(
         '--leader-gripper',
@@ -262,9 +273,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         '--hdf5-rate',
         type=float,
-        default=50.0,
         metavar='HZ',
-        help='recording rate of HDF5 episodes (default: %(default)s)',
+        help='recording rate of the HDF5 episodes, which do not record it: 50 for '
+        "ALOHA's and Trossen's record_episodes.py (DT 0.02), 25 for the authors' "
+        'openvla-oft ALOHA data (DT 0.04); required with HDF5 inputs',
+    )
+    parser.add_argument(
+        '--hdf5-cameras',
+        nargs=3,
+        metavar=('HIGH', 'LEFT_WRIST', 'RIGHT_WRIST'),
+        help="the HDF5 camera datasets of the model's cameras (default: cam_high "
+        "cam_left_wrist cam_right_wrist, or Interbotix/aloha 2.0's camera_high "
+        'camera_wrist_left camera_wrist_right, whichever the file has)',
     )
     parser.add_argument(
         '--hdf5-camera-order',
@@ -332,15 +352,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _pairs(pairs: list[str], cameras: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    """CAM=VALUE options as (camera, value), CAM one of `cameras`."""
+    parsed = []
+    for pair in pairs:
+        cam, sep, value = pair.partition('=')
+        if not sep or cam not in cameras or not value:
+            raise ValueError(f'{option} {pair!r}: give CAM=VALUE with CAM one of {list(cameras)}')
+        parsed.append((cam, value))
+    return parsed
+
+
 def _camera_keys(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     keys = dict(DEFAULT_CAMERA_KEYS)
-    for pair in pairs:
-        cam, sep, key = pair.partition('=')
-        if not sep or cam not in keys or not key:
-            raise ValueError(
-                f'--lerobot-camera {pair!r}: give CAM=KEY with CAM one of {list(keys)}'
-            )
-        keys[cam] = key
+    keys.update(_pairs(pairs, tuple(keys), '--lerobot-camera'))
     return tuple(keys.items())
 
 
@@ -368,15 +393,18 @@ def main(argv: list[str] | None = None) -> int:
                 camera_sync_s=args.camera_sync,
                 time_source=args.time_source,
                 instruction=args.instruction,
+                camera_topics=dict(_pairs(args.camera_topic, robot.CAMERAS, '--camera-topic')),
             ),
             Hdf5Options(
                 source_rate_hz=args.hdf5_rate,
                 instruction=args.instruction,
                 recorded_camera_order=tuple(args.hdf5_camera_order or ()) or None,
+                cameras=tuple(args.hdf5_cameras or ()) or None,
             ),
             args.lerobot_options,
         )
-        settings.hdf5.stride()
+        if any(job.kind == 'hdf5' for job in jobs):
+            settings.hdf5.stride()
     except (FileNotFoundError, FileExistsError, ValueError) as exc:  # FormatError included
         print(f'convert: error: {exc}', file=sys.stderr)
         return 2
@@ -396,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(outcome)
         for warning in outcome.warnings:
             tqdm.write(f'warning: {warning}')
+        for note in outcome.notes:
+            tqdm.write(f'{outcome.name}: {note}')
         for record in outcome.records:
             writer.add(record)
         if outcome.error:

@@ -83,7 +83,8 @@ class BagSpec:
     image_format: str = 'raw'
     instruction: str = 'put green pepper into pot'
     instruction_in: tuple[str, ...] = ('metadata',)  # 'metadata' and/or 'topic'
-    action_source: str = 'sim'  # 'sim' or 'interbotix'
+    action_source: str = 'sim'  # 'sim', 'interbotix' or 'leader' (the leader arms' states)
+    camera_set: str = 'realsense_4_55'  # the topics, one of robot.CAMERA_SETS
     omit_topics: tuple[str, ...] = ()
     camera_rates_hz: dict[str, float] = field(default_factory=dict)  # per-camera rate override
     camera_gap: tuple[str, float, float] | None = None  # (camera, from s, to s) not recorded
@@ -142,7 +143,19 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
         for a, arm in enumerate(robot.ARMS):
             arm_values = [command_value(i, a, j) for j in range(6)]
             motor = float(robot.normalized_to_motor(command_opening(i)))
-            if spec.action_source == 'sim':
+            if spec.action_source == 'leader':
+                closed, opened = topics.LEADER_GRIPPER_CLOSED, topics.LEADER_GRIPPER_OPEN
+                angle = closed + command_opening(i) * (opened - closed)
+                add(
+                    ns,
+                    topics.leader_joint_states_topic(arm),
+                    topics.JOINT_STATE,
+                    True,
+                    **joint_state(
+                        list(robot.INTERBOTIX_JOINT_STATE_ORDER), [*arm_values, angle, 0.0, 0.0]
+                    ),
+                )
+            elif spec.action_source == 'sim':
                 add(
                     ns,
                     robot.joint_positions_topic(arm),
@@ -178,15 +191,18 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
                 continue
             pixels = np.empty((h, w, 3), dtype=np.uint8)
             pixels[:] = frame_colour(i, c)
+            raw_topic = robot.CAMERA_SETS[spec.camera_set][cam]
             if spec.image_format != 'raw':
-                topic, msgtype, stamped, fields = _compressed_frame(cam, pixels, spec.image_format)
+                topic, msgtype, stamped, fields = _compressed_frame(
+                    raw_topic, pixels, spec.image_format
+                )
                 add(ns, topic, msgtype, stamped, **fields)
                 continue
             if spec.encoding == 'bgr8':
                 pixels = pixels[..., ::-1]
             add(
                 ns,
-                robot.camera_topic(cam),
+                raw_topic,
                 topics.IMAGE,
                 True,
                 height=h,
@@ -202,7 +218,7 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
     return messages
 
 
-def _compressed_frame(camera: str, rgb: np.ndarray, kind: str) -> tuple:
+def _compressed_frame(raw_topic: str, rgb: np.ndarray, kind: str) -> tuple:
     """(topic, type, stamped, fields) of an RGB frame as compressed_image_transport sends it:
     encoded in BGR order, format '<encoding>; <kind> compressed bgr8'."""
     import cv2
@@ -210,7 +226,7 @@ def _compressed_frame(camera: str, rgb: np.ndarray, kind: str) -> tuple:
     ok, data = cv2.imencode('.jpg' if kind == 'jpeg' else '.png', rgb[..., ::-1])
     assert ok
     return (
-        robot.image_topic(robot.camera_topic(camera), 'compressed'),
+        robot.image_topic(raw_topic, 'compressed'),
         topics.COMPRESSED_IMAGE,
         True,
         {'format': f'rgb8; {kind} compressed bgr8', 'data': data.reshape(-1)},
@@ -253,6 +269,14 @@ def write_bag(
 
 
 ALOHA_HDF5_CAMERAS = ('cam_high', 'cam_low', 'cam_left_wrist', 'cam_right_wrist')
+# Interbotix/aloha 2.0's record_episodes.py: the datasets named after aloha_stationary.yaml's
+# camera_instances, /compress_len rows in that list's order (high, low, wrist_right, wrist_left).
+ALOHA_2_0_HDF5_NAMES = {
+    'cam_high': 'camera_high',
+    'cam_low': 'camera_low',
+    'cam_right_wrist': 'camera_wrist_right',
+    'cam_left_wrist': 'camera_wrist_left',
+}
 
 
 def write_aloha_hdf5(
@@ -261,14 +285,18 @@ def write_aloha_hdf5(
     compress: bool = True,
     image_shape: tuple[int, int] = (48, 64),
     instruction: str | None = None,
+    names: dict[str, str] | None = None,
 ) -> Path:
     """An ALOHA record_episodes.py episode: qpos row i = `state_row(i)`, action row i =
-    `command_row(i)`, frame i of camera c = `frame_colour(i, c)` (4 cameras incl. cam_low)."""
+    `command_row(i)`, frame i of camera c = `frame_colour(i, c)` (4 cameras incl. cam_low).
+    `names`: the datasets' names, in the order they are recorded (ALOHA_2_0_HDF5_NAMES);
+    default ALOHA's."""
     h, w = image_shape
-    frames = {cam: np.empty((steps, h, w, 3), dtype=np.uint8) for cam in ALOHA_HDF5_CAMERAS}
-    for c, cam in enumerate(ALOHA_HDF5_CAMERAS):
+    names = names or {cam: cam for cam in ALOHA_HDF5_CAMERAS}
+    frames = {names[cam]: np.empty((steps, h, w, 3), dtype=np.uint8) for cam in names}
+    for cam in names:
         for i in range(steps):
-            frames[cam][i] = frame_colour(i, c)
+            frames[names[cam]][i] = frame_colour(i, ALOHA_HDF5_CAMERAS.index(cam))
     with h5py.File(path, 'w') as root:
         root.attrs['sim'] = False
         root.attrs['compress'] = compress
@@ -288,8 +316,8 @@ def write_aloha_hdf5(
             for cam, data in frames.items()
         }
         padded = max(len(b) for enc in encoded.values() for b in enc)
-        lengths = np.zeros((len(ALOHA_HDF5_CAMERAS), steps))
-        for c, cam in enumerate(ALOHA_HDF5_CAMERAS):
+        lengths = np.zeros((len(frames), steps))
+        for c, cam in enumerate(frames):
             table = np.zeros((steps, padded), dtype=np.uint8)
             for i, jpeg in enumerate(encoded[cam]):
                 table[i, : len(jpeg)] = jpeg

@@ -13,6 +13,7 @@ from oft_policy_node import robot
 from oft_training.convert import main as convert
 from oft_training.data.training_set import TrainingSet
 from oft_training.testing import (
+    ALOHA_2_0_HDF5_NAMES,
     ALOHA_HDF5_CAMERAS,
     BagSpec,
     command_row,
@@ -37,6 +38,9 @@ def expected_bag_episode() -> dict[str, np.ndarray]:
         'actions': np.stack([command_row(k) for k in ticks]),
         'frames': (6 * ticks) // 5,
     }
+
+
+HDF5_50_HZ = ('--hdf5-rate', '50')  # ALOHA's record_episodes.py rate
 
 
 def run_convert(tmp_path: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> int:
@@ -134,6 +138,20 @@ def test_interbotix_commands_are_actions(tmp_path):
     )
 
 
+def check_hdf5_episode(tmp_path: Path, steps: int, colour_atol: int) -> None:
+    """The converted write_aloha_hdf5 episode of `steps` 50 Hz steps: every second one."""
+    ticks = np.arange(0, steps, 2)
+    expected = {
+        'proprio': np.stack([state_row(i) for i in ticks]),
+        'actions': np.stack([command_row(i) for i in ticks]),
+    }
+    colours = {
+        cam: np.array([frame_colour(i, ALOHA_HDF5_CAMERAS.index(cam)) for i in ticks])
+        for cam in robot.CAMERAS
+    }
+    check_episode(tmp_path / 'set', 'episode_0', colours, expected, colour_atol=colour_atol)
+
+
 @pytest.mark.parametrize('compress', [True, False])
 def test_aloha_hdf5_50hz_to_25hz(tmp_path, compress):
     write_aloha_hdf5(
@@ -142,27 +160,50 @@ def test_aloha_hdf5_50hz_to_25hz(tmp_path, compress):
         compress=compress,
         instruction='put green pepper into pot',
     )
-    assert run_convert(tmp_path, tmp_path / 'episode_0.hdf5') == 0
-    steps = np.arange(0, 100, 2)  # every second 50 Hz step is a 25 Hz tick
-    expected = {
-        'proprio': np.stack([state_row(i) for i in steps]),
-        'actions': np.stack([command_row(i) for i in steps]),
-    }
-    colours = {
-        cam: np.array([frame_colour(i, ALOHA_HDF5_CAMERAS.index(cam)) for i in steps])
-        for cam in robot.CAMERAS
-    }
+    assert run_convert(tmp_path, tmp_path / 'episode_0.hdf5', extra=HDF5_50_HZ) == 0
     # JPEG of a flat colour decodes to within 2 levels of it.
-    check_episode(
-        tmp_path / 'set', 'episode_0', colours, expected, colour_atol=2 if compress else 0
-    )
+    check_hdf5_episode(tmp_path, 100, colour_atol=2 if compress else 0)
     assert len(TrainingSet(tmp_path / 'set')) == 50 - K + 1
+
+
+def test_aloha_2_0_hdf5_camera_names_and_row_order(tmp_path):
+    write_aloha_hdf5(
+        tmp_path / 'episode_0.hdf5', steps=60, instruction='x', names=ALOHA_2_0_HDF5_NAMES
+    )
+    assert run_convert(tmp_path, tmp_path / 'episode_0.hdf5', extra=HDF5_50_HZ) == 0
+    check_hdf5_episode(tmp_path, 60, colour_atol=2)
+
+
+def test_hdf5_without_a_rate_is_refused_saying_which_to_pass(tmp_path, capsys):
+    write_aloha_hdf5(tmp_path / 'episode_0.hdf5', steps=60, instruction='x')
+    assert run_convert(tmp_path, tmp_path / 'episode_0.hdf5') == 2
+    err = capsys.readouterr().err
+    assert 'the HDF5 episodes do not record their rate' in err
+    assert "pass --hdf5-rate, 50 for their recordings (DT 0.02), 25 for the authors'" in err
+
+
+def test_actions_come_from_the_leader_arms_when_recorded_and_convert_says_so(tmp_path, capsys):
+    write_bag(tmp_path / 'teleop', BagSpec(action_source='leader', camera_set='aloha_2_0'))
+    write_bag(tmp_path / 'rollout', BagSpec(action_source='interbotix'))
+    assert run_convert(tmp_path, tmp_path / 'teleop', tmp_path / 'rollout') == 0
+    out = capsys.readouterr().out
+    assert "teleop: actions from the leader arms' joint states" in out
+    assert 'rollout: actions from the Interbotix commands' in out
+    expected = expected_bag_episode()
+    for name in ('teleop', 'rollout'):
+        np.testing.assert_allclose(
+            np.load(tmp_path / f'set/episodes/{name}/actions.npy'), expected['actions'], atol=1e-6
+        )
 
 
 BAD_BAGS = {
     'missing_topic': (
         BagSpec(omit_topics=(robot.joint_positions_topic('right'),)),
-        "no messages on ['/follower_right/commands/joint_positions']",
+        "no actions in the bag: none of the leader arms' joint states",
+    ),
+    'missing_camera': (
+        BagSpec(omit_topics=(robot.camera_topic('cam_left_wrist'),)),
+        "no messages on ['/cam_left_wrist/camera/color/image_rect_raw']",
     ),
     # 12 Hz frames are never older than the 0.1 s tolerance, but up to 83 ms off the others.
     'unsynced_cameras': (BagSpec(camera_rates_hz={'cam_left_wrist': 12.0}), 'cameras out of sync'),
@@ -211,7 +252,7 @@ def test_bad_hdf5(tmp_path, capsys):
 
     with h5py.File(cut, 'a') as f:
         f['compress_len'][0, 8] -= 10  # cam_high step 8 points into the middle of its JPEG
-    assert run_convert(tmp_path, short, no_text, cut) == 1
+    assert run_convert(tmp_path, short, no_text, cut, extra=HDF5_50_HZ) == 1
     out = capsys.readouterr().out
     assert 'short: 20 ticks on the control grid, fewer than one action chunk' in out
     assert 'no_text: no instruction' in out

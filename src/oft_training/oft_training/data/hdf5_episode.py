@@ -24,18 +24,39 @@ from oft_training.data.training_set import EpisodeError, TrainingSetWriter
 
 # Camera order of ALOHA's task configs; `compress_len` rows follow the recording's order.
 ALOHA_CAMERA_ORDER = ('cam_high', 'cam_low', 'cam_left_wrist', 'cam_right_wrist')
+# The camera datasets of each HDF5 writer: (the model's cameras robot.CAMERAS, in order; the
+# order of /compress_len's rows). tonyzhaozh/aloha, Interbotix/aloha main and the authors'
+# data name them cam_*; Interbotix/aloha 2.0 names them after config/robot/*.yaml's
+# camera_instances and writes /compress_len in that list's order (scripts/record_episodes.py:
+# camera_names), aloha_stationary.yaml: high, low, wrist_right, wrist_left.
+HDF5_CAMERA_NAMES = {
+    'aloha': (robot.CAMERAS, ALOHA_CAMERA_ORDER),
+    'aloha_2_0': (
+        ('camera_high', 'camera_wrist_left', 'camera_wrist_right'),
+        ('camera_high', 'camera_low', 'camera_wrist_right', 'camera_wrist_left'),
+    ),
+}
 JPEG_END = b'\xff\xd9'
 
 
 @dataclass(frozen=True)
 class Hdf5Options:
-    source_rate_hz: float = 50.0
+    source_rate_hz: float | None = None  # the files do not say (record_episodes.py: 50 Hz)
     rate_hz: float = robot.CONTROL_RATE_HZ
-    cameras: tuple[str, ...] = robot.CAMERAS
-    recorded_camera_order: tuple[str, ...] | None = None  # None: ALOHA's order of those present
+    # the file's datasets of the model's cameras, in order; None: the first of
+    # HDF5_CAMERA_NAMES the file has
+    cameras: tuple[str, ...] | None = None
+    recorded_camera_order: tuple[str, ...] | None = None  # None: the writer's order
     instruction: str | None = None
 
     def stride(self) -> int:
+        if self.source_rate_hz is None:
+            raise ValueError(
+                "the HDF5 episodes do not record their rate (ALOHA's and Trossen's "
+                'record_episodes.py write only the attributes sim and compress): pass '
+                "--hdf5-rate, 50 for their recordings (DT 0.02), 25 for the authors' "
+                'openvla-oft ALOHA data (DT 0.04)'
+            )
         ratio = self.source_rate_hz / self.rate_hz
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
             raise ValueError(
@@ -72,18 +93,15 @@ def convert_hdf5(
             )
         steps = np.arange(0, len(qpos), stride)  # (T,) source steps on the control grid
         images = file.get('/observations/images')
-        missing = [c for c in options.cameras if images is None or c not in images]
-        if missing:
-            have = sorted(images) if images is not None else []
-            raise EpisodeError(f'{name}: no /observations/images/{missing} in {path} (has {have})')
-        compressed = any(images[c].ndim == 2 for c in options.cameras)
-        lengths = _compress_lengths(file, images, options, name) if compressed else {}
+        cameras, order = _camera_names(images, options, name, path)
+        compressed = any(images[c].ndim == 2 for c in cameras)
+        lengths = _compress_lengths(file, images, cameras, order, name) if compressed else {}
         instruction = options.instruction or _attr_text(file, 'instruction')
         source = f'hdf5:{path}'
         with writer.episode(name, len(steps), instruction, source) as sink:
             sink.proprio[:] = qpos[steps]
             sink.actions[:] = action[steps]
-            for cam in options.cameras:
+            for model_camera, cam in zip(robot.CAMERAS, cameras, strict=True):
                 data = images[cam]
                 if len(data) != len(qpos):
                     raise EpisodeError(
@@ -95,7 +113,7 @@ def convert_hdf5(
                         if cam in lengths
                         else _raw_frame(data[step], name, cam)
                     )
-                    sink.put_image(cam, np.array([tick]), resize(frame))
+                    sink.put_image(model_camera, np.array([tick]), resize(frame))
     return len(steps), (len(steps) - 1) / options.rate_hz, instruction
 
 
@@ -117,14 +135,35 @@ def _attr_text(file: h5py.File, key: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _camera_names(
+    images: h5py.Group | None, options: Hdf5Options, name: str, path: Path
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The file's datasets of the model's cameras and the writer's camera order."""
+    have = sorted(images) if images is not None else []
+    known = list(HDF5_CAMERA_NAMES.values())
+    if options.cameras:
+        known = [(options.cameras, ALOHA_CAMERA_ORDER)]
+    for cameras, order in known:
+        if all(c in have for c in cameras):
+            order = options.recorded_camera_order or tuple(c for c in order if c in have)
+            return tuple(cameras), order
+    raise EpisodeError(
+        f'{name}: no /observations/images datasets {[c for c, _ in known]} in {path} (has '
+        f'{have}); name them with --hdf5-cameras HIGH LEFT_WRIST RIGHT_WRIST'
+    )
+
+
 def _compress_lengths(
-    file: h5py.File, images: h5py.Group, options: Hdf5Options, name: str
+    file: h5py.File,
+    images: h5py.Group,
+    cameras: tuple[str, ...],
+    order: tuple[str, ...],
+    name: str,
 ) -> dict[str, np.ndarray]:
     """Camera -> (T,) JPEG byte counts, from /compress_len's rows in the recording's order."""
     if '/compress_len' not in file:
         raise EpisodeError(f'{name}: JPEG images but no /compress_len dataset')
     table = np.asarray(file['/compress_len'])  # (num_cams, T)
-    order = options.recorded_camera_order or tuple(c for c in ALOHA_CAMERA_ORDER if c in images)
     unknown = sorted(set(images) - set(order))
     if unknown or len(order) != len(table):
         raise EpisodeError(
@@ -132,7 +171,7 @@ def _compress_lengths(
             f"belongs to which camera {sorted(images)}; pass the recording's "
             'camera order with --hdf5-camera-order'
         )
-    return {cam: table[order.index(cam)] for cam in options.cameras if images[cam].ndim == 2}
+    return {cam: table[order.index(cam)] for cam in cameras if images[cam].ndim == 2}
 
 
 def _decode_jpeg(padded: np.ndarray, length: int, name: str, cam: str, step: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,7 +39,7 @@ TIME_SOURCES = ('header', 'receive')
 class BagOptions:
     """How a bag becomes an episode; every field is a `convert` option."""
 
-    action_source: str = 'sim'
+    action_source: str = 'auto'
     leader_gripper: tuple[float, float] = (
         topics.LEADER_GRIPPER_CLOSED,
         topics.LEADER_GRIPPER_OPEN,
@@ -87,6 +87,7 @@ class BagEpisodeReport:
     duration_s: float
     instruction: str
     warnings: list[str]
+    actions_from: str = ''
 
 
 def convert_bag(
@@ -101,18 +102,25 @@ def convert_bag(
     name = name or path.stem
     store = make_typestore()
     proprio = topics.proprio_channels()
-    actions = topics.action_channels(options.action_source, options.leader_gripper)
     try:
         reader = Reader(path)
         reader.open()
     except Exception as exc:  # rosbags raises several types for unreadable / corrupt bags
         raise EpisodeError(f'{name}: cannot open bag {path}: {exc}') from exc
+    recorded = {topic for topic, info in reader.topics.items() if info.msgcount}
+    try:
+        source, actions_from = topics.resolve_action_source(options.action_source, recorded)
+    except ValueError as exc:
+        reader.close()
+        raise EpisodeError(f'{name}: {exc}') from exc
+    actions = topics.action_channels(source, options.leader_gripper)
     messages = None
     try:
         messages = BagMessages(reader, store)
-        return _convert_open_bag(
+        report = _convert_open_bag(
             reader, messages, store, name, writer, options, resize, proprio, actions
         )
+        return replace(report, actions_from=actions_from)
     except EpisodeError:
         raise
     except Exception as exc:  # truncated chunks, undecodable messages: name the episode
@@ -157,17 +165,29 @@ class BagMessages:
 def camera_streams(options: BagOptions, available: dict) -> dict[str, tuple[str, str]]:
     """topic -> (camera, message type) of each camera in a bag: its raw sensor_msgs/Image
     topic, or else its image_transport <topic>/compressed (JPEG/PNG CompressedImage); the raw
-    name where neither has messages (reported as missing)."""
-    streams = {}
-    for camera in options.cameras:
-        raw = options.camera_topic(camera)
+    name where neither has messages (reported as missing). The topics: --camera-topic where
+    given, else the first of robot.CAMERA_SETS the bag has every camera of."""
+
+    def has(topic: str) -> bool:
+        return topic in available and available[topic].msgcount > 0
+
+    def stream(camera: str, raw: str) -> tuple[str, tuple[str, str]] | None:
         compressed = robot.image_topic(raw, 'compressed')
-        has = {t for t in (raw, compressed) if t in available and available[t].msgcount}
-        if raw not in has and compressed in has:
-            streams[compressed] = (camera, topics.COMPRESSED_IMAGE)
-        else:
-            streams[raw] = (camera, topics.IMAGE)
-    return streams
+        if has(raw):
+            return raw, (camera, topics.IMAGE)
+        return (compressed, (camera, topics.COMPRESSED_IMAGE)) if has(compressed) else None
+
+    candidates = [{camera: options.camera_topic(camera) for camera in options.cameras}]
+    if not options.camera_topics:
+        candidates += [
+            {camera: topics_of[camera] for camera in options.cameras}
+            for topics_of in robot.CAMERA_SETS.values()
+        ]
+    for candidate in candidates:
+        found = [stream(camera, topic) for camera, topic in candidate.items()]
+        if all(found):
+            return dict(found)
+    return {topic: (camera, topics.IMAGE) for camera, topic in candidates[0].items()}
 
 
 def first_frame_size(path: Path, options: BagOptions) -> tuple[int, int]:

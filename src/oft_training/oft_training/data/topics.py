@@ -153,7 +153,37 @@ def _leader_channels(closed: float, open_: float) -> list[Channel]:
     ]
 
 
-ACTION_SOURCES = ('sim', 'interbotix', 'leader')
+ACTION_SOURCES = ('auto', 'sim', 'interbotix', 'leader')
+
+
+def resolve_action_source(source: str, recorded: set[str]) -> tuple[str, str]:
+    """(source, what it is) for a bag whose topics with messages are `recorded`. `auto`: the
+    leader arms' joint states where recorded (what the operator commanded: the authors'
+    actions, ALOHA's record_episodes.py `/action`), else the Interbotix commands, else the
+    simulation backend's."""
+    needs = {
+        'leader': [leader_joint_states_topic(arm) for arm in robot.ARMS],
+        'interbotix': [
+            topic
+            for arm in robot.ARMS
+            for topic in (robot.joint_group_topic(arm), robot.joint_single_topic(arm))
+        ],
+        'sim': [robot.joint_positions_topic(arm) for arm in robot.ARMS],
+    }
+    what = {
+        'leader': "the leader arms' joint states",
+        'interbotix': 'the Interbotix commands',
+        'sim': "the simulation backend's commands",
+    }
+    if source != 'auto':
+        return source, what[source] + ' (--action-source)'
+    for candidate, wanted in needs.items():
+        if all(topic in recorded for topic in wanted):
+            return candidate, what[candidate]
+    raise ValueError(
+        f'no actions in the bag: none of {what["leader"]} {needs["leader"]}, '
+        f'{what["interbotix"]} or {what["sim"]} {needs["sim"]} were recorded'
+    )
 
 
 def action_channels(
