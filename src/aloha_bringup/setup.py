@@ -45,6 +45,7 @@ setup(
         'console_scripts': [
             'run_graph = aloha_bringup.run_graph:main',
             'record_bag = aloha_bringup.recorder_node:main',
+            'record_graph = aloha_bringup.graph_recorder:main',
             'record_demos = aloha_bringup.record_demos:main',
             'eval_sim = aloha_bringup.evaluation.eval_sim:main',
             'quick_eval = aloha_bringup.evaluation.quick_eval:main',

@@ -277,4 +277,5 @@ def _profile_parameters(profile: RobotProfile, args: dict[str, str]) -> dict[str
             'gripper_finger_range': executor['gripper_finger_range'],
         },
         'chunk_executor': executor,
+        'graph_recorder': {'camera_topics': cameras, 'image_transport': args['image_transport']},
     }

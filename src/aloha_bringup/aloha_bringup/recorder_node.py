@@ -80,6 +80,43 @@ def drain(executor: SingleThreadedExecutor, writer: BagWriter, idle_spins: int =
         idle = idle + 1 if sum(writer.counts.values()) == written else 0
 
 
+def record(node: Node, writer: BagWriter, topics: dict[str, str], prog: str) -> int:
+    """Record `topics` into `writer` until Ctrl-C or SIGTERM, then write what DDS received,
+    close the bag and say what it holds. rclpy was initialised without its signal handler."""
+    subscribe_raw(node, writer.write, topics)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    node.get_logger().info(f'recording {len(topics)} topics to {writer.path}; Ctrl-C to stop')
+    try:
+        spin_until_stopped(executor)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RuntimeError as err:
+        if not interrupted(err):
+            raise
+    finally:
+        try:
+            drain(executor, writer)
+        finally:
+            counts = writer.close()
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
+    print(f'{prog}: wrote {sum(counts.values())} messages to {writer.path}')
+    for topic, count in counts.items():
+        print(f'  {topic}: {count}')
+    return 0
+
+
+def init_without_signal_handler(argv: list[str]) -> None:
+    """SIGTERM and Ctrl-C raise KeyboardInterrupt, and never cut a message in two
+    (BagWriter.write); rclpy's own handler would shut the context down at once, with what DDS
+    received but the node had not taken yet still in the queues (Humble has the option too:
+    rclpy 3.3 rclpy/__init__.py:70, rclpy/signals.py:21)."""
+    sigterm_as_ctrl_c()
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(
@@ -108,37 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, ValueError) as err:
         print(f'record_bag: {err}', file=sys.stderr)
         return 2
-    sigterm_as_ctrl_c()  # and a stop never cuts a message in two (BagWriter.write)
-    # rclpy's own Ctrl-C handler would shut the context down at once, with what DDS received
-    # but the node had not taken yet still in the queues (Humble has the option too: rclpy
-    # 3.3 rclpy/__init__.py:70, rclpy/signals.py:21).
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    init_without_signal_handler(argv)
     node = Node(
         'demo_recorder', parameter_overrides=[Parameter('use_sim_time', value=args.use_sim_time)]
     )
-    subscribe_raw(node, writer.write, topics)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    node.get_logger().info(f'recording {len(topics)} topics to {args.output}; Ctrl-C to stop')
-    try:
-        spin_until_stopped(executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError as err:
-        if not interrupted(err):
-            raise
-    finally:
-        try:
-            drain(executor, writer)
-        finally:
-            counts = writer.close()
-            executor.shutdown()
-            node.destroy_node()
-            rclpy.try_shutdown()
-    print(f'record_bag: wrote {sum(counts.values())} messages to {args.output}')
-    for topic, count in counts.items():
-        print(f'  {topic}: {count}')
-    return 0
+    return record(node, writer, topics, 'record_bag')
 
 
 if __name__ == '__main__':

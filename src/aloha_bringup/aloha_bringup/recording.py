@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from oft_policy_node import robot
 from oft_policy_node.child_process import stop_deferred
@@ -37,14 +37,71 @@ def demo_topics(
     }
 
 
+def graph_topics(camera_topics: list[str], image_transport: str, backend: str) -> dict[str, str]:
+    """What `record:=true` records of the running graph: the cameras as the graph sends them,
+    the arms' joint states, the chunks, the commands of the executor's backend, the active
+    instruction and the nodes' /diagnostics (the executor's state)."""
+    commands = {
+        'joint_positions': {
+            robot.joint_positions_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS
+        },
+        'interbotix': {
+            topic: msgtype
+            for arm in robot.ARMS
+            for topic, msgtype in (
+                (robot.joint_group_topic(arm), 'interbotix_xs_msgs/msg/JointGroupCommand'),
+                (robot.joint_single_topic(arm), 'interbotix_xs_msgs/msg/JointSingleCommand'),
+            )
+        },
+    }
+    if backend not in commands:
+        raise ValueError(f'backend {backend!r} is not one of {sorted(commands)}')
+    return {
+        **{
+            robot.image_topic(t, image_transport): IMAGE_TYPES[image_transport]
+            for t in camera_topics
+        },
+        **{robot.joint_states_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
+        **commands[backend],
+        robot.ACTION_CHUNK_TOPIC: 'oft_msgs/msg/ActionChunk',
+        robot.INSTRUCTION_TOPIC: 'std_msgs/msg/String',
+        '/diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
+    }
+
+
 # What record_demos.launch.py and the simulation record. Latched topics are recorded with
 # transient-local durability (their last value at start).
 DEMO_TOPICS = demo_topics()
-LATCHED_TOPICS = (robot.TASK_INSTRUCTION_TOPIC, robot.TASK_EPISODE_TOPIC)
+LATCHED_TOPICS = (robot.TASK_INSTRUCTION_TOPIC, robot.TASK_EPISODE_TOPIC, robot.INSTRUCTION_TOPIC)
 STAMPED_TYPES = (*IMAGE_TYPES.values(), 'sensor_msgs/msg/JointState')
 # rosbag2 metadata version 9 is what Jazzy/Kilted's `ros2 bag` write; Humble reads it too
 # when written as MCAP (its mcap plugin reads the schema from the file).
 BAG_VERSION = 9
+
+
+def register_project_types(typestore: object, msgtypes: set[str]) -> None:
+    """Add the message types rosbags does not ship: this project's oft_msgs (their .msg files,
+    installed or in the source tree) and Interbotix's commands (oft_training's verbatim copy)."""
+    from oft_training.data.topics import INTERBOTIX_MSG_DEFINITIONS
+
+    for msgtype in sorted(msgtypes - set(typestore.fielddefs)):
+        package, _, name = msgtype.split('/')
+        if msgtype in INTERBOTIX_MSG_DEFINITIONS:
+            text = INTERBOTIX_MSG_DEFINITIONS[msgtype]
+        elif package == 'oft_msgs':
+            text = (_oft_msgs_dir() / f'{name}.msg').read_text()
+        else:
+            continue  # reported as unknown by the caller
+        typestore.register(get_types_from_msg(text, msgtype))
+
+
+def _oft_msgs_dir() -> Path:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory('oft_msgs')) / 'msg'
+    except (ImportError, LookupError):
+        return Path(__file__).resolve().parents[2] / 'oft_msgs' / 'msg'
 
 
 def header_stamp_ns(cdr: bytes) -> int:
@@ -72,6 +129,7 @@ class BagWriter:
                 f'bag {self.path} already exists; choose a new path or remove it'
             )
         typestore = get_typestore(Stores.ROS2_KILTED)
+        register_project_types(typestore, set(topics.values()))
         unknown = [t for t in topics.values() if t not in typestore.fielddefs]
         if unknown:
             raise ValueError(f'message types {unknown} are not in the ROS 2 type store')

@@ -100,7 +100,12 @@ def test_real_robot_drops_the_sim_and_adds_recording_and_remaps():
             }
         )
     }
-    assert list(nodes) == ['policy_node', 'chunk_executor', 'demo_recorder']
+    # record:=true records the graph; it starts no simulation and no demonstrator
+    assert list(nodes) == ['policy_node', 'chunk_executor', 'graph_recorder']
+    recorder = nodes['graph_recorder']
+    assert (recorder.package, recorder.executable) == ('aloha_bringup', 'record_graph')
+    assert recorder.parameters['backend'] == 'interbotix'
+    assert recorder.parameters['camera_topics'] == nodes['policy_node'].parameters['camera_topics']
     assert nodes['policy_node'].parameters['use_sim_time'] is False
     assert nodes['chunk_executor'].parameters['backend'] == 'interbotix'
     remaps = dict(nodes['chunk_executor'].remappings)

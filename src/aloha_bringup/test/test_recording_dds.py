@@ -1,6 +1,7 @@
 """Recording over real DDS into real rosbag2 MCAP files, read back with rosbags: exact counts
 per topic, nothing lost and a readable bag after Ctrl-C while messages are still flowing, and
-record_demos writing one bag per scripted episode with the expected message counts."""
+record_demos writing one bag per scripted episode with the expected message counts, and
+record_graph (record:=true) recording the running graph's topics."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import time
 import numpy as np
 import pytest
 
-from aloha_bringup.recording import DEMO_TOPICS, LATCHED_TOPICS, demo_topics, header_stamp_ns
+from aloha_bringup.recording import (
+    DEMO_TOPICS,
+    LATCHED_TOPICS,
+    demo_topics,
+    graph_topics,
+    header_stamp_ns,
+)
 from oft_policy_node import robot
 from tests.bag_reading import bag_messages
 from tests.ros_fixtures import spin_until, spinning_node
+
+DEMO_LATCHED = [topic for topic in LATCHED_TOPICS if topic in DEMO_TOPICS]
 
 
 def make_message(topic: str, seq: int, topics: dict[str, str] = DEMO_TOPICS):
@@ -31,6 +40,16 @@ def make_message(topic: str, seq: int, topics: dict[str, str] = DEMO_TOPICS):
         msg = JointState(name=list(robot.INTERBOTIX_JOINT_STATE_ORDER), position=[0.1] * 9)
     elif msgtype == 'std_msgs/msg/Bool':
         return Bool(data=bool(seq % 2))
+    elif msgtype == 'oft_msgs/msg/ActionChunk':
+        from oft_policy_node.ros_conversions import action_chunk_msg, seconds_to_stamp
+
+        return action_chunk_msg(
+            seconds_to_stamp(seq), np.zeros((25, robot.ACTION_DIM)), seq + 1, 'task', 0.04, 0.1
+        )
+    elif msgtype == 'diagnostic_msgs/msg/DiagnosticArray':
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+        msg = DiagnosticArray(status=[DiagnosticStatus(name='/chunk_executor', message='running')])
     else:
         return String(data=f'{topic} {seq}')
     msg.header.stamp.sec = seq
@@ -83,13 +102,13 @@ def wait_until_received(pubs: dict) -> None:
 def test_recorded_bag_has_every_message(publishers, spawn, tmp_path, transport):
     pubs, executor = publishers
     topics = demo_topics(transport)
-    for topic in LATCHED_TOPICS:  # latched before the recorder starts, like the sim's
+    for topic in DEMO_LATCHED:  # latched before the recorder starts, like the sim's
         pubs[topic].publish(make_message(topic, 0))
     recorder = start_recorder(spawn, executor, pubs, tmp_path / 'bag', transport)
-    sent = {topic: 1 for topic in LATCHED_TOPICS}
+    sent = {topic: 1 for topic in DEMO_LATCHED}
     for seq in range(30):
         for topic, pub in pubs.items():
-            if topic not in LATCHED_TOPICS:
+            if topic not in DEMO_LATCHED:
                 pub.publish(make_message(topic, seq, topics))
                 sent[topic] = sent.get(topic, 0) + 1
         time.sleep(0.005)
@@ -102,7 +121,7 @@ def test_recorded_bag_has_every_message(publishers, spawn, tmp_path, transport):
 
 def test_ctrl_c_mid_stream_loses_nothing_before_it(publishers, spawn, tmp_path):
     pubs, executor = publishers
-    for topic in LATCHED_TOPICS:
+    for topic in DEMO_LATCHED:
         pubs[topic].publish(make_message(topic, 0))
     recorder = start_recorder(spawn, executor, pubs, tmp_path / 'bag')
     stamped = [t for t, m in DEMO_TOPICS.items() if m.startswith('sensor_msgs')]
@@ -123,7 +142,7 @@ def test_ctrl_c_mid_stream_loses_nothing_before_it(publishers, spawn, tmp_path):
         # the stream that went on.
         assert seqs[:100] == list(range(100)), f'{topic}: gap in {seqs[:5]}...{seqs[95:100]}'
         assert seqs == sorted(set(seqs)), f'{topic}: out of order after the signal'
-    for topic in LATCHED_TOPICS:
+    for topic in DEMO_LATCHED:
         assert len(got[topic]) == 1
 
 
@@ -246,3 +265,49 @@ def test_record_demos_refuses_bad_tracking_noise(capsys):
             main(['record_demos', *argv])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_record_graph_records_the_running_graph_and_starts_nothing(rclpy_context, spawn, tmp_path):
+    """record:=true's recorder: the graph's topics (chunks, commands, the instruction,
+    /diagnostics), one bag, the instruction in its metadata; no simulation."""
+    import yaml
+    from std_msgs.msg import String
+
+    from aloha_bringup.recorder_node import RECORD_QOS, message_class
+    from oft_policy_node.qos import LATCHED
+
+    cameras = [robot.camera_topic(c) for c in robot.CAMERAS]
+    topics = graph_topics(cameras, 'raw', 'joint_positions')
+    with spinning_node(rclpy_context, 'the_graph') as (node, executor):
+        pubs = {
+            topic: node.create_publisher(
+                message_class(msgtype), topic, LATCHED if topic in LATCHED_TOPICS else RECORD_QOS
+            )
+            for topic, msgtype in topics.items()
+        }
+        pubs[robot.INSTRUCTION_TOPIC].publish(String(data='put green pepper into pot'))
+        recorder = spawn.python(
+            '-m',
+            'aloha_bringup.graph_recorder',
+            '--ros-args',
+            '-p',
+            f'output:={tmp_path / "rollout"}',
+            '-p',
+            'instruction:=put green pepper into pot',
+            name='record_graph',
+        )
+        matched = lambda: all(p.get_subscription_count() > 0 for p in pubs.values())  # noqa: E731
+        assert spin_until(executor, matched, 30.0), spawn.output(recorder)
+        for seq in range(10):
+            for topic, pub in pubs.items():
+                if topic != robot.INSTRUCTION_TOPIC:
+                    pub.publish(make_message(topic, seq, topics))
+        wait_until_received(pubs)
+        assert spawn.stop(recorder) == 0, spawn.output(recorder)
+    got = {topic: len(msgs) for topic, msgs in bag_messages(tmp_path / 'rollout').items()}
+    expected = {topic: 10 for topic in topics} | {robot.INSTRUCTION_TOPIC: 1}
+    assert got == expected
+    metadata = yaml.safe_load((tmp_path / 'rollout' / 'metadata.yaml').read_text())
+    custom = metadata['rosbag2_bagfile_information']['custom_data']
+    assert custom == {'instruction': 'put green pepper into pot', 'robot': 'aloha2'}
+    print('\nrecord:=true bag:', *(f'{t}: {n}' for t, n in got.items()), sep='\n  ')
