@@ -424,3 +424,44 @@ def test_after_the_start_pose_the_first_move_to_the_policy_ramps_up(make_robot):
     speeds = np.abs(np.diff(left, axis=0)).max(axis=1) / PERIOD
     assert (len(left) - 1) * PERIOD == pytest.approx(1.12)
     np.testing.assert_allclose(speeds[:27], math.pi * np.arange(1, 28) / 50, rtol=1e-4)
+
+
+def test_teleop_frees_the_leader_arms_then_mirrors_them(rclpy_context, monkeypatch):
+    """Trossen's opening ceremony leaves the leaders in position mode with torque off: the
+    teleop node does that through their xs_sdk, reads it back, and only then sends chunks."""
+    from rclpy.parameter import Parameter
+
+    from tests.interface_build import load_test_interface
+
+    load_test_interface('interbotix_xs_msgs', monkeypatch)
+    from aloha_bringup.teleop_node import TeleopNode
+    from oft_msgs.msg import ActionChunk
+    from oft_policy_node.runtime.arm_bringup import leader_bringup
+    from tests.peers.xs_sdk_stub import XsSdkStub
+
+    leaders = {arm: f'leader_{arm}' for arm in robot.ARMS}
+    stub = XsSdkStub(rclpy_context, REST, arm_namespaces=leaders, gripper=robot.ALOHA2_GRIPPER)
+    teleop = TeleopNode(
+        context=rclpy_context, parameter_overrides=[Parameter('output_dir', value='/tmp/x')]
+    )
+    rig = ExecutorRig(rclpy_context, teleop, follow=False)
+    rig.executor.add_node(stub)
+    chunks = []
+    rig.node.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, chunks.append, 10)
+    try:
+        assert rig.spin_until(lambda: teleop.leaders_ready, timeout=30.0)
+        seen = [(name, fields) for _, name, fields in stub.calls]
+        assert seen == [(c.name, c.request) for c in leader_bringup()]
+        for arm in robot.ARMS:
+            registers = stub.servos[arm].registers
+            assert all(servo['Torque_Enable'] == 0 for servo in registers.values())
+            assert registers['gripper']['Operating_Mode'] == 3
+        # the stub publishes the leaders' states (its gripper a follower angle: any angle will
+        # do here); chunks follow now that the leaders are free
+        assert rig.spin_until(lambda: len(chunks) >= 3, timeout=30.0)
+        rows = np.asarray(chunks[-1].actions).reshape(chunks[-1].num_steps, robot.ACTION_DIM)
+        np.testing.assert_allclose(rows[0][:6], REST[:6], atol=1e-6)
+    finally:
+        rig.executor.remove_node(stub)
+        stub.destroy_node()
+        rig.close()

@@ -46,6 +46,7 @@ setup(
             'run_graph = aloha_bringup.run_graph:main',
             'record_bag = aloha_bringup.recorder_node:main',
             'record_graph = aloha_bringup.graph_recorder:main',
+            'teleop = aloha_bringup.teleop_node:main',
             'record_demos = aloha_bringup.record_demos:main',
             'eval_sim = aloha_bringup.evaluation.eval_sim:main',
             'quick_eval = aloha_bringup.evaluation.quick_eval:main',

@@ -127,8 +127,11 @@ def merge_rule_for(rule: str, checkpoint: str) -> str:
     return rule
 
 
-def load_graph(directory: Path | None = None) -> dict[str, Any]:
-    return yaml.safe_load(((directory or config_dir()) / 'graph.yaml').read_text())
+MISSION_GRAPH, TELEOP_GRAPH = 'graph.yaml', 'teleop_graph.yaml'
+
+
+def load_graph(directory: Path | None = None, name: str = MISSION_GRAPH) -> dict[str, Any]:
+    return yaml.safe_load(((directory or config_dir()) / name).read_text())
 
 
 def load_params(directory: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -140,8 +143,10 @@ def load_params(directory: Path | None = None) -> dict[str, dict[str, Any]]:
     return {node: dict(body.get('ros__parameters', {})) for node, body in raw.items()}
 
 
-def graph_arguments(graph: dict[str, Any] | None = None) -> list[Argument]:
-    graph = graph or load_graph()
+def graph_arguments(
+    graph: dict[str, Any] | None = None, name: str = MISSION_GRAPH
+) -> list[Argument]:
+    graph = graph or load_graph(name=name)
     return [
         Argument(name, str(spec['default']), spec['description'])
         for name, spec in graph['arguments'].items()
@@ -202,17 +207,21 @@ def _arm_remappings(profile: RobotProfile, args: dict[str, str]) -> tuple[tuple[
 
 
 def resolve_graph(
-    overrides: dict[str, str] | None = None, directory: Path | None = None
+    overrides: dict[str, str] | None = None,
+    directory: Path | None = None,
+    name: str = MISSION_GRAPH,
 ) -> list[NodeSpec]:
-    """The nodes to start for the given launch arguments (defaults from graph.yaml)."""
-    graph = load_graph(directory)
+    """The nodes to start for the given launch arguments (defaults from the graph file: the
+    mission's graph.yaml, or teleop_graph.yaml)."""
+    graph = load_graph(directory, name)
     known = {a.name: a.default for a in graph_arguments(graph)}
     unknown = sorted(set(overrides or {}) - set(known))
     if unknown:
         raise ValueError(f'unknown launch argument(s) {unknown}; known: {sorted(known)}')
     args = {**known, **{k: str(v) for k, v in (overrides or {}).items()}}
     use_sim = parse_bool('use_sim', args['use_sim'])
-    args['checkpoint'] = _resolve_checkpoint(args, use_sim)
+    if 'checkpoint' in args:
+        args['checkpoint'] = _resolve_checkpoint(args, use_sim)
     static = load_params(directory)
     profile = load_profile(args['robot'], directory or config_dir())
     _check_simulated_robot(profile, args, use_sim)
@@ -229,7 +238,7 @@ def resolve_graph(
             **{k: _substitute(v, args) for k, v in entry.get('parameters', {}).items()},
             'use_sim_time': use_sim,
         }
-        if 'merge_rule' in parameters:
+        if 'merge_rule' in parameters and 'checkpoint' in args:
             parameters['merge_rule'] = merge_rule_for(parameters['merge_rule'], args['checkpoint'])
         # the executor's exit (exit_timeout) and 5 s to end after it; others 10 s
         stop_timeout = max(float(parameters.get('exit_timeout', 5.0)) + 5.0, 10.0)
@@ -278,4 +287,5 @@ def _profile_parameters(profile: RobotProfile, args: dict[str, str]) -> dict[str
         },
         'chunk_executor': executor,
         'graph_recorder': {'camera_topics': cameras, 'image_transport': args['image_transport']},
+        'teleop': {'camera_topics': cameras, 'image_transport': args['image_transport']},
     }

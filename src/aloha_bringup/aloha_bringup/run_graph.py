@@ -23,7 +23,13 @@ from pathlib import Path
 
 import yaml
 
-from aloha_bringup.graph import NodeSpec, graph_arguments, resolve_graph
+from aloha_bringup.graph import (
+    MISSION_GRAPH,
+    TELEOP_GRAPH,
+    NodeSpec,
+    graph_arguments,
+    resolve_graph,
+)
 from oft_policy_node.child_process import stop_process
 
 
@@ -115,6 +121,9 @@ class GraphProcesses:
             self.stop(name)
 
 
+GRAPHS = {'mission': MISSION_GRAPH, 'teleop': TELEOP_GRAPH}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='run_graph',
@@ -129,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         'arguments', nargs='*', metavar='name:=value', help='launch arguments, as for ros2 launch'
     )
     parser.add_argument(
+        '--graph',
+        choices=sorted(GRAPHS),
+        default='mission',
+        help='mission: policy + executor (+ sim), oft_bimanual.launch.py; teleop: the '
+        'followers mirror the leaders, one bag per episode, teleop.launch.py',
+    )
+    parser.add_argument(
         '--duration',
         type=float,
         default=None,
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        nodes = resolve_graph(parse_launch_arguments(args.arguments))
+        nodes = resolve_graph(parse_launch_arguments(args.arguments), name=GRAPHS[args.graph])
     except ValueError as error:
         parser.error(str(error))
     if args.show_args:

@@ -173,6 +173,7 @@ def test_launch_file_and_runner_resolve_the_same_graph(overrides, monkeypatch, t
     recorded: list[dict] = []
     for name, module in _fake_launch_modules(recorded).items():
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, 'aloha_bringup.launching', raising=False)  # this test's fakes
     spec = importlib.util.spec_from_file_location('oft_bimanual_launch', LAUNCH_FILE)
     launch_file = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_file)

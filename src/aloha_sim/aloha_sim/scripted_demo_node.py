@@ -2,6 +2,10 @@
 demonstrator, over ROS like a teleoperator: per episode set the sim's `seed` and
 `instruction`, call /aloha_sim/reset, then publish one joint_positions command per control tick
 of sim time (/clock), and read /task/success at the end.
+
+With --as-leader it is a simulated leader arm instead: it publishes what it would command as
+the leader arms' joint states (/leader_<arm>/joint_states, the gripper as a leader gripper
+angle), for the teleop node to mirror onto the followers.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from oft_policy_node.service_calls import call_until_answered
 
 SIM_NODE = 'aloha_sim'
 SETTLE_SECONDS = 0.5  # sim time holding the last command before success is read
+LEADER_STATE_PERIOD_S = 0.02  # a simulated leader's joint states: 50 Hz of sim time
 
 
 @dataclass(frozen=True)
@@ -60,16 +65,20 @@ class DemoRunner:
         executor: SingleThreadedExecutor,
         scene: str,
         rate_hz: float = robot.CONTROL_RATE_HZ,
+        leader: robot.LeaderGripper | None = None,
     ) -> None:
+        """`leader`: publish the leader arms' joint states with this gripper calibration
+        instead of the followers' commands."""
         self.node, self.executor = node, executor
+        self.leader = leader
         scene_obj = get_scene(scene)
         self.demonstrator = ScriptedDemonstrator(
             scene_obj, scene_obj.build_spec().compile(), rate_hz
         )
         self.scene = scene
+        topic = robot.leader_joint_states_topic if leader else robot.joint_positions_topic
         self.command_pubs = {
-            arm: node.create_publisher(JointState, robot.joint_positions_topic(arm), 10)
-            for arm in robot.ARMS
+            arm: node.create_publisher(JointState, topic(arm), 10) for arm in robot.ARMS
         }
         self.reset_client = node.create_client(Trigger, f'/{SIM_NODE}/reset')
         self.params = RemoteParameters(node, SIM_NODE)
@@ -80,22 +89,35 @@ class DemoRunner:
         self._trajectory: Trajectory | None = None
         self._start = 0.0
         self._sent = -1
+        self._sent_at = -math.inf  # sim time of the last message
+        self._holding = False  # the first row, until the graph is ready
 
     def _on_clock(self, msg: Clock) -> None:
         self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
         if self._trajectory is None:
             return
-        row = min(
-            math.floor((self.sim_time - self._start) * self.demonstrator.rate_hz + 1e-6),
-            len(self._trajectory.times) - 1,
+        row = (
+            0
+            if self._holding
+            else min(
+                math.floor((self.sim_time - self._start) * self.demonstrator.rate_hz + 1e-6),
+                len(self._trajectory.times) - 1,
+            )
         )
-        if row > self._sent:  # newest due row only: like a teleoperator, no backlog
-            self._sent = row
+        # Newest due row only: like a teleoperator, no backlog. A leader arm reports its
+        # state all the time, not only when it moves (LEADER_STATE_PERIOD_S).
+        due = row > self._sent or (
+            self.leader is not None and self.sim_time - self._sent_at >= LEADER_STATE_PERIOD_S
+        )
+        if due:
+            self._sent, self._sent_at = row, self.sim_time
             for arm in robot.ARMS:
-                msg_out = JointState(
-                    name=list(COMMAND_JOINTS),
-                    position=self._trajectory.commands[arm][row].tolist(),
-                )
+                position = self._trajectory.commands[arm][row].tolist()  # joints, motor angle
+                if self.leader:
+                    position[-1] = float(
+                        self.leader.angle(robot.motor_to_normalized(position[-1]))
+                    )
+                msg_out = JointState(name=list(COMMAND_JOINTS), position=position)
                 msg_out.header.stamp = msg.clock
                 self.command_pubs[arm].publish(msg_out)
 
@@ -158,10 +180,19 @@ class DemoRunner:
         )
         return episode, float(info['start_time'])
 
-    def run_episode(self, seed: int, instruction: str) -> EpisodeResult:
+    def run_episode(
+        self, seed: int, instruction: str, ready: Callable[[], None] | None = None
+    ) -> EpisodeResult:
+        """One episode; `ready()`, when given, is called after the reset and blocks until the
+        rest of the graph is (a follower's executor, a recorder): the demonstration starts
+        then, from the reset pose."""
         wall = time.monotonic()
         episode, start = self.reset(seed, instruction)
         trajectory = self.demonstrator.plan(episode)
+        if ready is not None:
+            self._holding, self._sent, self._trajectory = True, -1, trajectory
+            ready()
+            self._holding, start = False, self.sim_time
         self.success = False
         self._start, self._sent, self._trajectory = start, -1, trajectory
         end = start + trajectory.times[-1] + 1.0 / self.demonstrator.rate_hz + SETTLE_SECONDS
@@ -214,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_episode_arguments(parser)
+    parser.add_argument(
+        '--as-leader',
+        action='store_true',
+        help="publish the leader arms' joint states (a simulated teleoperator for the teleop "
+        "node) instead of the followers' commands",
+    )
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     if args.episodes < 1:
         parser.error(f'--episodes must be >= 1, got {args.episodes}')
@@ -223,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     executor.add_node(node)
     results = []
     try:
-        runner = DemoRunner(node, executor, args.scene)
+        leader = robot.ALOHA2_LEADER if args.as_leader else None
+        runner = DemoRunner(node, executor, args.scene, leader=leader)
         runner.wait_for_sim()
         for k in tqdm(range(args.episodes), desc=f'{args.scene} episodes', unit='ep'):
             result = runner.run_episode(

@@ -98,6 +98,71 @@ def _import_interbotix(kind: str) -> Any:
         ) from error
 
 
+class DriverCalls:
+    """Makes a DriverSequence's xs_sdk service calls from `node`, one at a time, each within
+    `timeout` seconds to appear and to answer; `step()` is polled on a wall-time timer (the
+    driver answers in wall time, whatever clock the node runs on) and returns each answered
+    call with its read-back values."""
+
+    def __init__(self, node: Node, timeout: float) -> None:
+        self._node = node
+        self._services = _import_interbotix('srv')
+        self._timeout = timeout
+        self._clients: dict[str, Any] = {}
+        self._future = None
+        self._deadline = 0.0
+        self.sequence = DriverSequence([])
+
+    def start(self, sequence: DriverSequence) -> None:
+        for call in sequence.calls:
+            if call.name not in self._clients:
+                self._clients[call.name] = self._node.create_client(
+                    getattr(self._services, call.srv_type), call.name
+                )
+        self.sequence = sequence
+        self._future = None
+        self._deadline = time.monotonic() + self._timeout
+
+    def step(self) -> tuple[Any, list[int]] | None:
+        """Issue or wait for the current call; (call, values) once it was answered (the
+        sequence has taken the answer: a read-back that differs has failed it)."""
+        call = self.sequence.current
+        if call is None:
+            return None
+        now = time.monotonic()
+        if self._future is None:
+            client = self._clients[call.name]
+            if client.service_is_ready():
+                self._future = client.call_async(client.srv_type.Request(**call.request))
+                self._deadline = now + self._timeout
+            elif now > self._deadline:
+                namespace = call.name.rsplit('/', 1)[0]
+                self.fail(
+                    f'the service is not offered after {self._timeout} s (is xs_sdk '
+                    f'running in namespace {namespace}?)'
+                )
+            return None
+        if not self._future.done():
+            if now > self._deadline:
+                self.fail(f'no response within {self._timeout} s')
+            return None
+        error = self._future.exception()
+        if error is not None:
+            self.fail(f'the call raised {error!r}')
+            return None
+        values = list(getattr(self._future.result(), 'values', ()))
+        self._future = None
+        self._deadline = now + self._timeout
+        self.sequence.answered(values)
+        return call, values
+
+    def fail(self, reason: str) -> None:
+        self.sequence.fail(reason)
+        if self._future is not None:
+            self._future.cancel()
+        self._node.get_logger().error(self.sequence.failure)
+
+
 class InterbotixBackend:
     """Commands for interbotix_xs_sdk, sent only while every arm's driver is known to hold the
     bring-up's settings: after the bring-up, and again after any sign of a driver restart. An
@@ -110,7 +175,7 @@ class InterbotixBackend:
     def __init__(
         self, node: Node, params: Mapping[str, Any], gripper: robot.GripperCalibration
     ) -> None:
-        messages, self._services = _import_interbotix('msg'), _import_interbotix('srv')
+        messages = _import_interbotix('msg')
         self._node = node
         self._gripper = gripper
         self._group_type = messages.JointGroupCommand
@@ -127,8 +192,7 @@ class InterbotixBackend:
             for arm in robot.ARMS
         }
         self._current_limit = params['gripper_current_limit']
-        self._timeout = params['bringup_timeout']
-        self._clients: dict[str, Any] = {}
+        self._calls = DriverCalls(node, params['bringup_timeout'])
         self._brought_up = False  # the first bring-up has finished
         self._torqued_off = False
         self._state_topics: dict[str, str] = {}
@@ -138,22 +202,16 @@ class InterbotixBackend:
         self._to_check: list[str] = []  # arms whose driver settings must be read back
         self._to_bring_up: list[str] = []  # arms whose driver must be brought up again
         self.driver_restarts = 0
-        self._sequence = self._start(DriverSequence(follower_bringup(self._current_limit)))
+        self._calls.start(DriverSequence(follower_bringup(self._current_limit)))
         # The driver answers in wall time whatever clock the node runs on (sim time stops).
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         node.create_timer(BRINGUP_POLL_S, self._step, clock=steady)
         node.create_timer(DRIVER_WATCH_S, self._watch, clock=steady)
         node.get_logger().info(f'bring-up of the arms: {len(self._sequence.calls)} xs_sdk calls')
 
-    def _start(self, sequence: DriverSequence) -> DriverSequence:
-        for call in sequence.calls:
-            if call.name not in self._clients:
-                self._clients[call.name] = self._node.create_client(
-                    getattr(self._services, call.srv_type), call.name
-                )
-        self._future = None
-        self._deadline = time.monotonic() + self._timeout
-        return sequence
+    @property
+    def _sequence(self) -> DriverSequence:
+        return self._calls.sequence
 
     @property
     def ready(self) -> bool:
@@ -202,7 +260,7 @@ class InterbotixBackend:
 
     def torque_off(self) -> None:
         self._torqued_off = True
-        self._sequence = self._start(DriverSequence(torque_off(), 'torque off'))
+        self._calls.start(DriverSequence(torque_off(), 'torque off'))
 
     def _publisher_gids(self, arm: str) -> set[tuple[int, ...]]:
         topic = self._state_topics.get(arm)
@@ -268,53 +326,27 @@ class InterbotixBackend:
         else:
             return
         self._node.get_logger().info(f'{purpose}: {len(calls)} xs_sdk calls')
-        self._sequence = self._start(DriverSequence(calls, purpose))
+        self._calls.start(DriverSequence(calls, purpose))
 
     def _step(self) -> None:
-        now = time.monotonic()
         if self._brought_up and not self._torqued_off and not self.failure:
-            self._watch_joint_states(now)
+            self._watch_joint_states(time.monotonic())
             if self._sequence.done:
                 self._next_sequence()
-        call = self._sequence.current
-        if call is None:
-            return
-        if self._future is None:
-            client = self._clients[call.name]
-            if client.service_is_ready():
-                self._future = client.call_async(client.srv_type.Request(**call.request))
-                self._deadline = now + self._timeout
-            elif now > self._deadline:
-                self._fail(
-                    f'the service is not offered after {self._timeout} s (is xs_sdk '
-                    f'running in namespace /{robot.arm_namespace(call.arm)}?)'
-                )
-            return
-        if not self._future.done():
-            if now > self._deadline:
-                self._fail(f'no response within {self._timeout} s')
-            return
-        error = self._future.exception()
-        if error is not None:
-            self._fail(f'the call raised {error!r}')
-            return
-        values = list(getattr(self._future.result(), 'values', ()))
-        self._future = None
-        self._deadline = now + self._timeout
-        self._answered(call, values)
-        if self._sequence.current is not None:
-            self._step()  # the next call at once, not a poll later
+        answered = self._calls.step()
+        while answered is not None:  # the next call at once, not a poll later
+            self._answered(*answered)
+            answered = self._calls.step()
 
     def _answered(self, call: Any, values: list[int]) -> None:
         logger, sequence = self._node.get_logger(), self._sequence
-        sequence.answered(values)
         if sequence.failure and sequence.purpose.endswith('driver check'):
             logger.warning(
                 f'{sequence.failure.removesuffix("; nothing is commanded")}: the driver lost '
                 f'the settings (restarted?); bringing the {call.arm} arm up again'
             )
             self.driver_restarts += 1
-            self._sequence = DriverSequence([])  # done: the next step starts the bring-up
+            self._calls.start(DriverSequence([]))  # done: the next step starts the bring-up
             self._queue(self._to_bring_up, call.arm)
             return
         if sequence.failure:
@@ -332,12 +364,6 @@ class InterbotixBackend:
                 f'{sequence.purpose} done, read back: arms in position mode, grippers '
                 f'current_based_position with Current_Limit {self._current_limit}, torque on'
             )
-
-    def _fail(self, reason: str) -> None:
-        self._sequence.fail(reason)
-        if self._future is not None:
-            self._future.cancel()
-        self._node.get_logger().error(self._sequence.failure)
 
     def send(self, command: np.ndarray, stamp: Time) -> None:
         del stamp  # the Interbotix commands carry no header

@@ -112,6 +112,38 @@ normalized_to_motor = ALOHA2_GRIPPER.normalized_to_motor
 motor_to_normalized = ALOHA2_GRIPPER.motor_to_normalized
 
 
+@dataclass(frozen=True)
+class LeaderGripper:
+    """A leader arm's (WidowX 250, teleoperation) gripper joint angle (rad) of a closed and an
+    open gripper: a leader's gripper angle is a normalised opening by these."""
+
+    closed: float
+    opened: float
+
+    def __post_init__(self) -> None:
+        if self.closed == self.opened:
+            raise ValueError(f'leader gripper closed and open angles are equal ({self.closed})')
+
+    def opening(self, angle: float | np.ndarray) -> float | np.ndarray:
+        return (angle - self.closed) / (self.opened - self.closed)
+
+    def angle(self, opening: float | np.ndarray) -> float | np.ndarray:
+        return self.closed + opening * (self.opened - self.closed)
+
+
+# Interbotix/aloha constants.py: LEADER_GRIPPER_JOINT_CLOSE / OPEN (ALOHA 2 leaders); the
+# authors' experiments/robot/aloha/constants.py: MASTER_GRIPPER_JOINT_CLOSE / OPEN (ALOHA 1).
+ALOHA2_LEADER = LeaderGripper(closed=-0.0552, opened=0.8298)
+ALOHA1_LEADER = LeaderGripper(closed=-0.6842, opened=0.3083)
+
+
+def leader_joint_states_topic(arm: str) -> str:
+    """The leader arm's joint_states (Trossen's namespaces leader_left / leader_right)."""
+    if arm not in ARMS:
+        raise ValueError(f'unknown arm {arm!r}; expected one of {ARMS}')
+    return f'/leader_{arm}/joint_states'
+
+
 def arm_namespace(arm: str) -> str:
     """Interbotix namespace of an arm: follower_left / follower_right."""
     if arm not in ARMS:

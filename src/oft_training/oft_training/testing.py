@@ -148,7 +148,7 @@ def demo_messages(spec: BagSpec = BagSpec()) -> list[DemoMessage]:
                 angle = closed + command_opening(i) * (opened - closed)
                 add(
                     ns,
-                    topics.leader_joint_states_topic(arm),
+                    robot.leader_joint_states_topic(arm),
                     topics.JOINT_STATE,
                     True,
                     **joint_state(

@@ -62,9 +62,12 @@ class DriverCall:
     srv_type: str  # type in interbotix_xs_msgs.srv, e.g. 'OperatingModes'
     request: dict[str, Any] = field(default_factory=dict)
     expect: int | None = None
+    namespace: str = ''  # '' = the follower's; leader_<arm> for a leader arm
 
     @property
     def name(self) -> str:
+        if self.namespace:
+            return f'/{self.namespace}/{self.service}'
         return robot.driver_service(self.arm, self.service)
 
     def describe(self) -> str:
@@ -86,7 +89,9 @@ class DriverCall:
         )
 
 
-def _operating_mode(arm: str, cmd_type: str, name: str, mode: str) -> DriverCall:
+def _operating_mode(
+    arm: str, cmd_type: str, name: str, mode: str, namespace: str = ''
+) -> DriverCall:
     # profile values as InterbotixRobotXSCore.robot_set_operating_modes defaults them
     return DriverCall(
         arm,
@@ -100,25 +105,30 @@ def _operating_mode(arm: str, cmd_type: str, name: str, mode: str) -> DriverCall
             'profile_velocity': 0,
             'profile_acceleration': 0,
         },
+        namespace=namespace,
     )
 
 
-def _torque(arm: str, cmd_type: str, name: str, enable: bool) -> DriverCall:
+def _torque(arm: str, cmd_type: str, name: str, enable: bool, namespace: str = '') -> DriverCall:
     return DriverCall(
         arm,
         'torque_enable',
         'TorqueEnable',
         {'cmd_type': cmd_type, 'name': name, 'enable': enable},
+        namespace=namespace,
     )
 
 
-def _read_back(arm: str, cmd_type: str, name: str, reg: str, expect: int) -> DriverCall:
+def _read_back(
+    arm: str, cmd_type: str, name: str, reg: str, expect: int, namespace: str = ''
+) -> DriverCall:
     return DriverCall(
         arm,
         'get_motor_registers',
         'RegisterValues',
         {'cmd_type': cmd_type, 'name': name, 'reg': reg, 'value': 0},
         expect=expect,
+        namespace=namespace,
     )
 
 
@@ -184,6 +194,27 @@ def read_backs(
     return [
         call for call in follower_bringup(gripper_current_limit, arms) if call.expect is not None
     ]
+
+
+def leader_bringup(arms: Sequence[str] = robot.ARMS) -> list[DriverCall]:
+    """The leader arms made free to move, as Trossen's opening_ceremony leaves them
+    (Interbotix/aloha scripts/dual_side_teleop.py: arm and gripper in `position`, then the
+    gripper's and, without gravity compensation, the arm's torque off), read back."""
+    calls = []
+    for arm in arms:
+        namespace = f'leader_{arm}'
+        calls += [
+            _operating_mode(arm, 'group', ARM_GROUP, 'position', namespace),
+            _operating_mode(arm, 'single', robot.GRIPPER, 'position', namespace),
+            _torque(arm, 'group', ARM_GROUP, False, namespace),
+            _torque(arm, 'single', robot.GRIPPER, False, namespace),
+            _read_back(arm, 'group', ARM_GROUP, TORQUE_ENABLE, 0, namespace),
+            _read_back(arm, 'single', robot.GRIPPER, TORQUE_ENABLE, 0, namespace),
+            _read_back(
+                arm, 'single', robot.GRIPPER, OPERATING_MODE, MODE_VALUES['position'], namespace
+            ),
+        ]
+    return calls
 
 
 def torque_off(arms: Sequence[str] = robot.ARMS) -> list[DriverCall]:

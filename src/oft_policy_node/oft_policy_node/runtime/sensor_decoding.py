@@ -84,6 +84,23 @@ def decode_compressed_image(
     return np.ascontiguousarray(image[..., ::-1])
 
 
+def joint_values(
+    names: Sequence[str], positions: Sequence[float], wanted: Sequence[str]
+) -> np.ndarray:
+    """The positions of `wanted` joints from a JointState's names and positions, looked up by
+    name (any order); ValueError for a missing joint or a non-finite value."""
+    if len(names) != len(positions):
+        raise ValueError(f'{len(names)} names but {len(positions)} positions')
+    by_name = dict(zip(names, positions, strict=True))
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise ValueError(f'joints {missing} are missing (got {list(names)})')
+    values = np.array([by_name[name] for name in wanted], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f'non-finite positions {dict(zip(wanted, values.tolist(), strict=True))}')
+    return values
+
+
 def arm_state_from_joint_state(
     names: Sequence[str],
     positions: Sequence[float],
@@ -92,15 +109,6 @@ def arm_state_from_joint_state(
     """An Interbotix vx300s JointState (any order, mapped by name) -> (7,): the 6 arm joints
     (rad) and the gripper opening (0..1 from the left finger position by `gripper`'s
     calibration, unclipped)."""
-    if len(names) != len(positions):
-        raise ValueError(f'{len(names)} names but {len(positions)} positions')
-    by_name = dict(zip(names, positions, strict=True))
-    wanted = (*robot.ARM_JOINTS, robot.FINGER_JOINT)
-    missing = [name for name in wanted if name not in by_name]
-    if missing:
-        raise ValueError(f'joints {missing} are missing (got {list(names)})')
-    values = np.array([by_name[name] for name in wanted], dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f'non-finite positions {dict(zip(wanted, values.tolist(), strict=True))}')
+    values = joint_values(names, positions, (*robot.ARM_JOINTS, robot.FINGER_JOINT))
     values[-1] = gripper.finger_to_normalized(values[-1])
     return values  # (7,)

@@ -35,7 +35,7 @@ INTERBOTIX_MSG_DEFINITIONS = {
     JOINT_SINGLE_COMMAND: 'string name\nfloat32 cmd\n',
 }
 # Leader gripper joint angles (rad) of the ROS 2 ALOHA (aloha/constants.py, ALOHA 2 leaders).
-LEADER_GRIPPER_CLOSED, LEADER_GRIPPER_OPEN = -0.0552, 0.8298
+LEADER_GRIPPER_CLOSED, LEADER_GRIPPER_OPEN = robot.ALOHA2_LEADER.closed, robot.ALOHA2_LEADER.opened
 JOINTS_PER_ARM = len(robot.ARM_JOINTS) + 1
 # Where an episode's instruction may be recorded: the task's (simulation, recorder, teleop
 # episode metadata) and the policy's active instruction (a policy-driven run).
@@ -135,16 +135,12 @@ def _interbotix_channels() -> list[Channel]:
     return channels
 
 
-def leader_joint_states_topic(arm: str) -> str:
-    return f'/leader_{arm}/joint_states'
-
-
 def _leader_channels(closed: float, open_: float) -> list[Channel]:
     if open_ == closed:
         raise ValueError(f'leader gripper closed and open angles are equal ({closed})')
     return [
         _joint_state_channel(
-            leader_joint_states_topic(arm),
+            robot.leader_joint_states_topic(arm),
             arm,
             robot.GRIPPER,
             lambda angle: (angle - closed) / (open_ - closed),
@@ -162,7 +158,7 @@ def resolve_action_source(source: str, recorded: set[str]) -> tuple[str, str]:
     actions, ALOHA's record_episodes.py `/action`), else the Interbotix commands, else the
     simulation backend's."""
     needs = {
-        'leader': [leader_joint_states_topic(arm) for arm in robot.ARMS],
+        'leader': [robot.leader_joint_states_topic(arm) for arm in robot.ARMS],
         'interbotix': [
             topic
             for arm in robot.ARMS
