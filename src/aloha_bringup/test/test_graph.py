@@ -21,7 +21,7 @@ from aloha_bringup.graph import (
 )
 from oft_policy_node.model.testing import make_tiny_checkpoint
 
-LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'oft_bimanual.launch.py'
+LAUNCH_DIR = Path(__file__).resolve().parents[1] / 'launch'
 
 
 def test_defaults_start_sim_policy_and_executor_on_sim_time():
@@ -157,34 +157,46 @@ def _fake_launch_modules(recorded: list[dict]) -> dict[str, types.ModuleType]:
 
 
 @pytest.mark.parametrize(
-    'overrides',
+    'launch, graph, overrides',
     [
-        {},
-        {
-            'use_sim': 'false',
-            'backend': 'interbotix',
-            'record': 'true',
-            'right_namespace': 'arm_r',
-            'checkpoint': '/ckpt',
-        },
+        ('oft_bimanual', 'graph.yaml', {}),
+        (
+            'oft_bimanual',
+            'graph.yaml',
+            {
+                'use_sim': 'false',
+                'backend': 'interbotix',
+                'record': 'true',
+                'right_namespace': 'arm_r',
+                'checkpoint': '/ckpt',
+            },
+        ),
+        ('teleop', 'teleop_graph.yaml', {}),
+        (
+            'teleop',
+            'teleop_graph.yaml',
+            {'use_sim': 'true', 'backend': 'joint_positions', 'leader_bringup': 'false'},
+        ),
     ],
 )
-def test_launch_file_and_runner_resolve_the_same_graph(overrides, monkeypatch, tmp_path):
+def test_launch_file_and_runner_resolve_the_same_graph(
+    launch, graph, overrides, monkeypatch, tmp_path
+):
     recorded: list[dict] = []
     for name, module in _fake_launch_modules(recorded).items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, 'aloha_bringup.launching', raising=False)  # this test's fakes
-    spec = importlib.util.spec_from_file_location('oft_bimanual_launch', LAUNCH_FILE)
+    spec = importlib.util.spec_from_file_location(launch, LAUNCH_DIR / f'{launch}.launch.py')
     launch_file = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_file)
 
     description = launch_file.generate_launch_description()
     declared = {a.name: a.default_value for a in description[:-1]}
-    graph_arguments = yaml.safe_load((CONFIG_DIR / 'graph.yaml').read_text())['arguments']
+    graph_arguments = yaml.safe_load((CONFIG_DIR / graph).read_text())['arguments']
     assert declared == {name: str(body['default']) for name, body in graph_arguments.items()}
     description[-1]({**declared, **overrides})  # the OpaqueFunction, with resolved arguments
 
-    runner = resolve_graph(overrides)
+    runner = resolve_graph(overrides, name=graph)
     assert [(n['name'], n['package'], n['executable']) for n in recorded] == [
         (n.name, n.package, n.executable) for n in runner
     ]
