@@ -73,10 +73,12 @@ class DemoMonitor:
         from rclpy.node import Node
         from rclpy.parameter import Parameter
         from rclpy.qos import qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool
 
         from oft_msgs.msg import ActionChunk
+        from oft_policy_node.rclpy_compat import subscribe_with_arrival
 
         self.node = Node(
             'demo_monitor',
@@ -89,6 +91,10 @@ class DemoMonitor:
         self.window_start: float | None = None  # sim time of the first chunk
         self.window_end: float | None = None  # sim time the measurement stopped
         self.wall_start = self.wall_end = 0.0
+        # The newest /clock: (sim s, wall s when DDS received it). The window's ends are taken
+        # from it as pairs, so a monitor that takes its callbacks late (a busy machine) does not
+        # pair an old sim time with a new wall time: the real-time factor is the sim's.
+        self.clock = (0.0, 0.0)
         self.commands_in_window = 0
         self.executor_counters = ExecutorCounters()
         self.success = False
@@ -116,6 +122,7 @@ class DemoMonitor:
                 10,
             )
         n.create_subscription(ActionChunk, robot.ACTION_CHUNK_TOPIC, self._on_chunk, 10)
+        subscribe_with_arrival(n, Clock, robot.CLOCK_TOPIC, self._on_clock, 10)
         n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         n.create_subscription(Bool, robot.TASK_SUCCESS_TOPIC, self._on_success, 10)
 
@@ -150,10 +157,13 @@ class DemoMonitor:
             self.commands_in_window += 1
             self.joints.add_commanded(self.now(), self._commanded.copy())
 
+    def _on_clock(self, msg: object, received_ns: int) -> None:
+        wall = received_ns * 1e-9 if received_ns else time.time()
+        self.clock = (msg.clock.sec + msg.clock.nanosec * 1e-9, wall)
+
     def _on_chunk(self, msg: object) -> None:
-        if self.window_start is None:
-            self.window_start = self.now()
-            self.wall_start = time.monotonic()
+        if self.window_start is None and self.clock[1]:  # once a /clock has come
+            self.window_start, self.wall_start = self.clock
         if self.recording():
             self.latencies.append(float(msg.inference_latency))
 
@@ -318,8 +328,8 @@ def _run_window(
         if graph.exited():
             print(f'demo: node(s) exited: {graph.exited()}', file=sys.stderr, flush=True)
             return 1
-        if monitor.now() >= end and monitor.window_end is None:
-            monitor.window_end, monitor.wall_end = monitor.now(), time.monotonic()
+        if monitor.clock[0] >= end and monitor.window_end is None:
+            monitor.window_end, monitor.wall_end = monitor.clock
     return 0
 
 
@@ -328,7 +338,7 @@ def _build_report(
 ) -> dict:
     start = monitor.window_start or 0.0
     end = monitor.window_end if monitor.window_end is not None else monitor.now()
-    wall_end = monitor.wall_end or time.monotonic()
+    wall_end = monitor.wall_end or monitor.clock[1]
     sim_seconds = max(end - start, 0.0) if monitor.window_start is not None else 0.0
     wall_seconds = max(wall_end - monitor.wall_start, 0.0) if monitor.wall_start else 0.0
     return {
