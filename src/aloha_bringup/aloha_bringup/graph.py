@@ -279,13 +279,10 @@ def _profile_parameters(profile: RobotProfile, args: dict[str, str]) -> dict[str
     executor = profile.executor_parameters()
     if args['on_exit']:
         executor['on_exit'] = args['on_exit']
+    seen = {'camera_topics': cameras, 'image_transport': args['image_transport']}
     return {
-        'policy_node': {
-            'camera_topics': cameras,
-            'image_transport': args['image_transport'],
-            'gripper_finger_range': executor['gripper_finger_range'],
-        },
+        'policy_node': {**seen, 'gripper_finger_range': executor['gripper_finger_range']},
         'chunk_executor': executor,
-        'graph_recorder': {'camera_topics': cameras, 'image_transport': args['image_transport']},
-        'teleop': {'camera_topics': cameras, 'image_transport': args['image_transport']},
+        'graph_recorder': seen,
+        'teleop': seen,
     }

@@ -19,11 +19,13 @@ from pathlib import Path
 import rclpy
 from rclpy.node import Node
 
-from aloha_bringup.recorder_node import init_without_signal_handler, record
-from aloha_bringup.recording import IMAGE_TYPES, BagWriter, graph_topics
-from oft_policy_node import robot
-from oft_policy_node.command_backends import BACKENDS
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, one_of
+from aloha_bringup.recorder_node import (
+    GRAPH_RECORDING_PARAMETERS,
+    init_without_signal_handler,
+    record,
+)
+from aloha_bringup.recording import BagWriter, graph_topics
+from oft_policy_node.node_parameters import ParameterSpec, declare_all
 from oft_policy_node.node_runner import parameter_help
 
 PARAMETERS = (
@@ -32,25 +34,8 @@ PARAMETERS = (
         '',
         "Bag folder to create; '' = demos/rollout_<date>_<time> in the working directory.",
     ),
-    ParameterSpec(
-        'camera_topics',
-        [robot.camera_topic(c) for c in robot.CAMERAS],
-        f'Raw image topics of the cameras {list(robot.CAMERAS)} (the robot profile gives them).',
-    ),
-    ParameterSpec(
-        'image_transport',
-        'raw',
-        'raw or compressed: record the cameras as the graph sends them.',
-        one_of(*IMAGE_TYPES),
-    ),
-    ParameterSpec(
-        'backend',
-        'joint_positions',
-        "The executor's backend: its commands are recorded.",
-        one_of(*BACKENDS),
-    ),
+    *GRAPH_RECORDING_PARAMETERS,
     ParameterSpec('instruction', '', "The task the graph starts with (the bag's metadata)."),
-    ParameterSpec('robot', 'aloha2', "The robot profile (the bag's metadata)."),
 )
 
 

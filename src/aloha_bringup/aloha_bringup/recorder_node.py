@@ -28,9 +28,33 @@ from aloha_bringup.recording import (
     BagWriter,
     demo_topics,
 )
+from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c, stop_deferred
+from oft_policy_node.command_backends import BACKENDS
+from oft_policy_node.node_parameters import ParameterSpec, one_of
 from oft_policy_node.qos import LATCHED
 
+# What a recorder of the running graph (record_graph, teleop) is told about it.
+GRAPH_RECORDING_PARAMETERS = (
+    ParameterSpec(
+        'camera_topics',
+        [robot.camera_topic(c) for c in robot.CAMERAS],
+        f'Raw image topics of the cameras {list(robot.CAMERAS)} (the robot profile gives them).',
+    ),
+    ParameterSpec(
+        'image_transport',
+        'raw',
+        'raw or compressed: record the cameras as the graph sends them.',
+        one_of(*IMAGE_TYPES),
+    ),
+    ParameterSpec(
+        'backend',
+        'joint_positions',
+        "The executor's backend: its commands are recorded.",
+        one_of(*BACKENDS),
+    ),
+    ParameterSpec('robot', 'aloha2', "The robot profile (the bags' metadata)."),
+)
 # Reliable with a deep queue: a recorder must not drop frames while the writer is busy.
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # On a stop, messages DDS already holds are written for at most this long (a stream that goes

@@ -14,23 +14,31 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from oft_policy_node import robot
 from oft_policy_node.child_process import stop_deferred
+from oft_training.data.topics import INTERBOTIX_MSG_DEFINITIONS, JOINT_STATE, action_channels
 
 IMAGE_TYPES = {'raw': 'sensor_msgs/msg/Image', 'compressed': 'sensor_msgs/msg/CompressedImage'}
+
+
+def _observation_topics(camera_topics: list[str], image_transport: str) -> dict[str, str]:
+    """The cameras as the graph sends them (raw Image topics, or <topic>/compressed
+    CompressedImage: the converter reads both) and both arms' joint states."""
+    return {
+        **{
+            robot.image_topic(topic, image_transport): IMAGE_TYPES[image_transport]
+            for topic in camera_topics
+        },
+        **{robot.joint_states_topic(arm): JOINT_STATE for arm in robot.ARMS},
+    }
 
 
 def demo_topics(
     image_transport: str = 'raw', camera_topics: list[str] | None = None
 ) -> dict[str, str]:
-    """The demo topic set: what a training episode needs, the cameras as the graph sends them
-    (raw Image topics, or <topic>/compressed CompressedImage: the converter reads both)."""
+    """The demo topic set: what a training episode needs."""
     cameras = camera_topics or [robot.camera_topic(cam) for cam in robot.CAMERAS]
     return {
-        **{
-            robot.image_topic(topic, image_transport): IMAGE_TYPES[image_transport]
-            for topic in cameras
-        },
-        **{robot.joint_states_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
-        **{robot.joint_positions_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
+        **_observation_topics(cameras, image_transport),
+        **{robot.joint_positions_topic(arm): JOINT_STATE for arm in robot.ARMS},
         robot.TASK_INSTRUCTION_TOPIC: 'std_msgs/msg/String',
         robot.TASK_EPISODE_TOPIC: 'std_msgs/msg/String',
         robot.TASK_SUCCESS_TOPIC: 'std_msgs/msg/Bool',
@@ -41,28 +49,13 @@ def graph_topics(camera_topics: list[str], image_transport: str, backend: str) -
     """What `record:=true` records of the running graph: the cameras as the graph sends them,
     the arms' joint states, the chunks, the commands of the executor's backend, the active
     instruction and the nodes' /diagnostics (the executor's state)."""
-    commands = {
-        'joint_positions': {
-            robot.joint_positions_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS
-        },
-        'interbotix': {
-            topic: msgtype
-            for arm in robot.ARMS
-            for topic, msgtype in (
-                (robot.joint_group_topic(arm), 'interbotix_xs_msgs/msg/JointGroupCommand'),
-                (robot.joint_single_topic(arm), 'interbotix_xs_msgs/msg/JointSingleCommand'),
-            )
-        },
-    }
-    if backend not in commands:
-        raise ValueError(f'backend {backend!r} is not one of {sorted(commands)}')
+    # the backends' commands, as the converter's action sources read them
+    sources = {'joint_positions': 'sim', 'interbotix': 'interbotix'}
+    if backend not in sources:
+        raise ValueError(f'backend {backend!r} is not one of {sorted(sources)}')
     return {
-        **{
-            robot.image_topic(t, image_transport): IMAGE_TYPES[image_transport]
-            for t in camera_topics
-        },
-        **{robot.joint_states_topic(arm): 'sensor_msgs/msg/JointState' for arm in robot.ARMS},
-        **commands[backend],
+        **_observation_topics(camera_topics, image_transport),
+        **{c.topic: c.msgtype for c in action_channels(sources[backend])},
         robot.ACTION_CHUNK_TOPIC: 'oft_msgs/msg/ActionChunk',
         robot.INSTRUCTION_TOPIC: 'std_msgs/msg/String',
         '/diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
@@ -82,8 +75,6 @@ BAG_VERSION = 9
 def register_project_types(typestore: object, msgtypes: set[str]) -> None:
     """Add the message types rosbags does not ship: this project's oft_msgs (their .msg files,
     installed or in the source tree) and Interbotix's commands (oft_training's verbatim copy)."""
-    from oft_training.data.topics import INTERBOTIX_MSG_DEFINITIONS
-
     for msgtype in sorted(msgtypes - set(typestore.fielddefs)):
         package, _, name = msgtype.split('/')
         if msgtype in INTERBOTIX_MSG_DEFINITIONS:

@@ -38,15 +38,14 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from aloha_bringup.recorder_node import subscribe_raw
-from aloha_bringup.recording import IMAGE_TYPES
+from aloha_bringup.recorder_node import GRAPH_RECORDING_PARAMETERS, subscribe_raw
 from aloha_bringup.teleop.episodes import EpisodeBags, teleop_topics
 from aloha_bringup.teleop.leader import leader_target
 from oft_msgs.msg import ActionChunk
 from oft_msgs.srv import SetInstruction
 from oft_policy_node import robot
-from oft_policy_node.command_backends import BACKENDS, BRINGUP_POLL_S, DriverCalls
-from oft_policy_node.node_parameters import ParameterSpec, declare_all, one_of, positive
+from oft_policy_node.command_backends import BRINGUP_POLL_S, DriverCalls
+from oft_policy_node.node_parameters import ParameterSpec, declare_all, positive
 from oft_policy_node.node_runner import run_node
 from oft_policy_node.qos import LATCHED
 from oft_policy_node.ros_conversions import action_chunk_msg
@@ -92,20 +91,8 @@ PARAMETERS = (
         positive,
     ),
     ParameterSpec('output_dir', 'demos', 'Folder of the episode bags.'),
-    ParameterSpec(
-        'camera_topics',
-        [robot.camera_topic(c) for c in robot.CAMERAS],
-        f'Raw image topics of the cameras {list(robot.CAMERAS)}.',
-    ),
-    ParameterSpec('image_transport', 'raw', 'raw or compressed cameras.', one_of(*IMAGE_TYPES)),
+    *GRAPH_RECORDING_PARAMETERS,
     ParameterSpec('camera_rate_hz', 30.0, 'Camera rate, to count dropped frames.', positive),
-    ParameterSpec(
-        'backend',
-        'joint_positions',
-        "The executor's backend (its commands are recorded).",
-        one_of(*BACKENDS),
-    ),
-    ParameterSpec('robot', 'aloha2', "The robot profile (the bags' metadata)."),
     ParameterSpec(
         'instruction', '', 'Instruction of episodes started with a bare `s` in the terminal.'
     ),
@@ -146,12 +133,15 @@ class TeleopNode(Node):
             String, robot.TASK_INSTRUCTION_TOPIC, LATCHED
         )
         self._task_episode = self.create_publisher(String, robot.TASK_EPISODE_TOPIC, LATCHED)
-        cameras = dict(zip(params['camera_topics'], robot.CAMERAS, strict=True))
-        topics = teleop_topics(params['camera_topics'], params['image_transport'])
+        transport = params['image_transport']
+        topics = teleop_topics(params['camera_topics'], transport)
         self._bags = EpisodeBags(
             params['output_dir'],
             topics,
-            {robot.image_topic(t, params['image_transport']): c for t, c in cameras.items()},
+            {
+                robot.image_topic(topic, transport): camera
+                for topic, camera in zip(params['camera_topics'], robot.CAMERAS, strict=True)
+            },
             params['camera_rate_hz'],
             params['robot'],
         )
@@ -189,20 +179,13 @@ class TeleopNode(Node):
         return self._leader_calls is None or self._leader_calls.sequence.done
 
     def _bring_up_leaders(self) -> None:
-        answered = self._leader_calls.step()
-        while answered is not None:
-            call, values = answered
+        while self._leader_calls.step() is not None:  # each answered call, at once
             sequence = self._leader_calls.sequence
             if sequence.failure:
                 self.get_logger().error(sequence.failure)
                 return
-            self.get_logger().info(
-                f'leader bring-up: {call.describe()}'
-                + (f' = {values}' if call.expect is not None else '')
-            )
             if sequence.done:
                 self.get_logger().info('the leader arms are free to move: mirroring them')
-            answered = self._leader_calls.step()
 
     def _publish_chunk(self) -> None:
         if not self.leaders_ready:

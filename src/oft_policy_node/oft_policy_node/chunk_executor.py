@@ -338,7 +338,7 @@ class ChunkExecutor(Node):
             self._core.stop()
             self._told_ignoring = False
         self.get_logger().warning('stopped: holding the pose, ignoring chunks until ~/resume')
-        return _succeeded(response, 'stopped: holding the last commanded pose')
+        return _answer(response, True, 'stopped: holding the last commanded pose')
 
     def _on_move(
         self, pose: str, request: Trigger.Request, response: Trigger.Response
@@ -348,10 +348,9 @@ class ChunkExecutor(Node):
             with self._lock:
                 refusal = self._move(pose, then='stop')
         if refusal:
-            response.success, response.message = False, refusal
-            return response
+            return _answer(response, False, refusal)
         self.get_logger().info(f'~/{"go_to_start" if pose == "start pose" else "sleep"}')
-        return _succeeded(response, f'moving to the {pose}, then holding until ~/resume')
+        return _answer(response, True, f'moving to the {pose}, then holding until ~/resume')
 
     def _refusal(self) -> str | None:
         """Why nothing may be commanded now (a failed bring-up, another publisher, exiting)."""
@@ -366,8 +365,7 @@ class ChunkExecutor(Node):
     def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         refusal = self._refusal()
         if refusal:
-            response.success, response.message = False, refusal
-            return response
+            return _answer(response, False, refusal)
         with self._lock:
             fault = self._core.fault
             self._core.resume()  # re-based on the measured pose: wherever the arms stand now
@@ -376,7 +374,7 @@ class ChunkExecutor(Node):
             f' after: {fault.describe()}' if fault else ''
         )
         self.get_logger().info(message)
-        return _succeeded(response, message)
+        return _answer(response, True, message)
 
     def _publish_diagnostics(self) -> None:
         # Only the counts are taken under the lock: the control loop waits for it, and this
@@ -464,12 +462,12 @@ class ChunkExecutor(Node):
     def _check_command_topics(self) -> None:
         """Find publishers other than this node on the topics it commands the arms on."""
         found = {}
+        mine = self.get_fully_qualified_name()
         for topic in self._backend.command_topics():
             names = [
                 f'{info.node_namespace.rstrip("/")}/{info.node_name}'
                 for info in self.get_publishers_info_by_topic(topic)
             ]
-            mine = self.get_fully_qualified_name()
             if mine in names:
                 names.remove(mine)  # one of them is this node's own publisher
             if names:
@@ -563,8 +561,8 @@ class ChunkExecutor(Node):
         super().destroy_node()
 
 
-def _succeeded(response: Trigger.Response, message: str) -> Trigger.Response:
-    response.success, response.message = True, message
+def _answer(response: Trigger.Response, success: bool, message: str) -> Trigger.Response:
+    response.success, response.message = success, message
     return response
 
 

@@ -33,6 +33,7 @@ from sensor_msgs.msg import JointState
 from oft_policy_node import robot
 from oft_policy_node.ros_conversions import arm_command
 from oft_policy_node.runtime.arm_bringup import (
+    DriverCall,
     DriverSequence,
     follower_bringup,
     read_backs,
@@ -101,8 +102,8 @@ def _import_interbotix(kind: str) -> Any:
 class DriverCalls:
     """Makes a DriverSequence's xs_sdk service calls from `node`, one at a time, each within
     `timeout` seconds to appear and to answer; `step()` is polled on a wall-time timer (the
-    driver answers in wall time, whatever clock the node runs on) and returns each answered
-    call with its read-back values."""
+    driver answers in wall time, whatever clock the node runs on), logs each call answered as
+    asked (with its read-back values) and returns it."""
 
     def __init__(self, node: Node, timeout: float) -> None:
         self._node = node
@@ -123,9 +124,9 @@ class DriverCalls:
         self._future = None
         self._deadline = time.monotonic() + self._timeout
 
-    def step(self) -> tuple[Any, list[int]] | None:
-        """Issue or wait for the current call; (call, values) once it was answered (the
-        sequence has taken the answer: a read-back that differs has failed it)."""
+    def step(self) -> DriverCall | None:
+        """Issue or wait for the current call; the call once it was answered (the sequence has
+        taken the answer: a read-back that differs has failed it)."""
         call = self.sequence.current
         if call is None:
             return None
@@ -154,7 +155,12 @@ class DriverCalls:
         self._future = None
         self._deadline = now + self._timeout
         self.sequence.answered(values)
-        return call, values
+        if not self.sequence.failure:
+            self._node.get_logger().info(
+                f'{self.sequence.purpose}: {call.describe()}'
+                + (f' = {values}' if call.expect is not None else '')
+            )
+        return call
 
     def fail(self, reason: str) -> None:
         self.sequence.fail(reason)
@@ -333,12 +339,10 @@ class InterbotixBackend:
             self._watch_joint_states(time.monotonic())
             if self._sequence.done:
                 self._next_sequence()
-        answered = self._calls.step()
-        while answered is not None:  # the next call at once, not a poll later
-            self._answered(*answered)
-            answered = self._calls.step()
+        while (call := self._calls.step()) is not None:  # the next call at once, not a poll later
+            self._answered(call)
 
-    def _answered(self, call: Any, values: list[int]) -> None:
+    def _answered(self, call: DriverCall) -> None:
         logger, sequence = self._node.get_logger(), self._sequence
         if sequence.failure and sequence.purpose.endswith('driver check'):
             logger.warning(
@@ -352,10 +356,6 @@ class InterbotixBackend:
         if sequence.failure:
             logger.error(sequence.failure)
             return
-        logger.info(
-            f'{sequence.purpose}: {call.describe()}'
-            + (f' = {values}' if call.expect is not None else '')
-        )
         if sequence.done and sequence.purpose != 'torque off':
             self._brought_up = True
             for arm in {c.arm for c in sequence.calls}:  # the driver that now holds them

@@ -358,10 +358,7 @@ class ExecutorCore:
             # yet, so this tick cannot tell a silent driver; it holds and the next one judges.
             self.late_ticks += 1
             return self._hold()
-        stale = self._stale_arms(now)
-        if stale:
-            self.stale_events += not self._stale
-            self._stale = stale
+        if self._note_stale(now):
             return self._hold()
         if self._stale:  # fresh states again: check where the arms are before moving them
             self._stale = ()
@@ -409,10 +406,15 @@ class ExecutorCore:
         if self._last_command is None:
             return
         self.holds += 1
+        self._note_stale(now)
+
+    def _note_stale(self, now: float) -> bool:
+        """Whether an arm's joint states are stale at `now`; counts each time they become so."""
         stale = self._stale_arms(now)
         if stale:
             self.stale_events += not self._stale
             self._stale = stale
+        return bool(stale)
 
     def _move_tick(self) -> TickResult:
         """The next sample of the move, through the safety filter: a sample the step or the

@@ -158,13 +158,8 @@ def resolve_action_source(source: str, recorded: set[str]) -> tuple[str, str]:
     actions, ALOHA's record_episodes.py `/action`), else the Interbotix commands, else the
     simulation backend's."""
     needs = {
-        'leader': [robot.leader_joint_states_topic(arm) for arm in robot.ARMS],
-        'interbotix': [
-            topic
-            for arm in robot.ARMS
-            for topic in (robot.joint_group_topic(arm), robot.joint_single_topic(arm))
-        ],
-        'sim': [robot.joint_positions_topic(arm) for arm in robot.ARMS],
+        candidate: [channel.topic for channel in action_channels(candidate)]
+        for candidate in ('leader', 'interbotix', 'sim')
     }
     what = {
         'leader': "the leader arms' joint states",
