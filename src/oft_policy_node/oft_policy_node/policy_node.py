@@ -66,7 +66,8 @@ PARAMETERS = (
     ParameterSpec(
         'checkpoint',
         '',
-        'Checkpoint directory (OftPolicy.save_pretrained / training output). Required.',
+        'Checkpoint directory (OftPolicy.save_pretrained / training output), or a run folder of '
+        "the authors' finetune.py (imported on the fly). Required.",
         lambda v: None if v else 'is required: pass -p checkpoint:=/path/to/ckpt',
     ),
     ParameterSpec(
@@ -177,11 +178,17 @@ class PolicyNode(Node):
                 f'the checkpoint uses cameras {cameras} but camera_topics lists '
                 f'{len(params["camera_topics"])} topics'
             )
-        self._allow_unknown = params['allow_unknown_instructions']
+        # A checkpoint that lists no training instructions (one imported from openvla-oft
+        # without --instruction) cannot tell known from unknown: it takes any, given one.
+        known = self._policy.instructions
+        self._allow_unknown = params['allow_unknown_instructions'] or not known
+        if not (params['instruction'] or known):
+            raise ValueError(
+                f'{params["checkpoint"]} lists no training instructions: pass the task, '
+                'e.g. -p instruction:="put green pepper into pot" (task:= in the launch file)'
+            )
         self._instruction = validate_instruction(
-            params['instruction'] or self._policy.instructions[0],
-            self._policy.instructions,
-            self._allow_unknown,
+            params['instruction'] or known[0], known, self._allow_unknown
         )
         self._image_size = tuple(params['image_size'])
         self._gripper = robot.ALOHA2_GRIPPER.with_finger_range(*params['gripper_finger_range'])

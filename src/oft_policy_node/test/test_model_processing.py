@@ -98,6 +98,31 @@ def test_norm_stats_normalise_clip_and_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.action_max, stats.action_max)
 
 
+def test_norm_stats_masked_dimensions_pass_through(tmp_path):
+    """As the authors' normalize_proprio / _unnormalize_actions: a dimension the mask leaves
+    out is passed as it is (proprio still clipped to [-1, 1], actions not)."""
+    stats = NormStats(
+        [0.0, 0.0],
+        [2.0, 2.0],
+        [0.0, 0.0],
+        [2.0, 2.0],
+        action_mask=np.array([True, False]),
+        proprio_mask=np.array([False, True]),
+    )
+    np.testing.assert_array_equal(stats.unnormalize_actions([0.0, 1.5]), [1.0, 1.5])
+    np.testing.assert_array_equal(stats.normalize_actions([2.0, 0.5]), [1.0, 0.5])
+    np.testing.assert_array_equal(stats.normalize_proprio([0.5, 2.0]), [0.5, 1.0])
+    np.testing.assert_array_equal(stats.normalize_proprio([3.0, 2.0]), [1.0, 1.0])
+    stats.save(tmp_path)
+    loaded = NormStats.load(tmp_path)
+    assert loaded.action_mask.tolist() == [True, False]
+    assert loaded.proprio_mask.tolist() == [False, True]
+    unmasked = NormStats([0.0], [1.0], [0.0], [1.0])
+    assert 'action_mask' not in unmasked.to_dict()
+    with pytest.raises(ValueError, match='action_mask must be a bool array of shape'):
+        NormStats([0.0], [1.0], [0.0], [1.0], action_mask=np.array([1.0]))
+
+
 def test_norm_stats_from_data_and_errors():
     actions = np.array([[0.0, 1.0], [2.0, -1.0]])
     stats = NormStats.from_data(actions, actions)

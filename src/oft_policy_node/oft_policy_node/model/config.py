@@ -17,6 +17,12 @@ from oft_policy_node import robot
 
 TOKENIZERS = ('bytes', 'pretrained')
 ACTION_SLOTS = ('learned', 'zeros')
+# How the Llama's sequence is laid out and read (network.py): this stack's own, or the one
+# moojink/openvla-oft's code computes, for checkpoints imported from it (import_oft.py).
+SEQUENCE_LAYOUTS = ('stack', 'openvla_oft')
+# How camera frames become model inputs: this stack's resize (processing.py) or the authors'
+# deployment pipeline (openvla_oft_images.py), for checkpoints imported from it.
+IMAGE_PIPELINES = ('resize', 'openvla_oft')
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,8 @@ class OftConfig:
     # targets the robot follows while the model thinks); 0: none, the model as before.
     prefix_steps: int = 0
     crop_scale: float = 0.9  # area kept by the training random crop / inference centre crop
+    sequence_layout: str = 'stack'
+    image_pipeline: str = 'resize'
     tokenizer: str = 'bytes'  # 'bytes' (no download) or 'pretrained' (from the checkpoint dir)
     num_action_bins: int = 256  # baseline autoregressive decoding only
     lora_rank: int = 0  # 0: every parameter trains (from scratch); >0: LoRA fine-tuning
@@ -141,6 +149,14 @@ class OftConfig:
             raise ValueError(f'crop_scale={self.crop_scale} must be in (0, 1]')
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f'tokenizer={self.tokenizer!r}; expected one of {TOKENIZERS}')
+        if self.sequence_layout not in SEQUENCE_LAYOUTS:
+            raise ValueError(
+                f'sequence_layout={self.sequence_layout!r}; expected one of {SEQUENCE_LAYOUTS}'
+            )
+        if self.image_pipeline not in IMAGE_PIPELINES:
+            raise ValueError(
+                f'image_pipeline={self.image_pipeline!r}; expected one of {IMAGE_PIPELINES}'
+            )
         if self.action_slots not in ACTION_SLOTS:
             raise ValueError(f'action_slots={self.action_slots!r}; expected one of {ACTION_SLOTS}')
         if not 0 <= self.prefix_steps < self.chunk_size:
@@ -216,6 +232,10 @@ PRESETS: dict[str, OftConfig] = {
             intermediate_size=11008,
             vocab_size=32064,
             max_position_embeddings=2048,
+            # openvla/openvla-7b's text_config is LlamaConfig's defaults but the vocabulary
+            # (moojink/openvla-oft vla-scripts/extern/convert_openvla_weights_to_hf.py lines
+            # 152-176): RMSNorm eps 1e-6, not Llama-2's 1e-5.
+            rms_norm_eps=1e-6,
         ),
         tokenizer='pretrained',
         lora_rank=32,

@@ -31,6 +31,19 @@ embedding per joint plus a learned per-joint projection of the value); the other
 are untouched, so d = 0 computes exactly what a model without the option computes, and the
 bidirectional attention lets every predicted row read the given ones.
 
+The authors' layout (`cfg.sequence_layout == 'openvla_oft'`, checkpoints imported from
+moojink/openvla-oft by import_oft.py) differs in three ways, each from their
+prismatic/extern/hf/modeling_prismatic.py: predict_action appends a stop token (`</s>`, id 2)
+after the action slots ("needed in non-causal bi-directional self-attention, as it appears at
+train time"); FiLM's language vector is the mean over every non-action token, BOS and that stop
+token included (`language_embeddings = input_embeddings[~all_actions_mask]`); and the action
+head reads the hidden states one position early, from the prompt's last token to the
+second-to-last slot (`_regression_or_discrete_prediction` slices from NUM_PATCHES +
+NUM_PROMPT_TOKENS, where the slots start one later: the next-token alignment of training,
+finetune.py `last_hidden_states[:, num_patches:-1]` against labels[:, 1:]). Their Llama is
+bidirectional too: their transformers fork (v4.40.1 + one commit) gives every query the
+padding-only mask, as `bidirectional_mask` does here.
+
 The baseline mode (`decode_autoregressive`) is the original OpenVLA decoding on the same
 weights: causal attention, one discrete token per forward with a KV cache, greedy over the
 `num_action_bins` last ids of the text vocabulary, mapped as OpenVLA's ActionTokenizer
@@ -56,19 +69,26 @@ from oft_policy_node.model.heads import (
 )
 from oft_policy_node.model.vision import FilmParams, FilmVisionBackbone
 
+# The authors' token ids (sequence_layout='openvla_oft'): prismatic/vla/constants.py STOP_INDEX,
+# and the empty token predict_action appends after "Out:" (hard-coded there).
+OPENVLA_OFT_STOP_ID = 2
+OPENVLA_OFT_EMPTY_ID = 29871
+
 
 @dataclass
 class Conditioning:
     """Everything that depends on the instruction only: computed once, cached per instruction.
 
     bos (1, 1, H); prompt_embeds (B, T, H) left-padded; prompt_mask (B, T) bool;
-    film: the per-block gammas/betas (None when the config turns FiLM off).
+    film: the per-block gammas/betas (None when the config turns FiLM off);
+    stop (1, 1, H): the token after the action slots (authors' layout only, else None).
     """
 
     bos: torch.Tensor
     prompt_embeds: torch.Tensor
     prompt_mask: torch.Tensor
     film: FilmParams | None
+    stop: torch.Tensor | None = None
 
 
 @dataclass
@@ -137,17 +157,23 @@ class OftNetwork(nn.Module):
         """Prompt ids (B, T) left-padded + mask (B, T) -> text embeddings and FiLM parameters.
 
         FiLM's language vector is the mean input embedding of the prompt's text tokens
-        (template + instruction), never padding, never BOS.
+        (template + instruction), never padding, never BOS; in the authors' layout BOS and the
+        stop token count too.
         """
         embed = self.llm.get_input_embeddings()
         prompt_embeds = embed(prompt_ids)  # (B, T, H)
         bos = embed(torch.tensor([[bos_token_id]], device=prompt_ids.device))  # (1, 1, H)
+        stop = None
+        if self.cfg.sequence_layout == 'openvla_oft':
+            stop = embed(torch.tensor([[OPENVLA_OFT_STOP_ID]], device=prompt_ids.device))
         film = None
         if self.cfg.use_film:
             w = prompt_mask.to(prompt_embeds.dtype)[..., None]  # (B, T, 1)
-            lang = (prompt_embeds * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, H)
-            film = self.vision.film_params(lang)
-        return Conditioning(bos, prompt_embeds, prompt_mask, film)
+            total, count = (prompt_embeds * w).sum(1), w.sum(1)  # (B, H), (B, 1)
+            if stop is not None:
+                total, count = total + bos[:, 0] + stop[:, 0], count + 2
+            film = self.vision.film_params(total / count.clamp(min=1.0))  # mean, (B, H)
+        return Conditioning(bos, prompt_embeds, prompt_mask, film, stop)
 
     def prefix_embeds(
         self, images: torch.Tensor, proprio: torch.Tensor, cond: Conditioning
@@ -176,8 +202,13 @@ class OftNetwork(nn.Module):
         slots = self.action_slots.to(prefix.dtype)[None].expand(b, -1, -1)  # (B, K*D, H)
         if action_prefix is not None and bool((action_prefix.steps > 0).any()):
             slots = self._given_slots(slots, action_prefix)
-        seq = torch.cat([prefix, slots], dim=1)  # (B, L, H)
-        valid = torch.cat([valid, valid.new_ones(b, slots.shape[1])], dim=1)  # (B, L)
+        parts = [prefix, slots]
+        start = prefix.shape[1]  # where the action head reads
+        if cond.stop is not None:  # authors' layout: stop token last, read one position early
+            parts.append(cond.stop.to(prefix.dtype).expand(b, -1, -1))
+            start -= 1
+        seq = torch.cat(parts, dim=1)  # (B, L, H)
+        valid = torch.cat([valid, valid.new_ones(b, seq.shape[1] - valid.shape[1])], dim=1)
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # real tokens counted only
         hidden = self.llm.model(
             inputs_embeds=seq,
@@ -185,7 +216,7 @@ class OftNetwork(nn.Module):
             attention_mask=bidirectional_mask(valid, seq.dtype),
             use_cache=False,
         ).last_hidden_state  # (B, L, H)
-        return hidden[:, -slots.shape[1] :]
+        return hidden[:, start : start + slots.shape[1]]
 
     def _given_slots(self, slots: torch.Tensor, given: ActionPrefix) -> torch.Tensor:
         """(B, K*D, H) slots with the given rows' values added (ActionPrefixEmbedding)."""

@@ -35,9 +35,15 @@ from torch import nn
 from oft_policy_node.model import checkpoint
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.lora import apply_lora, parameter_table, set_trainable
-from oft_policy_node.model.network import ActionPrefix, Conditioning, OftNetwork
+from oft_policy_node.model.network import (
+    OPENVLA_OFT_EMPTY_ID,
+    ActionPrefix,
+    Conditioning,
+    OftNetwork,
+)
 from oft_policy_node.model.normalization import NormStats
-from oft_policy_node.model.processing import inference_images, stack_camera_images
+from oft_policy_node.model.openvla_oft_run import RunOptions, collect_run, is_oft_run, prepare_run
+from oft_policy_node.model.processing import observation_pixels
 from oft_policy_node.model.tokenizer import ByteTokenizer, HfTokenizer, load_tokenizer
 
 DECODING_MODES = ('parallel', 'autoregressive')
@@ -109,7 +115,10 @@ class OftPolicy(nn.Module):
         prompt ends with the tokenizer's `prompt_suffix` (Llama: the empty token 29871 that
         OpenVLA's predict_action appends after "Out:")."""
         tok = self.tokenizer
-        ids = [tok.encode(self.prompt(text)) + tok.prompt_suffix for text in instructions]
+        suffix = tok.prompt_suffix
+        if self.config.sequence_layout == 'openvla_oft':
+            suffix = [OPENVLA_OFT_EMPTY_ID]  # the authors hard-code the id, whatever tokenizer
+        ids = [tok.encode(self.prompt(text)) + suffix for text in instructions]
         length = max(len(i) for i in ids)
         out = torch.full((len(ids), length), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(ids), length), dtype=torch.bool)
@@ -169,10 +178,9 @@ class OftPolicy(nn.Module):
         if len(given) and decoding != 'parallel':
             raise ValueError('an action prefix needs parallel decoding')
         cfg = self.config
-        pixels = inference_images(
-            stack_camera_images(images, cfg.camera_names), cfg.image_size, cfg.crop_scale
-        )  # (N, 3, S, S)
-        pixels = pixels[None].to(self.device, self.dtype)  # (1, N, 3, S, S)
+        pixels = observation_pixels(images, cfg)[None].to(
+            self.device, self.dtype
+        )  # (1, N, 3, S, S)
         prop = torch.from_numpy(self.stats.normalize_proprio(proprio))[None].to(
             self.device, self.dtype
         )
@@ -339,7 +347,8 @@ class OftPolicy(nn.Module):
         """Load a checkpoint directory. dtype default: bfloat16 on CUDA, float32 elsewhere.
 
         A checkpoint saved with base_weights='reference' first loads the base OpenVLA weights
-        from the directory its base_checkpoint.json names, then its own tensors on top.
+        from the directory its base_checkpoint.json names, then its own tensors on top. A run
+        folder of the authors' finetune.py loads as `from_oft_run` with its defaults.
         Raises `checkpoint.CheckpointError` (a ValueError) naming the file and tensor.
         """
         from oft_policy_node.model.openvla_weights import (
@@ -351,6 +360,8 @@ class OftPolicy(nn.Module):
         directory = Path(directory)
         if not directory.is_dir():
             raise checkpoint.CheckpointError(f'{directory}: not a checkpoint directory')
+        if is_oft_run(directory):
+            return cls.from_oft_run(directory, device=device, dtype=dtype, compile=compile)
         config = checkpoint.read_config(directory)
         stats = checkpoint.read_stats(directory)
         instructions = checkpoint.read_instructions(directory)
@@ -369,6 +380,32 @@ class OftPolicy(nn.Module):
                 policy.network, weights, source, only=fine_tuned_keys(policy.network.state_dict())
             )
             policy.base_checkpoint = base
+        policy.eval()
+        if compile:
+            policy.network.compile()
+        return policy
+
+    @classmethod
+    def from_oft_run(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = 'cpu',
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+        options: RunOptions | None = None,
+        instructions: Sequence[str] = (),
+    ) -> OftPolicy:
+        """A run folder written by the authors' finetune.py (model/openvla_oft_run.py): every
+        tensor mapped and checked, built directly on `device` in `dtype`; options: what the
+        folder alone does not say (default: its only step and dataset, merged, centre crop)."""
+        options = options or RunOptions()
+        run, config, stats, tokenizer = prepare_run(directory, options)
+        policy = cls._build(config, tokenizer, stats, device, dtype, init_base=False)
+        policy.instructions = tuple(instructions)
+        targets = dict(policy.network.state_dict(keep_vars=True))
+        with torch.no_grad():
+            for name, tensor in collect_run(run, config, options.base):
+                targets[name].copy_(tensor)
         policy.eval()
         if compile:
             policy.network.compile()

@@ -7,6 +7,8 @@ Pipeline per observation (N cameras, model size S, crop area fraction c = 0.9):
 * training: the same resize, then a random crop of area c (square in the resized frame, the
   paper's RandomResizedCrop(scale=0.9, ratio=1)) and colour jitter, with ONE random draw shared
   by all N cameras of the sample so the views stay consistent (`augment_images`);
+* a config with image_pipeline='openvla_oft' (checkpoints imported from the authors' code)
+  prepares frames their way instead (`observation_pixels`, `camera_pixels`);
 * per-encoder pixel normalisation (`normalize_pixels`, DINOv2's ImageNet mean/std, SigLIP's
   0.5/0.5) happens inside the network, so every caller hands it [0, 1] images.
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from oft_policy_node.model.config import OftConfig
 
 # Per-encoder pixel statistics (timm's DINOv2 and SigLIP configs).
 DINO_MEAN, DINO_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -97,6 +101,33 @@ def inference_images(images: torch.Tensor, size: int, crop_scale: float) -> torc
     side = crop_side(size, crop_scale)
     offset = (size - side) // 2
     return crop_resize(images, offset, offset, side, size)
+
+
+def camera_pixels(images: Mapping[str, np.ndarray], cfg: OftConfig) -> torch.Tensor:
+    """{camera: (H, W, 3) uint8} -> (N, 3, H', W') in [0, 1] before any crop: the frames as
+    they are, or at the model size the authors' way for their pipeline (training crops and
+    jitters these, `augment_images`)."""
+    if cfg.image_pipeline == 'openvla_oft':
+        return _authors_frames(images, cfg, crop_scale=1.0)
+    return stack_camera_images(images, cfg.camera_names)
+
+
+def observation_pixels(images: Mapping[str, np.ndarray], cfg: OftConfig) -> torch.Tensor:
+    """{camera: (H, W, 3) uint8} -> (N, 3, S, S) in [0, 1], the inference view by the config's
+    image pipeline: this stack's (`inference_images`) or the authors' (openvla_oft_images.py)."""
+    if cfg.image_pipeline == 'openvla_oft':
+        return _authors_frames(images, cfg, cfg.crop_scale)
+    return inference_images(camera_pixels(images, cfg), cfg.image_size, cfg.crop_scale)
+
+
+def _authors_frames(
+    images: Mapping[str, np.ndarray], cfg: OftConfig, crop_scale: float
+) -> torch.Tensor:
+    from oft_policy_node.model.openvla_oft_images import prepare_frame
+
+    stack_camera_images(images, cfg.camera_names)  # the same checks and errors
+    frames = [prepare_frame(images[c], cfg.image_size, crop_scale) for c in cfg.camera_names]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def augment_images(

@@ -51,6 +51,7 @@ class HfTokenizer:
 
     def __init__(self, directory: str | Path) -> None:
         from transformers import AutoTokenizer  # heavy; only real checkpoints need it
+        from transformers.utils import logging as hf_logging
 
         directory = Path(directory)
         # Without these files AutoTokenizer does not fail: it builds an empty Llama tokenizer
@@ -67,10 +68,16 @@ class HfTokenizer:
                 f'{directory}: no tokenizer, missing {missing}; copy the '
                 'tokenizer files from the base OpenVLA checkpoint'
             )
+        # A run folder of the authors' code also holds OpenVLA's config.json, which AutoTokenizer
+        # reads and warns about (a model type it does not know): not a tokenizer problem.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
         try:
             self._tok = AutoTokenizer.from_pretrained(str(directory))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f'{directory}: unusable tokenizer files: {exc}') from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
         if self._tok.bos_token_id is None:
             raise CheckpointError(
                 f'{directory / "tokenizer_config.json"}: the tokenizer has no '

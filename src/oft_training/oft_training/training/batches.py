@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.normalization import NormStats
-from oft_policy_node.model.processing import augment_images, inference_images, stack_camera_images
+from oft_policy_node.model.processing import augment_images, camera_pixels, observation_pixels
 from oft_training.data.training_set import TrainingSet
 
 
@@ -134,10 +134,10 @@ def model_images(
 ) -> torch.Tensor:
     """{camera: (H, W, 3) uint8} -> (N, 3, S, S) model input: the inference centre crop for
     seed None (evaluation), else the model package's shared-draw augmentation from `seed`."""
-    pixels = stack_camera_images(images, config.camera_names)  # (N, 3, H, W)
     if seed is None:
-        return inference_images(pixels, config.image_size, config.crop_scale)
+        return observation_pixels(images, config)
     generator = torch.Generator().manual_seed(int(seed))
+    pixels = camera_pixels(images, config)  # (N, 3, H, W)
     return augment_images(pixels, config.image_size, config.crop_scale, generator)
 
 
