@@ -10,7 +10,10 @@ as the exporter's, their index and a Llama-format tokenizer; `model.random_base`
    (tokenises the instruction and computes its FiLM conditioning) and a second (cached);
 4. `save_pretrained(base_weights='reference')` with FiLM and LoRA made non-zero (so the
    fine-tuned tensors matter), then `from_pretrained` in a fresh model: the chunk again, which
-   must be bit-identical;
+   must be bit-identical; then that model's Llama quantized to int8 (`quantize('int8')`,
+   torchao weight-only): its bytes, the chunk's latency, and the largest and mean difference
+   from the bf16 chunk on the same inputs (random weights: a measure of the rounding, not of
+   task success);
 5. one LoRA + FiLM training step at the real widths with the Llama cut to 2 of its 32 layers
    (AdamW, bf16; batch 2), with the trainable-parameter table.
 
@@ -35,6 +38,7 @@ import torch
 from bench.memory import GIB, PeakMemory
 from oft_policy_node import robot
 from oft_policy_node.model import NormStats, OftPolicy, get_preset
+from oft_policy_node.model.quantization import parameter_bytes
 from oft_policy_node.model.random_base import read_tensor_layout, write_random_openvla_base
 from oft_policy_node.model.testing import DEFAULT_INSTRUCTIONS, random_observation, randomize_film
 from oft_policy_node.model.tokenizer import HfTokenizer
@@ -127,6 +131,7 @@ def _inference(base: Path, scratch: Path) -> dict:
             lambda: OftPolicy.from_pretrained(checkpoint, dtype=torch.bfloat16)
         )
     again = reloaded.predict_action_chunk(*observation, INSTRUCTION)
+    int8 = _int8(reloaded, observation, again)
     del reloaded
     gc.collect()
     return {
@@ -145,6 +150,33 @@ def _inference(base: Path, scratch: Path) -> dict:
             **reload_peak.report(),
             'chunk_bit_identical': bool(np.array_equal(chunk, again)),
             'max_abs_difference': float(np.abs(chunk - again).max()),
+        },
+        'int8': int8,
+    }
+
+
+def _int8(policy: OftPolicy, observation: tuple, bf16_chunk: np.ndarray) -> dict:
+    """Quantize the Llama to int8 in place and measure it against the bf16 chunk."""
+    model_before = parameter_bytes(policy.network)
+    llm_before = parameter_bytes(policy.network.llm.model)
+    with PeakMemory() as peak:
+        layers, quantize_s = _timed(lambda: policy.quantize('int8'))
+        chunk, latency = _chunk_calls(policy, observation)
+    difference = np.abs(chunk - bf16_chunk)
+    span = robot.action_limits()[1] - robot.action_limits()[0]
+    return {
+        'linear_layers': layers,
+        'quantize_s': quantize_s,
+        'llm_decoder_bytes': {
+            'bf16': llm_before,
+            'int8': parameter_bytes(policy.network.llm.model),
+        },
+        'model_bytes': {'bf16': model_before, 'int8': parameter_bytes(policy.network)},
+        'chunk': {**latency, **peak.report()},
+        'difference_from_bf16': {
+            'max_abs': float(difference.max()),
+            'mean_abs': float(difference.mean()),
+            'max_share_of_joint_range': float((difference / span).max()),
         },
     }
 

@@ -242,3 +242,24 @@ def test_malformed_inputs_are_rejected_and_counted(feeder, policy_process, bad, 
     assert feeder.feed_until(lambda: bool(feeder.chunks), timeout=60.0), policy_process[1].output(
         policy_process[0]
     )
+
+
+@pytest.mark.skipif(__import__('torch').backends.cuda.is_built(), reason='this torch has CUDA')
+def test_a_device_that_is_not_there_is_one_line_and_a_clean_exit(tmp_path):
+    """device:=cuda on a host without CUDA: one line saying so, exit status 2, no traceback
+    (torch's assertion from the vision build, then the teardown's, before)."""
+    group = ProcessGroup(tmp_path)
+    proc = group.python(
+        '-m',
+        'oft_policy_node.policy_node',
+        '--ros-args',
+        '-p',
+        f'checkpoint:={tmp_path}',
+        '-p',
+        'device:=cuda',
+        name='policy_node',
+    )
+    assert proc.wait(timeout=120) == 2
+    output = group.output(proc)
+    assert "policy_node: device 'cuda': this torch (" in output, output
+    assert 'Traceback' not in output, output

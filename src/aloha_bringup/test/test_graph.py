@@ -31,7 +31,10 @@ def test_defaults_start_sim_policy_and_executor_on_sim_time():
     assert nodes['policy_node'].parameters['instruction'] == 'put green pepper into pot'
     assert nodes['aloha_sim'].parameters['instruction'] == 'put green pepper into pot'
     assert nodes['chunk_executor'].parameters['backend'] == 'joint_positions'
+    assert nodes['policy_node'].parameters['quantization'] == 'none'
     assert all(n.remappings == () for n in nodes.values())
+    quantized = {n.name: n for n in resolve_graph({'quantization': 'int8'})}
+    assert quantized['policy_node'].parameters['quantization'] == 'int8'
 
 
 def test_no_checkpoint_means_the_scenes_committed_policy():

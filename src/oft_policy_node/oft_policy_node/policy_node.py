@@ -77,6 +77,13 @@ PARAMETERS = (
         lambda v: None if v else 'must name a torch device',
     ),
     ParameterSpec(
+        'quantization',
+        'none',
+        'Weight-only quantization of the Llama for inference: "none", "int8" (CPU and CUDA) or '
+        '"int4" (CUDA), for GPUs that cannot hold the 7B model in bf16 with room to spare.',
+        one_of('none', 'int8', 'int4'),
+    ),
+    ParameterSpec(
         'instruction', '', 'Initial instruction; empty = the first instruction of the checkpoint.'
     ),
     ParameterSpec(
@@ -167,11 +174,19 @@ PARAMETERS = (
 class PolicyNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('policy_node', **kwargs)
+        # Before anything can fail: rclpy destroys a node whose construction raised too.
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
         params = declare_all(self, PARAMETERS)
         from oft_policy_node.model import OftPolicy  # torch: only in this node, at start-up
+        from oft_policy_node.model.devices import resolve_device
 
-        self.get_logger().info(f'loading {params["checkpoint"]} on {params["device"]}')
-        self._policy = OftPolicy.from_pretrained(params['checkpoint'], device=params['device'])
+        device = resolve_device(params['device'])  # one clear line, before any model is built
+        self.get_logger().info(f'loading {params["checkpoint"]} on {device}')
+        self._policy = OftPolicy.from_pretrained(params['checkpoint'], device=device)
+        if params['quantization'] != 'none':
+            count = self._policy.quantize(params['quantization'])
+            self.get_logger().info(f'{params["quantization"]}: {count} Llama linear layers')
         cameras = tuple(self._policy.config.camera_names)
         if len(cameras) != len(params['camera_topics']):
             raise ValueError(
@@ -219,7 +234,6 @@ class PolicyNode(Node):
         )
         self._latency = float('nan')
         self._new_data = threading.Event()
-        self._stopping = threading.Event()
 
         self._chunks = self.create_publisher(ActionChunk, robot.ACTION_CHUNK_TOPIC, 10)
         self._instruction_pub = self.create_publisher(String, robot.INSTRUCTION_TOPIC, LATCHED)
@@ -437,7 +451,8 @@ class PolicyNode(Node):
 
     def destroy_node(self) -> None:
         self._stopping.set()
-        self._worker.join(timeout=10.0)
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
         super().destroy_node()
 
 

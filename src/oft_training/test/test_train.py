@@ -437,3 +437,13 @@ def test_init_policy_without_a_prefix_gains_one_and_keeps_the_rest(training_set,
     assert train(args(training_set, go_on, '--steps', '3', '--resume', *extra[2:])) == 2
     back = ('--steps', '1', '--init-policy', str(go_on / FINAL_DIR))
     assert train(args(training_set, tmp_path / 'lost', *back)) == 2
+
+
+@pytest.mark.skipif(torch.backends.cuda.is_built(), reason='this torch has CUDA')
+def test_a_device_that_is_not_there_is_one_line(tmp_path, capsys):
+    from oft_training.train import main
+
+    code = main(['--data', str(tmp_path), '--out', str(tmp_path / 'run'), '--device', 'cuda:3'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    assert err.startswith("train: error: device 'cuda:3': this torch (") and 'without CUDA' in err

@@ -141,6 +141,15 @@ class OftPolicy(nn.Module):
         self._conditioning_cache.move_to_end(instruction)
         return cond
 
+    def quantize(self, mode: str) -> int:
+        """Weight-only quantization for inference, in place: 'none', 'int8' or 'int4' (CUDA)
+        (model/quantization.py); returns how many linear layers were quantized."""
+        from oft_policy_node.model.quantization import quantize_llm
+
+        count = quantize_llm(self.network, mode)
+        self.reset()
+        return count
+
     def reset(self) -> None:
         """Forget cached per-instruction conditioning (weights changed, new episode)."""
         self._conditioning_cache.clear()

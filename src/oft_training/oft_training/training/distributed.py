@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from oft_policy_node.model.devices import check_cuda, resolve_device
+
 
 @dataclass(frozen=True)
 class World:
@@ -58,9 +60,10 @@ def init_world(device: str = 'auto') -> World:
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    chosen = torch.device(device)
+    chosen = resolve_device(device)  # DeviceError: one line saying what this host has
     if chosen.type == 'cuda':
-        chosen = torch.device('cuda', local_rank)
+        chosen = torch.device('cuda', local_rank)  # torchrun: one GPU per local rank
+        check_cuda(f'{device} (local rank {local_rank})', local_rank)
         torch.cuda.set_device(chosen)
     if size > 1 and not dist.is_initialized():
         dist.init_process_group(backend='nccl' if chosen.type == 'cuda' else 'gloo')
