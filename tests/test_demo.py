@@ -98,6 +98,9 @@ def test_short_demo_writes_a_report(tmp_path):
     assert report['video_frames'] >= 5 * duration
     assert (run_dir / 'cameras.mp4').stat().st_size > 10_000
     assert 'Traceback' not in result.stdout + result.stderr
+    control = next(line for line in result.stdout.splitlines() if 'control:' in line)
+    assert f'{report["stalled_ticks"]} stalled, {report["held_ticks"]} held' in control
+    assert f'wrote {run_dir}/report.json, cameras.mp4' in result.stdout
 
 
 def _children(pid: int) -> list[int]:

@@ -198,8 +198,9 @@ def summary_lines(report: dict) -> list[str]:
         f'sim {report["sim_seconds"]:.1f} s in {report["wall_seconds"]:.1f} s wall '
         f'(real-time factor {report["real_time_factor"]:.2f})',
         f'control: {report["ticks"]} ticks at {report["control_rate_hz"]:.1f} Hz, '
-        f'{report["stalled_ticks"]} stalled, {report["clamped_ticks"]} clamped, '
-        f'{report["waiting_ticks"]} waiting; {report["tracking_faults"]} tracking faults, '
+        f'{report["stalled_ticks"]} stalled, {report["held_ticks"]} held, '
+        f'{report["clamped_ticks"]} clamped, {report["waiting_ticks"]} waiting; '
+        f'{report["tracking_faults"]} tracking faults, '
         f'peak tracking error {report["tracking_error_peak"]} on '
         f'{report["tracking_error_peak_joint"]}',
         f'chunks: {report["chunks"]}, inference latency p50 {latency["p50"]} s, '
