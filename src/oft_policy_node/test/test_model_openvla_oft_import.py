@@ -38,6 +38,7 @@ from oft_policy_node.model.openvla_oft_run import (
     is_oft_run,
     llm_config,
     model_config,
+    vision_shapes,
 )
 from oft_policy_node.model.random_base import read_tensor_layout
 from oft_policy_node.model.testing import one_torch_thread
@@ -327,7 +328,7 @@ def test_every_tensor_maps_at_the_real_sizes():
             mapped += base_layout(key, torch.empty(shape, device='meta'), 'shards')
     for part in ('proprio_projector', 'action_head'):
         mapped += component_tensors(part, meta(files[f'{part}--1000_checkpoint.pt']), part)
-    shapes = {k.replace('.block.', '.').replace('.base_layer.', '.'): s for k, s in vision.items()}
+    shapes = vision_shapes(vision.items())
     config = model_config(
         {
             'timm_model_ids': [

@@ -44,7 +44,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,7 @@ class OftRun:
     step: str
     parts: dict[str, Path]  # 'action_head', 'proprio_projector', 'vision_backbone' (FiLM)
     merged: bool  # the folder holds the LoRA-merged model shards
+    adapter_config: dict | None  # lora_adapter/adapter_config.json, None when gone
 
     @property
     def use_film(self) -> bool:
@@ -135,21 +136,32 @@ def find_run(directory: str | Path, step: str | int | None = None) -> OftRun:
     if unknown:
         raise CheckpointError(f'{directory}: unknown checkpoint parts {unknown} at step {step}')
     merged = any(directory.glob('model*.safetensors'))
-    return OftRun(directory, step, parts, merged)
+    return OftRun(directory, step, parts, merged, _read_adapter_config(directory))
+
+
+def _read_adapter_config(directory: Path) -> dict | None:
+    """lora_adapter/adapter_config.json, read once per run; None when the folder is gone."""
+    path = directory / 'lora_adapter' / 'adapter_config.json'
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    if config.get('use_dora') or config.get('rank_pattern') or config.get('alpha_pattern'):
+        raise CheckpointError(f'{path}: DoRA and per-module ranks are not supported')
+    return config
 
 
 def lora_scaling(run: OftRun, rank: int) -> float:
     """alpha / r from lora_adapter/adapter_config.json (peft's LoraLayer.update_layer), or the
     authors' alpha = min(r, 16) (finetune.py line 849) when the adapter folder is gone."""
-    path = run.directory / 'lora_adapter' / 'adapter_config.json'
-    if not path.is_file():
+    config = run.adapter_config
+    if config is None:
         return min(rank, 16) / rank
-    config = json.loads(path.read_text())
-    if config.get('use_dora') or config.get('rank_pattern') or config.get('alpha_pattern'):
-        raise CheckpointError(f'{path}: DoRA and per-module ranks are not supported')
     r, alpha = int(config['r']), float(config['lora_alpha'])
     if r != rank:
-        raise CheckpointError(f'{path}: r={r}, but the LoRA tensors have rank {rank}')
+        raise CheckpointError(
+            f'{run.directory}/lora_adapter/adapter_config.json: r={r}, but the LoRA tensors '
+            f'have rank {rank}'
+        )
     return alpha / math.sqrt(r) if config.get('use_rslora') else alpha / r
 
 
@@ -261,6 +273,12 @@ def _vision_shapes(run: OftRun, base: Path | None) -> dict[str, tuple[int, ...]]
         for shard in shard_files(run.directory if run.merged else Path(base)):
             with safe_open(str(shard), framework='pt') as f:
                 pairs += [(k, tuple(f.get_slice(k).get_shape())) for k in f.keys()]  # noqa: SIM118
+    return vision_shapes(pairs)
+
+
+def vision_shapes(pairs: Iterable[tuple[str, tuple[int, ...]]]) -> dict[str, tuple[int, ...]]:
+    """(name, shape) of a vision file or shards -> shapes of the ViT tensors under the base
+    names (FiLM nesting and peft's base_layer removed), what `vit_config` reads."""
     return {
         canonical_vision_key(k).replace('.base_layer.', '.'): shape
         for k, shape in pairs

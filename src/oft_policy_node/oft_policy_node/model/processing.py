@@ -43,10 +43,10 @@ class ColorJitter:
     hue: float = 0.05  # fraction of a full hue turn, drawn from [-h, h]
 
 
-def stack_camera_images(
+def check_camera_images(
     images: Mapping[str, np.ndarray], camera_names: Sequence[str]
-) -> torch.Tensor:
-    """{camera: (H, W, 3) uint8 RGB} -> (N, 3, H, W) float32 in [0, 1], in `camera_names` order.
+) -> list[np.ndarray]:
+    """The frames of `camera_names`, in that order, each a (H, W, 3) uint8 array.
 
     Raises ValueError naming the camera on a missing view, a wrong dtype or shape.
     """
@@ -58,7 +58,6 @@ def stack_camera_images(
             f'missing camera image(s) {missing}; expected {list(camera_names)}, '
             f'got {sorted(images)}'
         )
-    tensors = []
     for cam in camera_names:
         img = images[cam]
         if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
@@ -68,6 +67,16 @@ def stack_camera_images(
             )
         if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
             raise ValueError(f'image {cam!r} must be HxWx3 RGB, got shape {img.shape}')
+    return [images[cam] for cam in camera_names]
+
+
+def stack_camera_images(
+    images: Mapping[str, np.ndarray], camera_names: Sequence[str]
+) -> torch.Tensor:
+    """{camera: (H, W, 3) uint8 RGB} -> (N, 3, H, W) float32 in [0, 1], in `camera_names` order
+    (`check_camera_images`' errors)."""
+    tensors = []
+    for img in check_camera_images(images, camera_names):
         # Frames decoded from ROS messages are read-only views; torch needs writable memory.
         array = np.ascontiguousarray(img) if img.flags.writeable else img.copy()
         tensors.append(torch.from_numpy(array).permute(2, 0, 1))
@@ -125,8 +134,10 @@ def _authors_frames(
 ) -> torch.Tensor:
     from oft_policy_node.model.openvla_oft_images import prepare_frame
 
-    stack_camera_images(images, cfg.camera_names)  # the same checks and errors
-    frames = [prepare_frame(images[c], cfg.image_size, crop_scale) for c in cfg.camera_names]
+    frames = [
+        prepare_frame(img, cfg.image_size, crop_scale)
+        for img in check_camera_images(images, cfg.camera_names)
+    ]
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
