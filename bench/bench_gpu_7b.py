@@ -4,9 +4,10 @@
 Random weights in openvla-7b's exported layout (`model.random_base`, as openvla7b_real_size),
 so the figures are about time and memory, not actions. The chunk is one observation of three
 480x640 cameras and a 14-D proprio (median of 5 after 2 warm-up calls); the paper reports
-0.321 s per chunk for OFT+ on an A100. Training steps run the whole model (32 Llama layers) in
-bf16 with AdamW on the trainable tensors, 3 steps per batch size, the last 2 timed; a batch
-that does not fit says OOM. OFT_GPU_CHECK_PRESET=tiny runs the same code paths on any device
+0.321 s per chunk for OFT+ on an A100. Training steps run the whole model (32 Llama layers) as
+`train` builds it (the base in bf16, what trains in float32, bf16 autocast, AdamW), at batch 4
+and 8 without and with gradient checkpointing, 3 steps each, the last 2 timed; a batch that
+does not fit says OOM. OFT_GPU_CHECK_PRESET=tiny runs the same code paths on any device
 in seconds (a dry run); OFT_GPU_CHECK_COMPILE=0 skips torch.compile.
 """
 
@@ -24,8 +25,10 @@ import torch
 from bench.bench_openvla7b_real_size import INSTRUCTION, _write_base
 from oft_policy_node import robot
 from oft_policy_node.model import NormStats, OftPolicy, get_preset
+from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.quantization import parameter_bytes
 from oft_policy_node.model.testing import DEFAULT_INSTRUCTIONS, random_observation
+from oft_training.training.policy_setup import build_policy
 
 ONLY_WHEN_NAMED = True  # a GPU and 17 GB of disk: bench/gpu_check.sh names it
 PAPER_A100_CHUNK_S = 0.321  # OpenVLA-OFT+ (Kim, Finn, Liang 2025), ALOHA, one A100
@@ -117,60 +120,73 @@ def _inference(base: Path | None, preset: str) -> dict:
 
 
 def _training(base: Path | None, preset: str) -> dict:
+    """`train`'s own build (the base in bf16 on the GPU, what trains in float32) under bf16
+    autocast, batch 4 and 8, without and then with gradient checkpointing."""
     results = {}
-    policy = _load(base, preset)
+    device = _device()
+    stats = NormStats.from_limits(*robot.action_limits())
+    base_dir = str(base) if base is not None else None
+    policy = build_policy(
+        preset, base_dir, stats, DEFAULT_INSTRUCTIONS, device=device, base_dtype=torch.bfloat16
+    )
     policy.train()
     config = policy.config
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=5e-4)
-    device = policy.device
-    for batch_size in (4, 8):
-        g = torch.Generator().manual_seed(batch_size)
-        batch = {
-            'images': torch.rand(
-                batch_size,
-                len(config.camera_names),
-                3,
-                config.image_size,
-                config.image_size,
-                generator=g,
-            ).to(device),
-            'proprio': (torch.rand(batch_size, config.proprio_dim, generator=g) * 2 - 1).to(
-                device
-            ),
-            'actions': (
-                torch.rand(batch_size, config.chunk_size, config.action_dim, generator=g) * 2 - 1
-            ).to(device),
-            'instructions': [DEFAULT_INSTRUCTIONS[i % 2] for i in range(batch_size)],
-        }
-        _reset_peak()
-        try:
-            times = []
-            for _ in range(STEPS_PER_BATCH):
-                _sync()
-                start = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                loss, _ = policy(batch)
-                loss.backward()
-                optimizer.step()
-                _sync()
-                times.append(time.perf_counter() - start)
-            step_s = statistics.mean(times[1:])
-            results[f'batch_{batch_size}'] = {
-                'steps_per_s': round(1.0 / step_s, 3),
-                'step_s': round(step_s, 3),
-                'first_step_s': round(times[0], 3),
-                'peak_gpu_gib': _peak_gib(),
-                'loss': round(loss.item(), 4),
-            }
-        except torch.OutOfMemoryError as exc:
-            results[f'batch_{batch_size}'] = {'error': f'OOM: {str(exc)[:200]}'}
-            optimizer.zero_grad(set_to_none=True)
-            _free()
+    optimizer = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.01)
+    for checkpointing in (False, True):  # checkpointing cannot be switched off again
+        if checkpointing:
+            policy.network.enable_gradient_checkpointing()
+        for batch_size in (4, 8):
+            key = f'batch_{batch_size}' + ('_checkpointing' if checkpointing else '')
+            results[key] = _steps(policy, optimizer, config, batch_size, device)
     results['trainable_parameters'] = sum(p.numel() for p in trainable)
     del policy, optimizer, trainable
     _free()
     return results
+
+
+def _steps(
+    policy: OftPolicy,
+    optimizer: torch.optim.Optimizer,
+    config: OftConfig,
+    batch_size: int,
+    device: torch.device,
+) -> dict:
+    g = torch.Generator().manual_seed(batch_size)
+    shape = (batch_size, len(config.camera_names), 3, config.image_size, config.image_size)
+    batch = {
+        'images': torch.rand(shape, generator=g).to(device),
+        'proprio': (torch.rand(batch_size, config.proprio_dim, generator=g) * 2 - 1).to(device),
+        'actions': (
+            torch.rand(batch_size, config.chunk_size, config.action_dim, generator=g) * 2 - 1
+        ).to(device),
+        'instructions': [DEFAULT_INSTRUCTIONS[i % 2] for i in range(batch_size)],
+    }
+    _reset_peak()
+    try:
+        times = []
+        for _ in range(STEPS_PER_BATCH):
+            _sync()
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss, _ = policy(batch)
+            loss.backward()
+            optimizer.step()
+            _sync()
+            times.append(time.perf_counter() - start)
+    except torch.OutOfMemoryError as exc:
+        optimizer.zero_grad(set_to_none=True)
+        _free()
+        return {'error': f'OOM: {str(exc)[:200]}'}
+    step_s = statistics.mean(times[1:])
+    return {
+        'steps_per_s': round(1.0 / step_s, 3),
+        'step_s': round(step_s, 3),
+        'first_step_s': round(times[0], 3),
+        'peak_gpu_gib': _peak_gib(),
+        'loss': round(loss.item(), 4),
+    }
 
 
 def run() -> dict:

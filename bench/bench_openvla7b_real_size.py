@@ -15,7 +15,11 @@ as the exporter's, their index and a Llama-format tokenizer; `model.random_base`
    from the bf16 chunk on the same inputs (random weights: a measure of the rounding, not of
    task success);
 5. one LoRA + FiLM training step at the real widths with the Llama cut to 2 of its 32 layers
-   (AdamW, bf16; batch 2), with the trainable-parameter table.
+   (AdamW, bf16; batch 2), with the trainable-parameter table;
+6. the memory each training rank holds at the full size before activations (weights,
+   gradients, AdamW states), for the float32 build and the meta-device bf16 build `train`
+   makes now, and the host memory a rank needs to build it (bench_training_memory measures
+   two ranks at a cut size).
 
 The base is written under $OFT_BENCH_SCRATCH (default: the system temp folder) and removed
 afterwards; it needs about 17 GB of free disk. Peak memory per phase: `bench.memory`.
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.bench_training_memory import full_size_per_rank
 from bench.memory import GIB, PeakMemory
 from oft_policy_node import robot
 from oft_policy_node.model import NormStats, OftPolicy, get_preset
@@ -268,4 +273,5 @@ def run() -> dict:
         results.update(_inference(base, scratch))
         print('one training step, Llama cut to 2 layers', flush=True)
         results['training_step'] = _training_step(base)
+    results['training_build_per_rank'] = full_size_per_rank()
     return results

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The 7B figures on a GPU machine, in under 8 minutes: chunk latency in bf16, with torch.compile
 # and with int8 weights (against the paper's 0.321 s on an A100), and LoRA + FiLM training steps
-# per second and peak GPU memory at batch 4 and 8 per GPU (bench/bench_gpu_7b.py). Writes
+# per second and peak GPU memory at batch 4 and 8 per GPU, without and with gradient
+# checkpointing (bench/bench_gpu_7b.py). Writes
 # bench_results/gpu_7b.json and prints it; needs the workspace set up (make build) and about
 # 17 GB of free disk for the random base (OFT_BENCH_SCRATCH to put it elsewhere).
 #

@@ -137,10 +137,13 @@ def record(
     stalls: int = 0,
     closest: float | None = None,
     peak: float | None = None,
+    mode: str = 'grasp missed',
 ) -> dict:
     return {
         'instruction': instruction,
         'success': success,
+        'failure_mode': 'success' if success else mode,
+        'still_seconds': 1.5 if stalls else 0.5,
         'first_approach': None if approached is None else {'object': approached},
         'followed_language': approached == target,
         'stalled_ticks': stalls,
@@ -175,7 +178,7 @@ def test_summaries_are_counts_over_episodes():
             'a', True, 'red_pepper', 'red_pepper', [0.1, 0.2], stalls=2, closest=0.01, peak=0.1
         ),
         record('a', False, 'green_pepper', 'red_pepper', [0.3], closest=0.12, peak=0.3),
-        record('b', False, None, 'yellow_corn', [], closest=0.2),
+        record('b', False, None, 'yellow_corn', [], closest=0.2, mode='nothing reached'),
         record('b', False, 'yellow_corn', 'yellow_corn', [0.4], stalls=1, closest=0.03),
     ]
     overall = summarize(episodes)
@@ -187,6 +190,8 @@ def test_summaries_are_counts_over_episodes():
         'followed_language': 2,
         'language_following_rate': 0.5,
         'target_closest_m_median': 0.075,
+        'failure_modes': {'grasp missed': 2, 'success': 1, 'nothing reached': 1},
+        'still_seconds_max': 1.5,
         'stalled_ticks': 3,
         'clamped_ticks': 4,
         'waiting_ticks': 8,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,9 @@ from oft_policy_node.model.network import build_llm
 from oft_policy_node.model.openvla_weights import REFERENCE_FILE, base_keys, load_openvla_base
 from oft_policy_node.model.processing import DINO_MEAN, DINO_STD, normalize_pixels
 from oft_policy_node.model.random_base import (
+    openvla_layout,
     random_tensor_maker,
+    read_tensor_layout,
     write_random_openvla_base,
     write_sharded,
 )
@@ -171,7 +174,7 @@ def test_loads_every_base_tensor_onto_the_right_module(base_dir):
         sd['vision.siglip.encoder.layers.0.self_attn.out_proj.base_layer.bias'],
         t[SIG + 'blocks.0.attn.proj.bias'],
     )
-    assert torch.equal(sd['projector.fc2.weight'], t['projector.fc2.weight'])
+    assert torch.equal(sd['projector.fc2.base_layer.weight'], t['projector.fc2.weight'])
     assert torch.equal(sd['llm.lm_head.weight'], t['language_model.lm_head.weight'])
     assert torch.equal(
         sd['llm.model.layers.1.mlp.down_proj.base_layer.weight'],
@@ -238,7 +241,9 @@ def test_unknown_and_misshapen_tensors_are_named(base_dir, tmp_path):
         OftPolicy.from_openvla(tmp_path, config=CFG)
     bad = {k: v for k, v in t.items() if k != 'projector.fc3.weight'}
     save_file(bad, str(tmp_path / 'model.safetensors'))
-    with pytest.raises(CheckpointError, match=r'lacks 1 tensors.*projector\.fc3\.weight'):
+    with pytest.raises(
+        CheckpointError, match=r'lacks 1 tensors.*projector\.fc3\.(base_layer\.)?weight'
+    ):
         OftPolicy.from_openvla(tmp_path, config=CFG)
 
 
@@ -263,9 +268,11 @@ def test_reference_checkpoint_holds_fine_tuned_tensors_only_and_round_trips(base
     out = policy.save_pretrained(tmp_path / 'ckpt', base_weights='reference')  # from_openvla's
     saved = load_file(str(out / 'model.safetensors'))
     trainable = {n for n, p in policy.network.named_parameters() if p.requires_grad}
-    assert trainable <= set(saved)  # LoRA, FiLM, projectors, action slots and head
-    assert 'projector.fc1.weight' in saved  # in the base too, but trained fully
+    assert trainable <= set(saved)  # LoRA, FiLM, proprio projector, action slots and head
+    # The vision projector is a base part with LoRA, as the authors' "all-linear".
+    assert 'projector.fc1.lora_A.default.weight' in saved
     for frozen in (
+        'projector.fc1.base_layer.weight',
         'llm.lm_head.weight',
         'llm.model.embed_tokens.weight',
         'llm.model.layers.0.self_attn.q_proj.base_layer.weight',
@@ -413,3 +420,11 @@ def test_loading_skips_only_the_base_initialisation(base_dir):
     expected = reference.network.state_dict()
     for name in base_keys(expected):
         assert torch.equal(loaded.state_dict()[name], expected[name]), name
+
+
+def test_the_layout_rules_give_the_exported_7b_file_exactly():
+    """openvla_layout, which writes the tiny and cut bases of the training tests and benches,
+    reproduces every name, shape and the order of openvla/openvla-7b's export (the layout file
+    written from the authors' exporter)."""
+    layout_file = Path(__file__).parent / 'data' / 'openvla_7b_tensors.txt'
+    assert openvla_layout(get_preset('openvla-7b')) == read_tensor_layout(layout_file)

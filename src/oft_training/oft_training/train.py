@@ -6,8 +6,9 @@ r"""train: fine-tune an OFT+ policy (LoRA + FiLM + L1) on a training set written
     train ... --preset small --grounding runs/grounding/pot.npz  # + "where is the named object"
     train ... --preset small --init-policy runs/pot/final --data datasets/pot-more  # go on
     # one machine, 8 GPUs (or CPU processes with gloo):
+    # (openvla-7b's defaults are the authors' ALOHA recipe: 4 per GPU, 100005 steps, ...)
     torchrun --nproc-per-node 8 -m oft_training.train --preset openvla-7b \
-        --base /models/openvla-7b --data datasets/pot --out runs/pot --batch-size 64
+        --base /models/openvla-7b --data datasets/pot --out runs/pot
     # two machines, 8 GPUs each: run on both, with node-rank 0 and 1
     torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d \
         --rdzv-endpoint HOST0:29500 -m oft_training.train ...same options...
@@ -20,12 +21,14 @@ in <out>/tensorboard and the final checkpoint <out>/final, which policy_node loa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from oft_policy_node.model.config import ACTION_SLOTS, PRESETS
 from oft_training.training.config import TrainConfig
 from oft_training.training.loop import run
-from oft_training.training.precision import PRECISIONS
+from oft_training.training.precision import DTYPES, PRECISIONS
+from oft_training.training.recipes import CPU_RECIPE, RECIPES, fill_defaults
 
 DEFAULTS = TrainConfig(data='', out='')
 
@@ -113,12 +116,19 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         default=DEFAULTS.grounding_weight,
         help='weight of the grounding L1 against the action L1 (default %(default)s)',
     )
-    p.add_argument('--steps', type=int, default=DEFAULTS.steps, help='optimizer steps')
+    seven_b = RECIPES['openvla-7b']
+    p.add_argument(
+        '--steps',
+        type=int,
+        help=f'optimizer steps (default: {CPU_RECIPE.steps}; openvla-7b: {seven_b.steps}, the '
+        "authors' ALOHA recipe)",
+    )
     p.add_argument(
         '--batch-size',
         type=int,
-        default=DEFAULTS.batch_size,
-        help='global batch (all processes x accumulation), default %(default)s',
+        help='global batch (all processes x accumulation); default: '
+        f'{CPU_RECIPE.batch}; openvla-7b: {seven_b.batch_per_process} per process, as the '
+        'authors (8 GPUs: 32)',
     )
     p.add_argument(
         '--grad-accumulation',
@@ -126,13 +136,22 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         default=DEFAULTS.grad_accumulation,
         help='micro-batches per step and process (default %(default)s)',
     )
-    p.add_argument('--lr', type=float, default=DEFAULTS.lr, help='AdamW learning rate')
+    p.add_argument(
+        '--lr', type=float, help=f'AdamW learning rate (default: {CPU_RECIPE.lr}, both recipes)'
+    )
     p.add_argument(
         '--lr-decay-step',
         type=int,
-        help='step at which the learning rate drops x0.1 (default: 80%% of --steps)',
+        help='step at which the learning rate drops x0.1 (default: '
+        f'{CPU_RECIPE.decay_fraction:.0%}% of --steps; openvla-7b: {seven_b.decay_step}, or '
+        f'{seven_b.decay_fraction:.0%}% of --steps when given)',
     )
-    p.add_argument('--weight-decay', type=float, default=DEFAULTS.weight_decay)
+    p.add_argument(
+        '--weight-decay',
+        type=float,
+        help=f'AdamW weight decay (default: {CPU_RECIPE.weight_decay}; openvla-7b: '
+        f"{seven_b.weight_decay}, torch's AdamW default the authors keep)",
+    )
     p.add_argument(
         '--val-fraction',
         type=float,
@@ -159,17 +178,39 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         'bfloat16 on CUDA, float32 on the CPU, where bf16 measured no faster',
     )
     p.add_argument(
+        '--trainable-dtype',
+        choices=tuple(DTYPES),
+        default=DEFAULTS.trainable_dtype,
+        help='dtype of the weights that train (LoRA, FiLM, heads) and so of their AdamW states; '
+        'frozen base weights are bf16 whenever --precision resolves to bfloat16 '
+        '(default %(default)s)',
+    )
+    p.add_argument(
         '--compile',
         action='store_true',
         help='torch.compile the training forward: about a minute to compile, then 1.17x the '
         'samples/s of `small` on a 2-core CPU (1.21x with --precision bfloat16); for long runs',
     )
     p.add_argument(
+        '--gradient-checkpointing',
+        action='store_true',
+        help="recompute the ViT blocks' and Llama layers' activations in backward instead of "
+        'keeping them: most of the activation memory for about a third more compute',
+    )
+    p.add_argument(
+        '--fsdp',
+        action='store_true',
+        help='shard weights, gradients and AdamW states over the processes (FSDP2, '
+        'fully_shard per ViT block and Llama layer) for GPUs that cannot hold a whole bf16 '
+        "copy each; default DDP, as the authors (torchrun's processes only)",
+    )
+    p.add_argument(
         '--resume', action='store_true', help='continue from the newest checkpoint in --out'
     )
     args = p.parse_args(argv)
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))  # torchrun's, known before the group
     try:
-        return TrainConfig(**{k: v for k, v in vars(args).items()})
+        return TrainConfig(**fill_defaults(vars(args), world_size))
     except ValueError as exc:
         p.error(str(exc))
 

@@ -56,7 +56,8 @@ def test_saved_backbone_loads_into_a_policy_unchanged(pretrained, training_set, 
     backbone, metrics = pretrained
     path = tmp_path / 'backbone.pt'
     save_backbone(path, backbone, TINY, ('square',), {'error_cm': metrics['error_cm']})
-    policy = build_policy('tiny', None, TrainingSet(training_set), init_vision=str(path))
+    data = TrainingSet(training_set)
+    policy = build_policy('tiny', None, data.stats, data.instructions, init_vision=str(path))
     for encoder in ('dino', 'siglip'):  # tiny has LoRA: wrapped layers keep `.base_layer`
         loaded = getattr(policy.network.vision, encoder).state_dict()
         for name, tensor in getattr(backbone, encoder).state_dict().items():

@@ -10,6 +10,7 @@ ground truth (/task/state). Chance is 1 / number of candidate objects.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -180,6 +181,9 @@ def summarize(episodes: Sequence[Mapping]) -> dict:
         'followed_language': followed if defined else None,
         'language_following_rate': _rate(followed, len(defined)) if defined else None,
         'target_closest_m_median': round(float(np.median(closest)), 4) if closest else None,
+        # Episodes per failure_modes category, the most frequent first.
+        'failure_modes': dict(Counter(e['failure_mode'] for e in episodes).most_common()),
+        'still_seconds_max': _max_known(e['still_seconds'] for e in episodes),
         'stalled_ticks': sum(e['stalled_ticks'] for e in episodes),
         'clamped_ticks': sum(e['clamped_ticks'] for e in episodes),
         'waiting_ticks': sum(e['waiting_ticks'] for e in episodes),

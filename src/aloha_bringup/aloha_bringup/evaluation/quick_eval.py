@@ -37,6 +37,7 @@ from aloha_bringup.evaluation.episodes import (
     check_episode_arguments,
     episode_plans,
 )
+from aloha_bringup.evaluation.failure_modes import failure_mode, still_seconds
 from aloha_sim.layout_views import proprio
 from aloha_sim.physics import AlohaSim
 from oft_policy_node import robot
@@ -109,6 +110,10 @@ def run_episode(
         'success': success,
         'success_time_s': round(sim.time, 3) if success else None,
         **episode_measures(sim.scene, plan.instruction, samples, approach_distance),
+        'failure_mode': failure_mode(
+            sim.scene, plan.instruction, samples, success, sim.unstable, approach_distance
+        ),
+        'still_seconds': still_seconds(samples),
         'stalled_ticks': 0,
         'clamped_ticks': 0,
         'waiting_ticks': 0,
@@ -182,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f'seed {plan.seed} {plan.instruction!r}: success {record["success"]}, first '
                 f'approach {approach["object"] if approach else None}, closest to '
-                f'{record["target_object"]} {record["target_closest_m"]} m',
+                f'{record["target_object"]} {record["target_closest_m"]} m, '
+                f'{record["failure_mode"]}, still {record["still_seconds"]} s',
                 flush=True,
             )
     finally:

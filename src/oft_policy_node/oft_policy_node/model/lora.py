@@ -1,10 +1,12 @@
 """What trains: LoRA (peft) on the backbones, FiLM / projectors / head fully, and a report.
 
 Following the paper (OpenVLA's `target_modules='all-linear'`), LoRA rank 32, alpha 16 goes on
-every linear layer of the pretrained backbone: both ViTs and the Llama (not its unused LM head).
-FiLM maps, the vision projector, the proprio projector, the action slots, the action-prefix
-embedding and the action head train fully. `lora_rank=0` (the from-scratch CPU presets) trains
-every parameter instead.
+every linear layer of the pretrained backbone: both ViTs, the vision projector and the Llama
+(not its unused LM head). The authors' finetune.py applies peft's "all-linear" to the whole
+base VLA (moojink/openvla-oft vla-scripts/finetune.py lines 846-853), the projector's three
+linear layers included, and trains in full only what OFT adds: FiLM maps, the proprio
+projector, the action slots, the action-prefix embedding and the action head. `lora_rank=0`
+(the from-scratch CPU presets) trains every parameter instead.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ from torch import nn
 
 from oft_policy_node.model.config import OftConfig
 
-LORA_TARGET_PARENTS = ('vision.dino.', 'vision.siglip.', 'llm.model.')
+LORA_TARGET_PARENTS = ('vision.dino.', 'vision.siglip.', 'projector.', 'llm.model.')
 FULLY_TRAINED = (
     'vision.dino_film.',
     'vision.siglip_film.',
-    'projector.',
     'proprio_projector.',
     'action_slots',
     'action_prefix.',

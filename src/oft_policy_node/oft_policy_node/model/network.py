@@ -59,7 +59,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from oft_policy_node.model.action_tokens import ActionTokens
-from oft_policy_node.model.base_init import base_init
+from oft_policy_node.model.base_init import BaseInit, base_init
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.heads import (
     ActionHead,
@@ -129,7 +129,7 @@ def build_llm(cfg: OftConfig) -> LlamaForCausalLM:
 class OftNetwork(nn.Module):
     """The trainable network; pure tensors in and out (no tokenizer, no statistics)."""
 
-    def __init__(self, cfg: OftConfig, init_base: bool = True) -> None:
+    def __init__(self, cfg: OftConfig, init_base: BaseInit = True) -> None:
         """init_base=False: leave the base modules' weights uninitialised, for a caller that
         loads them next (see base_init)."""
         super().__init__()
@@ -150,6 +150,13 @@ class OftNetwork(nn.Module):
         self.action_head = ActionHead(cfg.action_dim, h, cfg.action_head_blocks)
         if cfg.prefix_steps > 0:
             self.action_prefix = ActionPrefixEmbedding(cfg.action_dim, h)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the ViT blocks' and Llama layers' activations in backward instead of
+        keeping them: for openvla-7b at batch 4 that trades about a third more compute for
+        most of the activation memory (docs/model.md, the memory table)."""
+        self.vision.gradient_checkpointing = True
+        self.llm.activation_checkpointing_enable({'use_reentrant': False})
 
     def condition(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, bos_token_id: int

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +62,18 @@ class OftPolicy(nn.Module):
         stats: NormStats | None = None,
         instructions: Sequence[str] = (),
         init_base: bool = True,
+        load_base: Callable[[OftNetwork], None] | None = None,
     ) -> None:
         """init_base=False: the base weights stay uninitialised for a caller that loads them
-        next (from_openvla, from_pretrained; model/base_init.py)."""
+        next (from_openvla, from_pretrained; model/base_init.py). `load_base`: the base
+        parameters are built on the meta device instead, and this is called to give them
+        storage and values before LoRA wraps them (peft puts adapters on their base layer's
+        device and dtype), so a base is only ever allocated where and as it will stay."""
         super().__init__()
         self.config = config
-        self.network = OftNetwork(config, init_base)
+        self.network = OftNetwork(config, 'meta' if load_base is not None else init_base)
+        if load_base is not None:
+            load_base(self.network)
         if config.lora_rank:
             apply_lora(self.network, config)
         set_trainable(self.network, config)
@@ -292,6 +298,7 @@ class OftPolicy(nn.Module):
         *,
         base_weights: str = 'full',
         base_checkpoint: str | Path | None = None,
+        state: Mapping[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write the checkpoint directory (layout in `checkpoint`); returns it.
 
@@ -300,7 +307,9 @@ class OftPolicy(nn.Module):
         to the base OpenVLA directory `base_checkpoint` (default: the one this policy's base
         weights were loaded from); `from_pretrained` then reads the base from there first.
         Saving checks that the base's norms and biases equal this model's, so a reference to
-        the wrong base is refused here rather than discovered at load time.
+        the wrong base is refused here rather than discovered at load time. `state`: the
+        network's tensors when its own state dict does not hold them whole (training gathers
+        them from FSDP shards): those to save and, with 'reference', every 1-D base tensor.
         """
         from oft_policy_node.model import openvla_weights
 
@@ -312,10 +321,10 @@ class OftPolicy(nn.Module):
                 f'base_weights={base_weights!r}; expected one of {BASE_WEIGHTS_MODES}'
             )
         instructions = tuple(instructions) if instructions is not None else self.instructions
-        state = self.network.state_dict()
+        state = dict(self.network.state_dict() if state is None else state)
         if base_weights == 'reference':
             base = self._reference_base(base_checkpoint)
-            openvla_weights.check_base_matches(self.network, base)
+            openvla_weights.check_base_matches(state, base)
             state = {k: state[k] for k in openvla_weights.fine_tuned_keys(state)}
         elif base_checkpoint is not None:
             raise ValueError(

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from oft_policy_node.model.config import OftConfig
+
 Layout = list[tuple[str, tuple[int, ...]]]
 MAX_SHARD_BYTES = 7_000_000_000  # the exporter's max_shard_size="7GB"
 _DTYPE_NAMES = {torch.bfloat16: 'BF16', torch.float16: 'F16', torch.float32: 'F32'}
@@ -42,6 +44,90 @@ def read_tensor_layout(path: str | Path) -> Layout:
         if line and not line.startswith('#'):
             name, shape = line.split()
             rows.append((name, tuple(int(n) for n in shape.split('x'))))
+    return rows
+
+
+def openvla_layout(cfg: OftConfig) -> Layout:
+    """The exported base's tensors for any config, in the export's order: for openvla-7b
+    exactly test/data/openvla_7b_tensors.txt (tested), for smaller configs the same names at
+    their widths (a tiny base to train from in tests, the real widths with the Llama cut)."""
+    rows: Layout = []
+    for prefix, vit, dino in (
+        ('vision_backbone.featurizer.', cfg.dino, True),
+        ('vision_backbone.fused_featurizer.', cfg.siglip, False),
+    ):
+        h, m, p = vit.hidden_size, vit.intermediate_size, cfg.patch_size
+        if dino:
+            rows += [
+                (prefix + 'cls_token', (1, 1, h)),
+                (prefix + 'reg_token', (1, vit.num_registers, h)),
+            ]
+        rows += [
+            (prefix + 'pos_embed', (1, cfg.patches_per_image, h)),
+            (prefix + 'patch_embed.proj.weight', (h, 3, p, p)),
+            (prefix + 'patch_embed.proj.bias', (h,)),
+        ]
+        for i in range(vit.num_layers):
+            b = f'{prefix}blocks.{i}.'
+            rows += [
+                (b + 'norm1.weight', (h,)),
+                (b + 'norm1.bias', (h,)),
+                (b + 'attn.qkv.weight', (3 * h, h)),
+                (b + 'attn.qkv.bias', (3 * h,)),
+                (b + 'attn.proj.weight', (h, h)),
+                (b + 'attn.proj.bias', (h,)),
+                *([(b + 'ls1.scale_factor', (h,))] if dino else []),
+                (b + 'norm2.weight', (h,)),
+                (b + 'norm2.bias', (h,)),
+                (b + 'mlp.fc1.weight', (m, h)),
+                (b + 'mlp.fc1.bias', (m,)),
+                (b + 'mlp.fc2.weight', (h, m)),
+                (b + 'mlp.fc2.bias', (h,)),
+                *([(b + 'ls2.scale_factor', (h,))] if dino else []),
+            ]
+        rows += [(prefix + 'norm.weight', (h,)), (prefix + 'norm.bias', (h,))]
+        if not dino:  # SigLIP's attention-pooling head: exported, never used by OpenVLA
+            pool = prefix + 'attn_pool.'
+            rows += [
+                (pool + 'latent', (1, 1, h)),
+                (pool + 'q.weight', (h, h)),
+                (pool + 'q.bias', (h,)),
+                (pool + 'kv.weight', (2 * h, h)),
+                (pool + 'kv.bias', (2 * h,)),
+                (pool + 'proj.weight', (h, h)),
+                (pool + 'proj.bias', (h,)),
+                (pool + 'norm.weight', (h,)),
+                (pool + 'norm.bias', (h,)),
+                (pool + 'mlp.fc1.weight', (m, h)),
+                (pool + 'mlp.fc1.bias', (m,)),
+                (pool + 'mlp.fc2.weight', (h, m)),
+                (pool + 'mlp.fc2.bias', (h,)),
+            ]
+    f, h = cfg.vision_dim, cfg.llm.hidden_size
+    rows += [
+        ('projector.fc1.weight', (4 * f, f)),
+        ('projector.fc1.bias', (4 * f,)),
+        ('projector.fc2.weight', (h, 4 * f)),
+        ('projector.fc2.bias', (h,)),
+        ('projector.fc3.weight', (h, h)),
+        ('projector.fc3.bias', (h,)),
+    ]
+    llm, m = 'language_model.model.', cfg.llm.intermediate_size
+    rows.append((llm + 'embed_tokens.weight', (cfg.llm.vocab_size, h)))
+    for i in range(cfg.llm.num_layers):
+        b = f'{llm}layers.{i}.'
+        rows += [(b + f'self_attn.{x}_proj.weight', (h, h)) for x in 'qkvo']
+        rows += [
+            (b + 'mlp.gate_proj.weight', (m, h)),
+            (b + 'mlp.up_proj.weight', (m, h)),
+            (b + 'mlp.down_proj.weight', (h, m)),
+            (b + 'input_layernorm.weight', (h,)),
+            (b + 'post_attention_layernorm.weight', (h,)),
+        ]
+    rows += [
+        (llm + 'norm.weight', (h,)),
+        ('language_model.lm_head.weight', (cfg.llm.vocab_size, h)),
+    ]
     return rows
 
 

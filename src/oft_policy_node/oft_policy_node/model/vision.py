@@ -13,10 +13,12 @@ the mean text embedding of the prompt (see `OftNetwork.condition`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import (
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
@@ -24,7 +26,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from oft_policy_node.model.base_init import base_init
+from oft_policy_node.model.base_init import BaseInit, base_init
 from oft_policy_node.model.config import OftConfig
 from oft_policy_node.model.processing import (
     DINO_MEAN,
@@ -127,12 +129,13 @@ def build_siglip(cfg: OftConfig) -> SiglipVisionModel:
 class FilmVisionBackbone(nn.Module):
     """(B, N, 3, S, S) images in [0, 1] -> (B, N * P, Dd + Ds) fused patch features."""
 
-    def __init__(self, cfg: OftConfig, init_base: bool = True) -> None:
+    def __init__(self, cfg: OftConfig, init_base: BaseInit = True) -> None:
         super().__init__()
         with base_init(init_base):  # the encoders' weights come from a checkpoint (base_init)
             self.dino = build_dino(cfg)
             self.siglip = build_siglip(cfg)
         self.num_prefix_tokens = 1 + cfg.dino.num_registers  # CLS + registers, dropped
+        self.gradient_checkpointing = False  # training: recompute each block in backward
         cond = cfg.llm.hidden_size
         # Maps for every block (as the paper), though the last block is never run: features
         # come from the second-to-last. Those last maps are frozen by the trainable-parameter
@@ -155,7 +158,7 @@ class FilmVisionBackbone(nn.Module):
         h = self.dino.embeddings(normalize_pixels(x, DINO_MEAN, DINO_STD))
         for i, layer in enumerate(self.dino.encoder.layer[:-1]):
             g, b = (None, None) if film is None else (film.dino_gamma[:, i], film.dino_beta[:, i])
-            h = dino_block(layer, h, g, b)
+            h = self._block(dino_block, layer, h, g, b)
         return h[:, self.num_prefix_tokens :]
 
     def encode_siglip(self, x: torch.Tensor, film: FilmParams | None) -> torch.Tensor:
@@ -166,8 +169,15 @@ class FilmVisionBackbone(nn.Module):
             g, b = (
                 (None, None) if film is None else (film.siglip_gamma[:, i], film.siglip_beta[:, i])
             )
-            h = siglip_block(layer, h, g, b)
+            h = self._block(siglip_block, layer, h, g, b)
         return h
+
+    def _block(self, block: Callable[..., torch.Tensor], *args: object) -> torch.Tensor:
+        """One ViT block, its activations recomputed in backward when checkpointing (the
+        non-reentrant form: FiLM's gammas reach the block as inputs that need gradients)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def forward(self, images: torch.Tensor, film: FilmParams | None) -> torch.Tensor:
         b, n = images.shape[:2]

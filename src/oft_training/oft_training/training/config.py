@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oft_policy_node.model.config import get_preset
-from oft_training.training.precision import PRECISIONS
+from oft_training.training.precision import DTYPES, PRECISIONS
 
 # Settings that must not change when a run resumes (they change the result of every step).
 FROZEN_ON_RESUME = (
@@ -29,6 +29,7 @@ FROZEN_ON_RESUME = (
     'lr',
     'lr_decay_step',
     'weight_decay',
+    'trainable_dtype',
     'val_fraction',
     'seed',
 )
@@ -58,7 +59,8 @@ class TrainConfig:
     batch_size: int = 8  # global: over all processes and accumulation micro-batches
     grad_accumulation: int = 1
     lr: float = 5e-4
-    lr_decay_step: int | None = None  # step of the x0.1 decay; None: 80 % of `steps`
+    lr_decay_step: int | None = None  # step of the x0.1 decay; None: decay_fraction of `steps`
+    decay_fraction: float = 0.8
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     val_every: int = 100
@@ -69,7 +71,10 @@ class TrainConfig:
     workers: int = 0
     device: str = 'auto'
     precision: str = 'auto'  # 'float32' / 'bfloat16' autocast; auto: bf16 on CUDA (precision.py)
+    trainable_dtype: str = 'float32'  # of the weights that train, and so of AdamW's states
     compile: bool = False  # torch.compile the training forward
+    gradient_checkpointing: bool = False  # recompute ViT block / Llama layer activations
+    fsdp: bool = False  # shard weights, gradients and AdamW states over the processes (FSDP2)
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -86,8 +91,14 @@ class TrainConfig:
                 raise ValueError(f'{name}={getattr(self, name)} must be >= 1')
         if self.lr <= 0:
             raise ValueError(f'lr={self.lr} must be > 0')
+        if not 0 < self.decay_fraction <= 1:
+            raise ValueError(f'decay_fraction={self.decay_fraction} must be in (0, 1]')
         if self.precision not in PRECISIONS:
             raise ValueError(f'precision={self.precision!r}; expected one of {PRECISIONS}')
+        if self.trainable_dtype not in DTYPES:
+            raise ValueError(
+                f'trainable_dtype={self.trainable_dtype!r}; expected one of {tuple(DTYPES)}'
+            )
         if self.workers < 0 or self.keep_checkpoints < 1:
             raise ValueError('workers must be >= 0 and keep_checkpoints >= 1')
         if self.start_repeats < 1 or self.start_seconds < 0:
@@ -104,6 +115,11 @@ class TrainConfig:
                 'freeze_vision needs init_vision or init_policy: frozen random '
                 'encoders see nothing'
             )
+        if self.fsdp and self.grounding is not None:
+            raise ValueError(
+                'fsdp shards the fine-tuning of a base (openvla-7b); grounding co-training is '
+                "the small presets' recipe and runs under DDP"
+            )
         if self.init_policy is not None and (
             self.base is not None or self.init_vision is not None
         ):
@@ -114,7 +130,9 @@ class TrainConfig:
 
     @property
     def decay_step(self) -> int:
-        return self.lr_decay_step if self.lr_decay_step is not None else int(0.8 * self.steps)
+        if self.lr_decay_step is not None:
+            return self.lr_decay_step
+        return int(self.decay_fraction * self.steps)
 
 
 def check_resume(saved: dict, cfg: TrainConfig, folder: Path) -> None:

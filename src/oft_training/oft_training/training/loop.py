@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from oft_policy_node import robot
+from oft_policy_node.model.openvla_weights import fine_tuned_keys
 from oft_policy_node.model.policy import OftPolicy
 from oft_training.data.training_set import TrainingSet
 from oft_training.grounding import (
@@ -29,7 +30,7 @@ from oft_training.grounding import (
     split_views,
     validation_error_cm,
 )
-from oft_training.training import precision, state
+from oft_training.training import memory, precision, sharding, state
 from oft_training.training.batches import (
     SampleDataset,
     StepBatches,
@@ -77,6 +78,11 @@ def run(cfg: TrainConfig) -> Path:
 
 def _run(cfg: TrainConfig, world: World) -> Path:
     out = Path(cfg.out)
+    if cfg.fsdp and not world.distributed:
+        raise ValueError(
+            "--fsdp shards over torchrun's processes; this is a world of one (run it with "
+            'torchrun --nproc-per-node N)'
+        )
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     full = TrainingSet(Path(cfg.data))
     train_names, val_names = split_episodes(
@@ -84,15 +90,24 @@ def _run(cfg: TrainConfig, world: World) -> Path:
     )
     train_set = TrainingSet(full.root, train_names)
     val_set = TrainingSet(full.root, val_names)
+    resolved = precision.resolve(cfg.precision, world.device)
     policy = build_policy(
         cfg.preset,
         cfg.base,
-        full,
+        full.stats,
+        full.instructions,
         cfg.no_film,
         cfg.init_vision,
         cfg.action_slots,
         cfg.prefix_steps,
+        world.device,
+        # Frozen base weights in bf16 only where the forward runs under bf16 autocast: a
+        # float32 forward cannot multiply by them.
+        precision.DTYPES[resolved],
+        precision.DTYPES[cfg.trainable_dtype],
     )
+    if cfg.gradient_checkpointing:
+        policy.network.enable_gradient_checkpointing()
     if cfg.freeze_vision:
         for encoder in (policy.network.vision.dino, policy.network.vision.siglip):
             encoder.requires_grad_(False)
@@ -107,18 +122,26 @@ def _run(cfg: TrainConfig, world: World) -> Path:
             grounding.head.load_state_dict(start_state['grounding_head'])
         module = CoTraining(policy, grounding.head, cfg.grounding_weight)
     module.to(world.device)
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.decay_step], gamma=LR_DECAY)
-
     start_step = 0
     resume_from = state.latest(out) if cfg.resume else None
-    if resume_from is not None:
+    saved = None
+    if resume_from is not None:  # weights before sharding: they load into whole tensors
         saved = state.load(resume_from, policy)
         check_resume(saved['config'], cfg, resume_from)
         if grounding is not None:
             grounding.head.load_state_dict(saved['grounding_head'])
-        optimizer.load_state_dict(saved['optimizer'])
+    if cfg.fsdp:
+        sharding.shard(module, policy)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    print(f'train: rank {world.rank}: {memory.expected(module, world.device).describe()}')
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.decay_step], gamma=LR_DECAY)
+
+    if saved is not None:
+        if cfg.fsdp:
+            sharding.load_optimizer(module, optimizer, resume_from / sharding.OPTIMIZER_DIR)
+        else:
+            optimizer.load_state_dict(saved['optimizer'])
         scheduler.load_state_dict(saved['scheduler'])
         state.set_rng_state(saved['rng'])
         start_step = saved['step']
@@ -140,12 +163,17 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         truncate_metrics(out / METRICS_FILE, start_step)
         print(policy.parameter_table())
         print(
+            f'train: {cfg.steps} steps of batch {cfg.batch_size} ({world.size} process'
+            f'{"es" if world.size > 1 else ""}), lr {cfg.lr} x{LR_DECAY} at step '
+            f'{cfg.decay_step}, weight decay {cfg.weight_decay}'
+        )
+        print(
             f'train: {len(train_set)} samples from {len(train_names)} episodes, validation '
             f'{len(val_set)} samples from {len(val_names)} episodes {val_names}'
         )
 
-    model = torch.compile(module) if cfg.compile else module
-    if world.distributed:
+    model = module
+    if world.distributed and not cfg.fsdp:
         # find_unused_parameters: some trainable tensors get no gradient (e.g. LoRA on the ViT
         # block after the one whose features the model uses); DDP must not wait for them.
         model = DistributedDataParallel(
@@ -153,6 +181,10 @@ def _run(cfg: TrainConfig, world: World) -> Path:
             device_ids=[world.device.index] if world.device.type == 'cuda' else None,
             find_unused_parameters=True,
         )
+    if cfg.compile:  # around DDP, whose hooks then bucket the compiled graph's gradients
+        model = torch.compile(model)
+        around = ' around DDP' if isinstance(model._orig_mod, DistributedDataParallel) else ''
+        print(f'train: rank {world.rank}: torch.compile of the training step{around}')
     start_ticks = round(cfg.start_seconds * robot.CONTROL_RATE_HZ)
     stream = start_weighted_stream(train_set.sample_ticks(), start_ticks, cfg.start_repeats)
     sampler = StepBatches(
@@ -174,7 +206,7 @@ def _run(cfg: TrainConfig, world: World) -> Path:
         num_workers=cfg.workers,
         persistent_workers=False,
     )
-    autocast = precision.autocast(precision.resolve(cfg.precision, world.device), world.device)
+    autocast = precision.autocast(resolved, world.device)
     trainer_settings = {
         'config': dataclasses.asdict(cfg),
         'split': {'train': train_names, 'val': val_names},
@@ -191,8 +223,8 @@ def _run(cfg: TrainConfig, world: World) -> Path:
             for i in range(cfg.grad_accumulation):
                 batch = next(micro_batches)
                 last = i == cfg.grad_accumulation - 1
-                sync = (
-                    model.no_sync() if world.distributed and not last else contextlib.nullcontext()
+                sync = sharding.gradient_sync(
+                    module if cfg.fsdp else model, last or not world.distributed
                 )
                 with sync, autocast:
                     if grounding is None:
@@ -220,27 +252,22 @@ def _run(cfg: TrainConfig, world: World) -> Path:
                     with autocast:
                         metrics['val_grounding_cm'] = grounding.validate(cfg.val_samples)
             logger.log(metrics)
+            if step == start_step + 1:
+                print(f'train: rank {world.rank}: {memory.measured_peak(world.device)}')
             stopping = world.any(stop.requested)
             if step % cfg.save_every == 0 or step == cfg.steps or stopping:
-                if world.is_main:
-                    extra = (
-                        {}
-                        if grounding is None
-                        else {'grounding_head': grounding.head.state_dict()}
-                    )
-                    state.save(
-                        out,
-                        step,
-                        policy,
-                        {
-                            **trainer_settings,
-                            'optimizer': optimizer.state_dict(),
-                            'scheduler': scheduler.state_dict(),
-                            **extra,
-                        },
-                        cfg.keep_checkpoints,
-                    )
-                world.barrier()
+                extra = (
+                    {} if grounding is None else {'grounding_head': grounding.head.state_dict()}
+                )
+                _save(
+                    cfg,
+                    world,
+                    step,
+                    policy,
+                    module,
+                    optimizer,
+                    {**trainer_settings, 'scheduler': scheduler.state_dict(), **extra},
+                )
             if stopping:
                 logger.close()
                 if world.is_main:
@@ -248,11 +275,55 @@ def _run(cfg: TrainConfig, world: World) -> Path:
                 raise KeyboardInterrupt
     logger.close()
     final = out / FINAL_DIR
+    weights = _gathered(cfg, world, policy)
     if world.is_main:
-        policy.save_pretrained(final)
+        policy.save_pretrained(final, base_weights=state.base_weights(policy), state=weights)
         print(f'train: final checkpoint {final} (load with OftPolicy.from_pretrained)')
     world.barrier()
     return final
+
+
+def _gathered(cfg: TrainConfig, world: World, policy: OftPolicy) -> dict | None:
+    """Under FSDP, what a checkpoint of the policy holds, gathered whole onto the main rank's
+    host (all ranks call this); None otherwise (the policy's own tensors are whole)."""
+    if not cfg.fsdp:
+        return None
+    if state.base_weights(policy) == 'full':
+        return sharding.gathered_state(policy, lambda _name, _t: True, world.is_main)
+    keep = set(fine_tuned_keys(policy.network.state_dict()))
+    # Plus every 1-D tensor: save_pretrained checks the base's norms and biases against them.
+    return sharding.gathered_state(
+        policy, lambda name, t: name in keep or t.dim() == 1, world.is_main
+    )
+
+
+def _save(
+    cfg: TrainConfig,
+    world: World,
+    step: int,
+    policy: OftPolicy,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict,
+) -> None:
+    """Checkpoint `step`. DDP: the main rank writes everything, AdamW's states included (every
+    rank holds the same). FSDP: the policy's tensors are gathered onto the main rank, and every
+    rank writes its own shard of AdamW's states into the staged folder before it is committed."""
+    out = Path(cfg.out)
+    weights = _gathered(cfg, world, policy)
+    if not cfg.fsdp:
+        trainer_state = {**trainer_state, 'optimizer': optimizer.state_dict()}
+    if world.is_main:
+        state.write(out, step, policy, trainer_state, weights)
+    world.barrier()
+    if cfg.fsdp:
+        sharding.save_optimizer(
+            module, optimizer, state.staging(out, step) / sharding.OPTIMIZER_DIR
+        )
+        world.barrier()
+    if world.is_main:
+        state.commit(out, step, cfg.keep_checkpoints)
+    world.barrier()
 
 
 class _Grounding:
@@ -311,7 +382,9 @@ def _validate(
     count = min(cfg.val_samples, len(val_set))
     indices = [round(i * (len(val_set) - 1) / max(count - 1, 1)) for i in range(count)]
     dataset = SampleDataset(val_set, policy.config, full.stats)
-    mine = indices[world.rank :: world.size]
+    # FSDP gathers weights in every forward, so every rank must run the same ones: each runs
+    # them all (the same result everywhere) instead of its share.
+    mine = indices if cfg.fsdp else indices[world.rank :: world.size]
     total = 0.0
     policy.eval()
     micro = max(cfg.batch_size // (world.size * cfg.grad_accumulation), 1)
@@ -321,4 +394,4 @@ def _validate(
             loss, _ = policy(batch)
         total += loss.item() * len(batch['instructions'])
     policy.train()
-    return world.sum(total) / count
+    return (total if cfg.fsdp else world.sum(total)) / count

@@ -4,10 +4,16 @@ trained policy, and the checks that the data fits it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from oft_policy_node.model import checkpoint
+from oft_policy_node.model.base_init import materialize_meta
 from oft_policy_node.model.config import get_preset
+from oft_policy_node.model.network import OftNetwork
+from oft_policy_node.model.normalization import NormStats
 from oft_policy_node.model.openvla_weights import load_openvla_base
 from oft_policy_node.model.policy import OftPolicy
 from oft_policy_node.model.tokenizer import load_tokenizer
@@ -16,17 +22,27 @@ from oft_training.training import state
 from oft_training.vision_pretraining import load_backbone
 
 PREFIX_WEIGHTS = ('action_prefix.given', 'action_prefix.value')
+CPU = torch.device('cpu')
 
 
 def build_policy(
     config_name: str,
     base: str | None,
-    data: TrainingSet,
+    stats: NormStats,
+    instructions: Sequence[str],
     no_film: bool = False,
     init_vision: str | None = None,
     action_slots: str | None = None,
     prefix_steps: int = 0,
+    device: torch.device = CPU,
+    base_dtype: torch.dtype = torch.float32,
+    trainable_dtype: torch.dtype = torch.float32,
 ) -> OftPolicy:
+    """The policy to train, on `device`. With a base checkpoint its weights are built on the
+    meta device and streamed from the shards straight into `base_dtype` storage on `device`
+    (bf16 for openvla-7b: 15 GB per GPU where a float32 host build took 34 GB of host memory
+    per rank); what trains is then cast to `trainable_dtype`. Without one (the CPU presets) the
+    policy is built and initialised on the host in float32, as it always was."""
     config = get_preset(config_name)
     if no_film:
         config = config.replace(use_film=False)
@@ -35,15 +51,28 @@ def build_policy(
     if prefix_steps:
         config = config.replace(prefix_steps=prefix_steps)
     tokenizer = load_tokenizer(config.tokenizer, base, config.num_action_bins)
-    policy = OftPolicy(
-        config,
-        tokenizer=tokenizer,
-        stats=data.stats,
-        instructions=data.instructions,
-        init_base=base is None,  # a base checkpoint overwrites every base weight
-    )
-    if base is not None:
-        load_openvla_base(policy.network, base)
+    if base is None:
+        policy = OftPolicy(config, tokenizer=tokenizer, stats=stats, instructions=instructions).to(
+            device
+        )
+    else:
+
+        def load_base(network: OftNetwork) -> None:
+            materialize_meta(network, device, base_dtype)
+            load_openvla_base(network, base)
+
+        with device:  # the modules fine-tuning adds are initialised there, in float32
+            policy = OftPolicy(
+                config,
+                tokenizer=tokenizer,
+                stats=stats,
+                instructions=instructions,
+                load_base=load_base,
+            )
+        for param in policy.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(trainable_dtype)
+        policy.base_checkpoint = Path(base)  # saves refer to it (training/state.py)
     if init_vision is not None:
         metrics = load_backbone(init_vision, policy.network.vision, config)
         print(

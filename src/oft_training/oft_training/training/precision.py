@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ('auto', 'float32', 'bfloat16')
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16}  # resolved precision -> dtype
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')  # without them CPU bf16 is emulated, and slow
 
 
