@@ -113,3 +113,44 @@ def test_fsdp_needs_torchrun_and_is_not_for_grounding(tiny_base, training_set, t
     with pytest.raises(SystemExit):
         train(run_args(training_set, out, tiny_base, '--fsdp', '--grounding', 'g.npz'))
     assert 'grounding co-training' in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_recomputes_every_vit_block_and_llama_layer(monkeypatch):
+    """With checkpointing on, backward runs each ViT block and Llama layer's forward again
+    (so their activations were not kept); without it, each runs once."""
+    from oft_policy_node.model import vision
+    from oft_policy_node.model.testing import random_policy
+
+    def calls(checkpointing: bool) -> tuple[int, int]:
+        policy = random_policy('tiny', 0, ('put green pepper into pot',), 0).train()
+        if checkpointing:
+            policy.network.enable_gradient_checkpointing()
+        counted = {'vit': 0, 'llm': 0}
+        block = vision.dino_block
+
+        def counting_block(*args):
+            counted['vit'] += 1
+            return block(*args)
+
+        monkeypatch.setattr(vision, 'dino_block', counting_block)
+        # transformers checkpoints a layer's forward, not its __call__ (hooks stay outside), and
+        # torch stops a recomputation once it has what backward needs, inside the MLP: the
+        # attention is what visibly runs again.
+        for layer in policy.network.llm.model.layers:
+            layer.self_attn.register_forward_hook(
+                lambda *_: counted.__setitem__('llm', counted['llm'] + 1)
+            )
+        size = CFG.image_size
+        batch = {
+            'images': torch.rand(1, len(CFG.camera_names), 3, size, size),
+            'proprio': torch.zeros(1, CFG.proprio_dim),
+            'actions': torch.zeros(1, CFG.chunk_size, CFG.action_dim),
+            'instructions': ['put green pepper into pot'],
+        }
+        loss, _ = policy(batch)
+        loss.backward()
+        return counted['vit'], counted['llm']
+
+    vit_blocks = CFG.dino.num_layers - 1  # the last block never runs
+    assert calls(False) == (vit_blocks, CFG.llm.num_layers)
+    assert calls(True) == (2 * vit_blocks, 2 * CFG.llm.num_layers)
