@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from aloha_bringup.evaluation.eval_sim import parse_args
+from aloha_bringup.evaluation.failure_modes import CATEGORIES, SUCCESS
 from aloha_sim.scenes import get_scene
 from oft_policy_node import robot
 from oft_policy_node.model.testing import make_tiny_checkpoint
@@ -150,6 +151,11 @@ def test_episode_measurements_are_complete_and_plausible(evaluation):
         if approach is not None:
             assert approach['distance'] <= report['approach_distance_m']
             assert 0.0 <= approach['t'] <= episode['sim_seconds']
+        # Every episode is categorised, success exactly when it succeeded.
+        assert episode['failure_mode'] in CATEGORIES
+        assert (episode['failure_mode'] == SUCCESS) == episode['success']
+        assert 0.0 <= episode['still_seconds'] <= episode['sim_seconds'] + 0.5
+    assert sum(report['overall']['failure_modes'].values()) == len(report['episodes'])
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from aloha_bringup.evaluation.failure_modes import CATEGORIES, SUCCESS
 from aloha_bringup.evaluation.quick_eval import main as quick_eval
 from aloha_sim.scenes import PutXIntoPot
 from oft_policy_node.model.testing import make_tiny_checkpoint
@@ -51,8 +52,10 @@ def test_quick_eval_writes_eval_sim_records(tmp_path, capsys):
         assert len(episode['inference_latencies_s']) == episode['chunks']
         assert episode['target_object'] == scene.target_object(episode['instruction'])
         assert isinstance(episode['followed_language'], bool)
+        assert episode['failure_mode'] in CATEGORIES and episode['failure_mode'] != SUCCESS
     overall = result['overall']
     assert overall['episodes'] == 3
+    assert sum(overall['failure_modes'].values()) == 3
     assert overall['followed_language'] == sum(e['followed_language'] for e in episodes)
     assert 'language following' in capsys.readouterr().out
 
