@@ -460,3 +460,19 @@ def test_gradient_checkpointing_makes_the_same_steps(training_set, tmp_path):
     w1, w2 = weights(plain), weights(recomputed)
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(training_set, tmp_path):
+    """Checkpoints written before --trainable-dtype existed hold no such setting: they trained
+    float32 weights, the default, so resuming them must not count it as a change."""
+    out = tmp_path / 'old'
+    assert train(args(training_set, out, '--steps', '1')) == 0
+    state_file = out / 'checkpoints' / 'step_0000001' / 'trainer_state.pt'
+    saved = torch.load(state_file, weights_only=False)
+    del saved['config']['trainable_dtype']
+    torch.save(saved, state_file)
+    assert train(args(training_set, out, '--steps', '2', '--resume')) == 0
+    assert (
+        train(args(training_set, out, '--steps', '3', '--resume', '--trainable-dtype', 'bfloat16'))
+        == 2
+    )

@@ -136,11 +136,14 @@ class TrainConfig:
 
 
 def check_resume(saved: dict, cfg: TrainConfig, folder: Path) -> None:
+    """Refuse to resume with settings that change every step. A setting a run saved before
+    it existed counts as its default, which is what that run used."""
     now = dataclasses.asdict(cfg)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     changed = {
-        k: (saved.get(k), now[k])
+        k: (saved.get(k, defaults[k]), now[k])
         for k in FROZEN_ON_RESUME
-        if _setting_key(k, saved.get(k)) != _setting_key(k, now[k])
+        if _setting_key(k, saved.get(k, defaults[k])) != _setting_key(k, now[k])
     }
     if changed:
         raise ValueError(
