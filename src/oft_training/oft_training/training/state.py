@@ -11,7 +11,7 @@ last, so a run killed while saving resumes from the previous complete checkpoint
 
 A run fine-tuning a base checkpoint (train --base) saves what trains only: the frozen base stays
 where it is, named in the policy folder's base_checkpoint.json (save_pretrained's 'reference'),
-so each save of openvla-7b writes 1.7 GB of weights and 6.7 GB of AdamW states (float32)
+so each save of openvla-7b writes 3.4 GB of weights and 6.7 GB of AdamW states (float32)
 instead of a 33 GB float32 model. Under DDP every rank holds the same optimizer state, so the
 main rank writes it once; resuming loads the base from --base (a setting frozen on resume)
 and the saved tensors on top.
