@@ -8,7 +8,7 @@ executor's units (6 joints in rad + gripper motor angle in rad per arm).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import mujoco
@@ -232,10 +232,21 @@ class ScriptedDemonstrator:
         self.ik = ArmIK(model)
         self._script = SCRIPTS[scene.name]
 
-    def plan(self, episode: Episode) -> Trajectory:
+    def plan(
+        self, episode: Episode, start_joints: Mapping[str, np.ndarray] | None = None
+    ) -> Trajectory:
+        """The episode's command rows from its layout. `start_joints`: each arm's 6 joints
+        where the plan begins (default: the start pose), for a plan made mid-episode from
+        where the arms are and the objects lie then (a retry after a missed grasp)."""
+        begin = {
+            arm: START_JOINTS
+            if start_joints is None
+            else np.asarray(start_joints[arm][:6], dtype=np.float64)
+            for arm in robot.ARMS
+        }
         start = {}
         for arm in robot.ARMS:
-            pos, rot = self.ik.forward(arm, START_JOINTS)
+            pos, rot = self.ik.forward(arm, begin[arm])
             start[arm] = Waypoint(0.0, tuple(pos), rot, 0.0)
         waypoints = self._script(self.ik.model, episode, start)
         times = np.arange(0.0, self.scene.episode_seconds, 1.0 / self.rate_hz)  # (T,)
@@ -247,7 +258,7 @@ class ScriptedDemonstrator:
             # tick follows the straight Cartesian line between its waypoints, solved from the
             # last tick or from the joint-space blend, whichever lands nearer the blend: the
             # last tick alone would keep its branch through a singularity until it must jump.
-            q = START_JOINTS.copy()
+            q = begin[arm].copy()
             at_waypoints = []
             for w in waypoints[arm]:
                 q, _ = self.ik.solve(arm, np.asarray(w.position), w.rotation, q)
