@@ -181,9 +181,9 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         '--trainable-dtype',
         choices=tuple(DTYPES),
         default=DEFAULTS.trainable_dtype,
-        help='dtype of the weights that train (LoRA, FiLM, heads) and so of their AdamW states; '
-        'frozen base weights are bf16 whenever --precision resolves to bfloat16 '
-        '(default %(default)s)',
+        help='with --base: dtype of the weights that train (LoRA, FiLM, heads) and so of '
+        'their AdamW states; the frozen base weights are bf16 whenever --precision resolves '
+        'to bfloat16 (default %(default)s)',
     )
     p.add_argument(
         '--compile',
@@ -201,7 +201,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         '--fsdp',
         action='store_true',
         help='shard weights, gradients and AdamW states over the processes (FSDP2, '
-        'fully_shard per ViT block and Llama layer) for GPUs that cannot hold a whole bf16 '
+        'fully_shard per Llama layer and per ViT attention and MLP) for GPUs that cannot hold '
+        'a whole bf16 '
         "copy each; default DDP, as the authors (torchrun's processes only)",
     )
     p.add_argument(

@@ -4,6 +4,7 @@ theirs, and an option given on the command line always wins."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from oft_policy_node.model.config import get_preset
@@ -69,3 +70,13 @@ def test_lora_covers_the_projector_as_all_linear_and_trains_only_what_oft_adds()
         assert f'projector.{layer}.base_layer.weight' not in trainable
     assert 'proprio_projector.fc1.weight' in trainable
     assert 'llm.model.layers.0.self_attn.q_proj.base_layer.weight' not in trainable
+
+
+def test_trainable_dtype_is_for_base_fine_tunes(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        parsed(monkeypatch, 1, '--preset', 'small', '--trainable-dtype', 'bfloat16')
+    assert 'fine-tuning a base checkpoint' in capsys.readouterr().err
+    cfg = parsed(
+        monkeypatch, 1, '--preset', 'openvla-7b', '--base', 'b', '--trainable-dtype', 'bfloat16'
+    )
+    assert cfg.trainable_dtype == 'bfloat16'

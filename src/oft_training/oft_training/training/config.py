@@ -115,6 +115,11 @@ class TrainConfig:
                 'freeze_vision needs init_vision or init_policy: frozen random '
                 'encoders see nothing'
             )
+        if self.trainable_dtype != 'float32' and self.base is None:
+            raise ValueError(
+                'trainable_dtype applies to fine-tuning a base checkpoint (--base); a policy '
+                'trained from scratch trains every weight in float32'
+            )
         if self.fsdp and self.grounding is not None:
             raise ValueError(
                 'fsdp shards the fine-tuning of a base (openvla-7b); grounding co-training is '
