@@ -62,26 +62,32 @@ def test_episode_measures_name_a_target_in_every_scene():
     language choice, still gets how near a grasp point came to its cube."""
     far = (0.0, 0.0, 0.3)
     pot = [sample(0.0, far, far), sample(0.04, far, (0.1, 0.5, 0.05))]  # 3 cm above red
-    measures = episode_measures(get_scene('put_x_into_pot'), 'put red pepper into pot', pot)
+    measures = episode_measures(
+        get_scene('put_x_into_pot'), 'put red pepper into pot', pot, success=False
+    )
     assert measures == {
         'target_object': 'red_pepper',
         'first_approach': {'t': 0.04, 'arm': 'right', 'object': 'red_pepper', 'distance': 0.03},
         'target_closest_m': 0.03,
         'followed_language': True,
+        'failure_mode': 'grasp missed',  # reached, never lifted
+        'still_seconds': 0.0,
     }
     cube = [
         sample(0.0, far, far, {'box': (0.1, 0.5, 0.02)}),
         sample(0.04, far, (0.1, 0.5, 0.06), {'box': (0.1, 0.5, 0.02)}),
     ]
     scene = get_scene('transfer_cube')
-    assert episode_measures(scene, scene.default_instruction, cube) == {
+    assert episode_measures(scene, scene.default_instruction, cube, success=False) == {
         'target_object': 'box',
         'first_approach': None,
         'target_closest_m': 0.04,
         'followed_language': None,
+        'failure_mode': 'grasp missed',
+        'still_seconds': 0.0,
     }
     with pytest.raises(ValueError):  # an instruction the scene does not know
-        episode_measures(scene, 'put red pepper into pot', cube)
+        episode_measures(scene, 'put red pepper into pot', cube, success=False)
 
 
 def test_closest_pair_wins_when_two_are_within_reach_in_one_sample():

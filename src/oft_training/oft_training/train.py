@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         '--batch-size',
         type=int,
         help='global batch (all processes x accumulation); default: '
-        f'{CPU_RECIPE.batch}; openvla-7b: {seven_b.batch_per_process} per process, as the '
+        f'{CPU_RECIPE.batch}; openvla-7b: {seven_b.batch} per process, as the '
         'authors (8 GPUs: 32)',
     )
     p.add_argument(
@@ -202,8 +202,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         action='store_true',
         help='shard weights, gradients and AdamW states over the processes (FSDP2, '
         'fully_shard per Llama layer and per ViT attention and MLP) for GPUs that cannot hold '
-        'a whole bf16 '
-        "copy each; default DDP, as the authors (torchrun's processes only)",
+        "a whole bf16 copy each; default DDP, as the authors (torchrun's processes only)",
     )
     p.add_argument(
         '--resume', action='store_true', help='continue from the newest checkpoint in --out'

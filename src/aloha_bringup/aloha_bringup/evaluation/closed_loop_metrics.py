@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from aloha_bringup.evaluation.demo_report import latency_stats
+from aloha_bringup.evaluation.failure_modes import failure_mode, still_seconds
 from aloha_sim.scenes import POT_ITEMS, PutXIntoPot, Scene, body_name
 from oft_policy_node import robot
 
@@ -124,12 +125,15 @@ def episode_measures(
     scene: Scene,
     instruction: str,
     samples: Sequence[StateSample],
+    success: bool,
     approach_distance: float = DEFAULT_APPROACH_DISTANCE,
+    unstable: bool = False,
 ) -> dict:
     """The per-episode keys eval_sim and quick_eval share. Every scene has an object the robot
     must reach first (transfer_cube: the cube), so how near a grasp point came to it is
     measured everywhere: it shows progress towards a grasp before any success does. The first
-    approach and language following exist only where the instruction chooses an object."""
+    approach and language following exist only where the instruction chooses an object. Every
+    episode gets its failure category (failure_modes) and its longest still stretch."""
     task = language_task(scene, instruction)
     approach = first_approach(samples, task.candidates, approach_distance) if task else None
     target = scene.target_object(instruction)
@@ -138,6 +142,10 @@ def episode_measures(
         'first_approach': approach_record(approach),
         'target_closest_m': closest_distance(samples, target),
         'followed_language': followed_language(task, approach),
+        'failure_mode': failure_mode(
+            scene, instruction, samples, success, unstable, approach, approach_distance
+        ),
+        'still_seconds': still_seconds(samples),
     }
 
 

@@ -14,7 +14,6 @@ from aloha_bringup.evaluation.closed_loop_metrics import episode_measures
 from aloha_bringup.evaluation.demo_report import CameraVideo, latency_stats
 from aloha_bringup.evaluation.episodes import EpisodePlan
 from aloha_bringup.evaluation.eval_monitor import EvalMonitor
-from aloha_bringup.evaluation.failure_modes import failure_mode, still_seconds
 from aloha_bringup.graph import NodeSpec
 from aloha_bringup.run_graph import GraphProcesses, node_command
 from aloha_sim.scenes import get_scene
@@ -117,7 +116,6 @@ class Evaluation:
         monitor = self.monitor
         success = monitor.success_time is not None and monitor.success_time <= monitor.window_end
         states = monitor.window_states()
-        scene = get_scene(self.args.scene)
         if success and monitor.video.path.exists():
             monitor.video.path.unlink()  # videos of failures only
         return {
@@ -133,12 +131,14 @@ class Evaluation:
             'success_time_s': round(monitor.success_time - monitor.window_start, 3)
             if success
             else None,
-            **episode_measures(scene, plan.instruction, states, self.args.approach_distance),
             # /task/state has no instability flag: a reset sim shows as its own category.
-            'failure_mode': failure_mode(
-                scene, plan.instruction, states, success, False, self.args.approach_distance
+            **episode_measures(
+                get_scene(self.args.scene),
+                plan.instruction,
+                states,
+                success,
+                self.args.approach_distance,
             ),
-            'still_seconds': still_seconds(states),
             'state_samples': len(states),
             'stalled_ticks': monitor.counters.first_at_or_after('stalls', monitor.window_end),
             'clamped_ticks': monitor.counters.first_at_or_after(

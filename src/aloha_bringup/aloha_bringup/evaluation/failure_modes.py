@@ -16,11 +16,14 @@ are a policy repeating one pose (its chunks say "stay"), not an executor that st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aloha_bringup.evaluation.closed_loop_metrics import StateSample, first_approach
 from aloha_sim.scenes import POT_INNER_RADIUS, PutXIntoPot, Scene
+
+if TYPE_CHECKING:  # closed_loop_metrics calls this module
+    from aloha_bringup.evaluation.closed_loop_metrics import Approach, StateSample
 
 SUCCESS = 'success'
 UNSTABLE = 'sim unstable'
@@ -58,10 +61,12 @@ def failure_mode(
     instruction: str,
     samples: Sequence[StateSample],
     success: bool,
-    unstable: bool = False,
-    approach_distance: float = 0.05,
+    unstable: bool,
+    approach: Approach | None,
+    approach_distance: float,
 ) -> str:
-    """The episode's category (one of CATEGORIES); samples in time order."""
+    """The episode's category (one of CATEGORIES); samples in time order, `approach` the first
+    object a grasp point came within `approach_distance` of (episode_measures has it)."""
     if success:
         return SUCCESS
     if unstable:
@@ -70,8 +75,6 @@ def failure_mode(
         return NO_APPROACH
     target = scene.target_object(instruction)
     if isinstance(scene, PutXIntoPot):
-        candidates = [name for name in samples[0].objects if name != 'pot']
-        approach = first_approach(samples, candidates, approach_distance)
         if approach is None:
             return NO_APPROACH
         if approach.object != target:

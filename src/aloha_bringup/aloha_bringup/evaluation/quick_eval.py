@@ -37,7 +37,6 @@ from aloha_bringup.evaluation.episodes import (
     check_episode_arguments,
     episode_plans,
 )
-from aloha_bringup.evaluation.failure_modes import failure_mode, still_seconds
 from aloha_sim.layout_views import proprio
 from aloha_sim.physics import AlohaSim
 from oft_policy_node import robot
@@ -109,11 +108,9 @@ def run_episode(
         'seed': plan.seed,
         'success': success,
         'success_time_s': round(sim.time, 3) if success else None,
-        **episode_measures(sim.scene, plan.instruction, samples, approach_distance),
-        'failure_mode': failure_mode(
-            sim.scene, plan.instruction, samples, success, sim.unstable, approach_distance
+        **episode_measures(
+            sim.scene, plan.instruction, samples, success, approach_distance, sim.unstable
         ),
-        'still_seconds': still_seconds(samples),
         'stalled_ticks': 0,
         'clamped_ticks': 0,
         'waiting_ticks': 0,

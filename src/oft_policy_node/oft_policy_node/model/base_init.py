@@ -66,10 +66,9 @@ def _parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = register
 
 
-def materialize_meta(module: nn.Module, device: torch.device, dtype: torch.dtype) -> int:
+def materialize_meta(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     """Give every meta parameter of `module` uninitialised storage in `dtype` on `device`, one
-    tensor at a time (what a loader then fills); returns how many there were."""
-    count = 0
+    tensor at a time (what a loader then fills)."""
     for owner in module.modules():
         for name, param in list(owner._parameters.items()):
             if param is None or param.device.type != 'meta':
@@ -78,5 +77,3 @@ def materialize_meta(module: nn.Module, device: torch.device, dtype: torch.dtype
                 torch.empty(param.shape, dtype=dtype, device=device),
                 requires_grad=param.requires_grad,
             )
-            count += 1
-    return count

@@ -28,13 +28,11 @@ class Recipe:
     weight_decay: float
     decay_fraction: float  # the x0.1 decay at this share of --steps when they are given
     decay_step: int | None  # ... and at this step when they are not (None: the share)
-    batch_per_process: int | None  # per process, as the authors count it; None: `batch`
-    batch: int  # global batch when not per process
+    batch: int
+    per_process: bool  # `batch` per process, as the authors count it, else over all of them
 
     def global_batch(self, world_size: int) -> int:
-        if self.batch_per_process is None:
-            return self.batch
-        return self.batch_per_process * world_size
+        return self.batch * world_size if self.per_process else self.batch
 
 
 CPU_RECIPE = Recipe(
@@ -43,8 +41,8 @@ CPU_RECIPE = Recipe(
     weight_decay=_CPU.weight_decay,
     decay_fraction=_CPU.decay_fraction,
     decay_step=None,
-    batch_per_process=None,
     batch=_CPU.batch_size,
+    per_process=False,
 )
 RECIPES = {
     'openvla-7b': Recipe(
@@ -53,8 +51,8 @@ RECIPES = {
         weight_decay=0.01,
         decay_fraction=0.5,
         decay_step=50_000,
-        batch_per_process=4,
         batch=4,
+        per_process=True,
     )
 }
 
