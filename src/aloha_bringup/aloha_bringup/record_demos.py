@@ -7,6 +7,7 @@ episode begins, drives it with the scripted demonstrator and closes the bag. Bag
 <scene>_<seed>; a summary goes to <output>/summary.json.
 
     record_demos --scene put_x_into_pot -n 50 --output demos/pot
+    record_demos --scene put_x_into_pot -n 50 --miss-first-grasp --output demos/pot_retry
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aloha_sim.scripted_demo_node import DemoRunner, add_episode_arguments, inst
 from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c, stop_process
 from oft_policy_node.node_parameters import non_negative
+from oft_training.data.rosbag_episode import TRAIN_FROM_KEY
 
 
 class EpisodeRecorder:
@@ -199,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         'the bags keep the clean commands as actions, so the policy learns '
         'to come back to the path (default: %(default)s, exact tracking)',
     )
+    parser.add_argument(
+        '--miss-first-grasp',
+        action='store_true',
+        help='recovery demos: aim the first grasp 6 cm beside the object, then retry from '
+        'where the arms are and the object lies; the bag marks where the retry starts '
+        f'(custom_data {TRAIN_FROM_KEY}) and convert trains from there only',
+    )
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
     sigterm_as_ctrl_c()
     if args.episodes < 1:
@@ -235,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             if path.exists():
                 raise FileExistsError(f'{path} exists; remove it or pick another --seed')
             recorder.arm(path, seed)
-            result = runner.run_episode(seed, instruction_for(args.scene, k, args.instruction))
+            result = runner.run_episode(
+                seed,
+                instruction_for(args.scene, k, args.instruction),
+                miss_first_grasp=args.miss_first_grasp,
+            )
+            if result.retry_time is not None and recorder.writer:
+                recorder.writer.set_metadata(TRAIN_FROM_KEY, round(result.retry_time * 1e9))
             recorder.finish(round(result.end_time * 1e9))
             # The sim's own streams past the end: the rest of the window is in (bounded: a
             # stream that has stopped costs the 10 s, and the window stays exact).
@@ -251,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
                     'success': result.success,
                     'kept': result.success or args.keep_failed,
                     'tracking_noise_rad': args.tracking_noise,
+                    'retry_time': result.retry_time,
                     'messages': counts,
                 }
             )
+            retried = '' if result.retry_time is None else ' after a retry'
             tqdm.write(
-                f'{path.name}: {"success" if result.success else "FAILED"}, '
+                f'{path.name}: {"success" if result.success else "FAILED"}{retried}, '
                 f'{sum(counts.values())} messages'
             )
     except (KeyboardInterrupt, TimeoutError, ValueError, RuntimeError, FileExistsError) as err:

@@ -143,6 +143,12 @@ class BagWriter:
             self._writer.write(self._connections[topic], timestamp_ns, cdr)
             self.counts[topic] += 1
 
+    def set_metadata(self, key: str, value: str) -> None:
+        """Add to custom_data before `close` writes it (what is known only at the end)."""
+        if self.closed:
+            raise RuntimeError(f'bag {self.path} is closed')
+        self._writer.set_custom_data(key, str(value))
+
     def close(self) -> dict[str, int]:
         """Flush and write metadata.yaml (what makes the bag readable); idempotent, and a
         second Ctrl-C does not cut it short."""

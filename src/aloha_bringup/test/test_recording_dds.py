@@ -147,28 +147,21 @@ def test_ctrl_c_mid_stream_loses_nothing_before_it(publishers, spawn, tmp_path):
 
 
 @pytest.mark.slow
-def test_record_demos_writes_one_bag_per_episode(spawn, tmp_path):
-    out = tmp_path / 'demos'
+def record_one_demo(spawn, out, scene: str, seed: int, *options: str) -> None:
+    """record_demos of one episode at 32x48 cameras into `out`; it must exit 0."""
     rec = spawn.python(
         '-m',
         'aloha_bringup.record_demos',
-        '--scene',
-        'transfer_cube',
-        '-n',
-        '1',
-        '--seed',
-        '3',
-        '-o',
-        str(out),
-        '--image-height',
-        '32',
-        '--image-width',
-        '48',
-        '--camera-rate',
-        '10',
-        name='record_demos',
+        *('--scene', scene, '-n', '1', '--seed', str(seed), '-o', str(out)),
+        *('--image-height', '32', '--image-width', '48', *options),
+        name=f'record_demos_{out.name}',
     )
-    assert rec.wait(timeout=120) == 0, spawn.output(rec)
+    assert rec.wait(timeout=180) == 0, spawn.output(rec)
+
+
+def test_record_demos_writes_one_bag_per_episode(spawn, tmp_path):
+    out = tmp_path / 'demos'
+    record_one_demo(spawn, out, 'transfer_cube', 3, '--camera-rate', '10')
     summary = json.loads((out / 'summary.json').read_text())
     assert [s['success'] for s in summary] == [True]
     got = bag_messages(out / 'transfer_cube_0003')
@@ -219,29 +212,13 @@ def test_record_demos_tracking_noise_moves_the_arms_not_the_recorded_commands(sp
     errors = {}
     for noise in (0.0, 0.05):
         out = tmp_path / f'noise_{noise}'
-        rec = spawn.python(
-            '-m',
-            'aloha_bringup.record_demos',
-            '--scene',
+        record_one_demo(
+            spawn,
+            out,
             'transfer_cube',
-            '-n',
-            '1',
-            '--seed',
-            '3',
-            '-o',
-            str(out),
-            '--image-height',
-            '32',
-            '--image-width',
-            '48',
-            '--camera-rate',
-            '10',
-            '--keep-failed',
-            '--tracking-noise',
-            str(noise),
-            name=f'record_demos_{noise}',
+            3,
+            *('--camera-rate', '10', '--keep-failed', '--tracking-noise', str(noise)),
         )
-        assert rec.wait(timeout=120) == 0, spawn.output(rec)
         assert json.loads((out / 'summary.json').read_text())[0]['tracking_noise_rad'] == noise
         bag = out / 'transfer_cube_0003'
         errors[noise] = tracking_error(bag)
@@ -311,3 +288,43 @@ def test_record_graph_records_the_running_graph_and_starts_nothing(rclpy_context
     custom = metadata['rosbag2_bagfile_information']['custom_data']
     assert custom == {'instruction': 'put green pepper into pot', 'robot': 'aloha2'}
     print('\nrecord:=true bag:', *(f'{t}: {n}' for t, n in got.items()), sep='\n  ')
+
+
+@pytest.mark.slow
+def test_record_demos_miss_first_grasp_marks_the_retry_and_convert_trains_from_it(spawn, tmp_path):
+    """--miss-first-grasp over DDS: the first grasp closes beside the pepper, the retry from
+    there puts it in the pot; the bag holds the whole episode and marks where the retry
+    starts, and convert keeps the ticks from the mark on."""
+    import yaml
+
+    from oft_training.convert import main as convert
+    from oft_training.data.rosbag_episode import TRAIN_FROM_KEY
+
+    out = tmp_path / 'retry'
+    record_one_demo(
+        spawn,
+        out,
+        'put_x_into_pot',
+        1000,
+        *('--instruction', 'put red pepper into pot', '--miss-first-grasp'),
+    )
+    summary = json.loads((out / 'summary.json').read_text())[0]
+    assert summary['success'] and summary['retry_time'] is not None
+    bag = out / 'put_x_into_pot_1000'
+    metadata = yaml.safe_load((bag / 'metadata.yaml').read_text())
+    mark = int(metadata['rosbag2_bagfile_information']['custom_data'][TRAIN_FROM_KEY])
+    assert mark == round(summary['retry_time'] * 1e9)
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import String
+
+    (episode,) = bag_messages(bag)[robot.TASK_EPISODE_TOPIC]
+    start = json.loads(deserialize_message(episode, String).data)['start_time']
+    # the miss is in the bag, before the mark: the retry starts once a /task/state from
+    # after the 4.4 s check has come
+    assert 4.4 <= mark / 1e9 - start < 4.4 + 0.5
+    command_t, _ = joint_series(bag, robot.joint_positions_topic('left'))
+
+    assert convert([str(out), '--out', str(tmp_path / 'set'), '--preset', 'tiny']) == 0
+    index = json.loads((tmp_path / 'set' / 'index.json').read_text())
+    ticks_after_mark = (command_t[-1] - mark / 1e9) * robot.CONTROL_RATE_HZ
+    assert index['episodes'][0]['length'] == pytest.approx(ticks_after_mark, abs=15)

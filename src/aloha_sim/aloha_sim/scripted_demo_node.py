@@ -18,16 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 
+from aloha_sim import recovery
 from aloha_sim.physics import COMMAND_JOINTS, Episode
 from aloha_sim.scenes import SCENES, Layout, get_scene
 from aloha_sim.scripted import ScriptedDemonstrator, Trajectory
@@ -48,6 +50,7 @@ class EpisodeResult:
     sim_seconds: float
     wall_seconds: float
     end_time: float  # s on the sim clock: the end of the episode's window
+    retry_time: float | None = None  # s on the sim clock: where a retry after a miss began
 
 
 def instruction_for(scene: str, episode: int, instruction: str | None) -> str:
@@ -86,6 +89,8 @@ class DemoRunner:
         self.success = False
         node.create_subscription(Clock, robot.CLOCK_TOPIC, self._on_clock, 10)
         node.create_subscription(Bool, robot.TASK_SUCCESS_TOPIC, self._on_success, 10)
+        self.state: dict | None = None  # the newest /task/state
+        node.create_subscription(String, robot.TASK_STATE_TOPIC, self._on_state, 10)
         self._trajectory: Trajectory | None = None
         self._start = 0.0
         self._sent = -1
@@ -123,6 +128,9 @@ class DemoRunner:
 
     def _on_success(self, msg: Bool) -> None:
         self.success = msg.data
+
+    def _on_state(self, msg: String) -> None:
+        self.state = json.loads(msg.data)
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Spin until `predicate()` or `timeout` s; which of the two."""
@@ -181,28 +189,49 @@ class DemoRunner:
         return episode, float(info['start_time'])
 
     def run_episode(
-        self, seed: int, instruction: str, ready: Callable[[], None] | None = None
+        self,
+        seed: int,
+        instruction: str,
+        ready: Callable[[], None] | None = None,
+        miss_first_grasp: bool = False,
     ) -> EpisodeResult:
         """One episode; `ready()`, when given, is called after the reset and blocks until the
         rest of the graph is (a follower's executor, a recorder): the demonstration starts
-        then, from the reset pose."""
+        then, from the reset pose. `miss_first_grasp`: aim the first grasp beside the object
+        (recovery.aimed_beside) and, if it lifted nothing, retry from where the arms are and
+        the objects lie (a recovery demo)."""
         wall = time.monotonic()
         episode, start = self.reset(seed, instruction)
-        trajectory = self.demonstrator.plan(episode)
+        first = (
+            recovery.aimed_beside(episode, self.demonstrator.scene, np.random.default_rng(seed))
+            if miss_first_grasp
+            else episode
+        )
+        trajectory = self.demonstrator.plan(first)
         if ready is not None:
             self._holding, self._sent, self._trajectory = True, -1, trajectory
             ready()
             self._holding, start = False, self.sim_time
         self.success = False
-        self._start, self._sent, self._trajectory = start, -1, trajectory
-        end = start + trajectory.times[-1] + 1.0 / self.demonstrator.rate_hz + SETTLE_SECONDS
-        sim_seconds = end - start
-        # Generous: the sim may run far below real time on a busy CPU.
-        self._wait(
-            lambda: self.sim_time is not None and self.sim_time >= end,
-            timeout=60.0 + 20.0 * sim_seconds,
-            what='end of the episode on /clock',
-        )
+        self._play(trajectory, start)
+        began, retry_time = start, None
+        if miss_first_grasp:
+            check = start + recovery.LIFT_CHECK_S
+            self._wait_for_clock(check)
+            self.state = None  # one from after the check time
+            self._wait(
+                lambda: self.state is not None and self.state['t'] >= check,
+                10.0,
+                robot.TASK_STATE_TOPIC,
+            )
+            where = {arm: self._trajectory.commands[arm][self._sent] for arm in robot.ARMS}
+            again = recovery.retry(self.demonstrator, episode, self.state['objects'], where)
+            if again is not None:
+                retry_time = start = self.sim_time
+                self._play(again, start)
+        end = start + self._trajectory.times[-1] + 1.0 / self.demonstrator.rate_hz
+        end += SETTLE_SECONDS
+        self._wait_for_clock(end)
         self._trajectory = None
         # The success topic runs at its own rate: take a message from after the episode end.
         self.success = None
@@ -211,9 +240,22 @@ class DemoRunner:
             seed,
             episode.instruction,
             bool(self.success),
-            sim_seconds,
+            end - began,
             time.monotonic() - wall,
             end,
+            retry_time,
+        )
+
+    def _play(self, trajectory: Trajectory, start: float) -> None:
+        """Play `trajectory` from sim time `start` on (the clock callback sends its rows)."""
+        self._start, self._sent, self._trajectory = start, -1, trajectory
+
+    def _wait_for_clock(self, until: float) -> None:
+        # Generous: the sim may run far below real time on a busy CPU.
+        self._wait(
+            lambda: self.sim_time is not None and self.sim_time >= until,
+            timeout=60.0 + 20.0 * max(0.0, until - (self.sim_time or until)),
+            what=f'sim time {until:.1f} s on /clock',
         )
 
 

@@ -89,6 +89,7 @@ class BagSpec:
     camera_rates_hz: dict[str, float] = field(default_factory=dict)  # per-camera rate override
     camera_gap: tuple[str, float, float] | None = None  # (camera, from s, to s) not recorded
     stamp_zero: bool = False  # header stamps left at 0 (an unstamping publisher)
+    custom_data: dict[str, str] = field(default_factory=dict)  # more metadata.yaml custom_data
 
 
 def _stamps(spec: BagSpec, rate_hz: float) -> np.ndarray:
@@ -248,6 +249,8 @@ def write_bag(
     with writer:
         if 'metadata' in spec.instruction_in:
             writer.set_custom_data('instruction', spec.instruction)
+        for key, value in spec.custom_data.items():
+            writer.set_custom_data(key, value)
         connections = {}
         for m in demo_messages(spec):
             if m.topic not in connections:

@@ -11,6 +11,7 @@ import pytest
 
 from oft_policy_node import robot
 from oft_training.convert import main as convert
+from oft_training.data.sync import NS_PER_S
 from oft_training.data.training_set import TrainingSet
 from oft_training.testing import (
     ALOHA_2_0_HDF5_NAMES,
@@ -114,6 +115,35 @@ def test_bag_exact_alignment_counts_and_stats(tmp_path, storage, capsys):
     assert sample['instruction'] == 'put red pepper into pot'
     out = capsys.readouterr().out
     assert '2 of 2 episodes converted' in out and 'real time' in out
+
+
+def test_a_recovery_demo_trains_from_its_mark(tmp_path, capsys):
+    """A bag marked with train_from_ns (record_demos --miss-first-grasp: where the retry
+    starts) converts from the first tick at or after the mark; its ticks are the unmarked
+    bag's from there. The mark is on the header clock: --time-source receive is refused, and
+    a mark past the end or not a number leaves the bag out with the reason."""
+    from oft_training.data.rosbag_episode import TRAIN_FROM_KEY
+
+    mark = BagSpec().start_ns + 20 * 40_000_000 - 1  # just before tick 20
+    write_bag(tmp_path / 'retry', BagSpec(custom_data={TRAIN_FROM_KEY: str(mark)}))
+    assert run_convert(tmp_path, tmp_path / 'retry') == 0
+    expected = {k: v[20:] for k, v in expected_bag_episode().items()}
+    colours = {
+        cam: np.array([frame_colour(i, c) for i in expected['frames']])
+        for c, cam in enumerate(robot.CAMERAS)
+    }
+    check_episode(tmp_path / 'set', 'retry', colours, expected)
+    capsys.readouterr()
+
+    assert run_convert(tmp_path, tmp_path / 'retry', extra=('--time-source', 'receive')) != 0
+    assert 'convert it with --time-source header' in capsys.readouterr().out
+    for name, bad, reason in (
+        ('late', str(BagSpec().start_ns + 5 * NS_PER_S), 'no control tick after'),
+        ('word', 'soon', 'is not an integer'),
+    ):
+        write_bag(tmp_path / name, BagSpec(custom_data={TRAIN_FROM_KEY: bad}))
+        assert run_convert(tmp_path, tmp_path / name) != 0
+        assert reason in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('image_format, colour_atol', [('png', 0), ('jpeg', 2)])

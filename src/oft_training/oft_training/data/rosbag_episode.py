@@ -9,6 +9,10 @@ the resize, and the first pass reads no pixels at all.
 Time base: `header.stamp` for stamped messages (sensor time; sim time in simulation, where the
 recorder's receive time runs at wall speed), the bag's receive time for message types without a
 header (Interbotix commands). `time_source='receive'` uses receive time for everything.
+
+A bag may mark where its training starts (custom_data TRAIN_FROM_KEY, ns on the header clock):
+a recovery demo (`record_demos --miss-first-grasp`) trains from its retry on, not on the miss
+it made on purpose.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from oft_training.data.sync import NS_PER_S, Stream, control_grid, latest_at
 from oft_training.data.training_set import EpisodeError, TrainingSetWriter
 
 TIME_SOURCES = ('header', 'receive')
+TRAIN_FROM_KEY = 'train_from_ns'
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,11 @@ def _convert_open_bag(
         for topic, stamps in camera_stamps.items()
     }
     ticks = control_grid([*streams.values(), *cams.values()], options.rate_hz)  # (T,)
+    train_from = _train_from_ns(name, reader, options)
+    if train_from is not None:
+        ticks = ticks[ticks >= train_from]
+        if not len(ticks):
+            raise EpisodeError(f'{name}: no control tick after its {TRAIN_FROM_KEY} mark')
 
     problems = []
     rows = {
@@ -339,6 +349,23 @@ def _convert_open_bag(
             sink.put_image(camera_topics[topic], use, frame)
     duration_s = float(ticks[-1] - ticks[0]) / NS_PER_S if len(ticks) else 0.0
     return BagEpisodeReport(name, len(ticks), duration_s, instruction, warnings)
+
+
+def _train_from_ns(name: str, reader: Reader, options: BagOptions) -> int | None:
+    """The bag's mark (custom_data TRAIN_FROM_KEY, ns on the header clock) before which its
+    ticks do not train: a recovery demo's deliberate miss."""
+    mark = (reader.storage.metadata.custom or {}).get(TRAIN_FROM_KEY)
+    if mark is None:
+        return None
+    if options.time_source == 'receive':
+        raise EpisodeError(
+            f'{name}: its {TRAIN_FROM_KEY} mark is on the header clock; '
+            'convert it with --time-source header'
+        )
+    try:
+        return int(mark)
+    except ValueError:
+        raise EpisodeError(f'{name}: {TRAIN_FROM_KEY} {mark!r} is not an integer') from None
 
 
 def _stamp(msg: object, receive_ns: int, time_source: str, name: str, topic: str) -> int:
