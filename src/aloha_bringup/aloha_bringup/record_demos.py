@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 miss_first_grasp=args.miss_first_grasp,
             )
             if result.retry_time is not None and recorder.writer:
-                recorder.writer.set_metadata(TRAIN_FROM_KEY, round(result.retry_time * 1e9))
+                recorder.writer.set_metadata(TRAIN_FROM_KEY, str(round(result.retry_time * 1e9)))
             recorder.finish(round(result.end_time * 1e9))
             # The sim's own streams past the end: the rest of the window is in (bounded: a
             # stream that has stopped costs the 10 s, and the window stays exact).

@@ -147,7 +147,7 @@ class BagWriter:
         """Add to custom_data before `close` writes it (what is known only at the end)."""
         if self.closed:
             raise RuntimeError(f'bag {self.path} is closed')
-        self._writer.set_custom_data(key, str(value))
+        self._writer.set_custom_data(key, value)
 
     def close(self) -> dict[str, int]:
         """Flush and write metadata.yaml (what makes the bag readable); idempotent, and a
