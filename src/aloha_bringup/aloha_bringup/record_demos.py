@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from aloha_bringup.recorder_node import subscribe_raw
 from aloha_bringup.recording import DEMO_TOPICS, STAMPED_TYPES, BagWriter, header_stamp_ns
+from aloha_sim.recovery import MISS_DISTANCE
 from aloha_sim.scripted_demo_node import DemoRunner, add_episode_arguments, instruction_for
 from oft_policy_node import robot
 from oft_policy_node.child_process import interrupted, sigterm_as_ctrl_c, stop_process
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--miss-first-grasp',
         action='store_true',
-        help='recovery demos: aim the first grasp 6 cm beside the object, then retry from '
+        help=f'recovery demos: aim the first grasp {MISS_DISTANCE * 100:.0f} cm beside the '
+        'object, then retry from '
         'where the arms are and the object lies; the bag marks where the retry starts '
         f'(custom_data {TRAIN_FROM_KEY}) and convert trains from there only',
     )

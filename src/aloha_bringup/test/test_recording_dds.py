@@ -296,6 +296,8 @@ def test_record_demos_miss_first_grasp_marks_the_retry_and_convert_trains_from_i
     there puts it in the pot; the bag holds the whole episode and marks where the retry
     starts, and convert keeps the ticks from the mark on."""
     import yaml
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import String
 
     from oft_training.convert import main as convert
     from oft_training.data.rosbag_episode import TRAIN_FROM_KEY
@@ -314,9 +316,6 @@ def test_record_demos_miss_first_grasp_marks_the_retry_and_convert_trains_from_i
     metadata = yaml.safe_load((bag / 'metadata.yaml').read_text())
     mark = int(metadata['rosbag2_bagfile_information']['custom_data'][TRAIN_FROM_KEY])
     assert mark == round(summary['retry_time'] * 1e9)
-    from rclpy.serialization import deserialize_message
-    from std_msgs.msg import String
-
     (episode,) = bag_messages(bag)[robot.TASK_EPISODE_TOPIC]
     start = json.loads(deserialize_message(episode, String).data)['start_time']
     # the miss is in the bag, before the mark: the retry starts once a /task/state from

@@ -293,11 +293,19 @@ def run_episode(
     """Reset with `seed`, play the plan straight into the physics (no ROS), and report success
     at the end, after `settle_seconds` of holding the last command."""
     episode = sim.reset(seed, instruction)
-    trajectory = demonstrator.plan(episode)
-    steps = max(1, round(1.0 / (demonstrator.rate_hz * sim.timestep)))
-    for i in range(len(trajectory.times)):
-        for arm in robot.ARMS:
-            sim.set_command(arm, trajectory.commands[arm][i])
-        sim.step(steps)
+    play(sim, demonstrator.plan(episode), demonstrator.rate_hz)
     sim.step(round(settle_seconds / sim.timestep))
     return sim.success()
+
+
+def play(
+    sim: AlohaSim, trajectory: Trajectory, rate_hz: float, rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """Send the plan's first `rows` rows (all by default) straight into the physics, one per
+    control tick at `rate_hz`; each arm's last command sent."""
+    steps = max(1, round(1.0 / (rate_hz * sim.timestep)))
+    for row in range(len(trajectory.times) if rows is None else rows):
+        for arm in robot.ARMS:
+            sim.set_command(arm, trajectory.commands[arm][row])
+        sim.step(steps)
+    return {arm: trajectory.commands[arm][row] for arm in robot.ARMS}

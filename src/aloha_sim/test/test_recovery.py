@@ -7,20 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aloha_sim import recovery
+from aloha_sim import recovery, scripted
 from aloha_sim.physics import AlohaSim
 from aloha_sim.scripted import ScriptedDemonstrator, Trajectory
 from oft_policy_node import robot
 
 
 def play(sim: AlohaSim, trajectory: Trajectory, rows: int | None = None) -> dict[str, np.ndarray]:
-    """Send `rows` rows of the plan (all by default), one per control tick; the last sent."""
-    steps = max(1, round(1.0 / (robot.CONTROL_RATE_HZ * sim.timestep)))
-    for row in range(len(trajectory.times) if rows is None else rows):
-        for arm in robot.ARMS:
-            sim.set_command(arm, trajectory.commands[arm][row])
-        sim.step(steps)
-    return {arm: trajectory.commands[arm][row] for arm in robot.ARMS}
+    return scripted.play(sim, trajectory, robot.CONTROL_RATE_HZ, rows)
 
 
 def test_aimed_beside_moves_only_the_target_sideways_and_keeps_its_side():
