@@ -138,6 +138,50 @@ def test_prefix_splices_chunks_without_a_pause_or_a_jump(rig_factory):
     assert float(report['chunk_step_max']) == pytest.approx(0.004, abs=1e-5)
 
 
+@pytest.mark.parametrize('splice_fade', [0.0, 0.32])
+def test_prefix_fades_out_the_step_a_chunk_takes_at_its_switch(rig_factory, splice_fade):
+    """The model is given 3 rows of the played chunk and predicts the rest 0.1 above them: the
+    step at its switch row that shook grasped objects loose (the pot policy's first predicted
+    row lay up to 0.34 rad off at 0.32 s of latency). With splice_fade the commands start from
+    the played row and reach the prediction linearly over splice_fade (8 rows), and the
+    committed chunk the executor publishes carries those rows (what the next chunk is given);
+    with 0 the step is commanded as predicted."""
+    from oft_msgs.msg import CommittedChunk
+
+    rig = rig_factory(merge_rule='prefix', splice_fade=splice_fade)
+    committed: list[CommittedChunk] = []
+    rig.node.create_subscription(
+        CommittedChunk, robot.COMMITTED_CHUNK_TOPIC, committed.append, 100
+    )
+    rig.tick()
+    rig.publish_chunk(chunk_message(rig.now, ramp(0.0), chunk_id=1))
+    for _ in range(5):
+        rig.tick()
+    stamp = rig.now  # observed 5 rows into chunk 1
+    given = ramp(0.004 * 5)  # chunk 1's rows from now on
+    predicted = given.copy()
+    predicted[3:] += 0.1
+    msg = chunk_message(stamp, predicted, chunk_id=2)
+    msg.prefix_steps, msg.prefix_chunk_id = 3, 1
+    commands = [rig.tick()]
+    rig.publish_chunk(msg)
+    commands += [rig.tick() for _ in range(14)]  # rows 1..15 of chunk 2
+    rows = np.arange(1, 16)
+    fade_rows = splice_fade / PERIOD
+    shift = 0.1 * (np.minimum((rows - 3) / fade_rows, 1.0) if fade_rows else 1.0)
+    expected = given[rows] + np.where(rows >= 3, shift, 0.0)[:, None]
+    np.testing.assert_allclose(np.array(commands), expected, atol=1e-6)
+    assert rig.spin_until(lambda: committed and committed[-1].chunk_id == 2)
+    published = np.asarray(committed[-1].actions, dtype=float).reshape(robot.CHUNK_SIZE, -1)
+    np.testing.assert_allclose(published[rows], expected, atol=1e-6)
+    assert rig.spin_until(lambda: rig.diagnostics and int(rig.diagnostics[-1]['splices']) == 1)
+    # Faded, the switch itself is the path's 0.004 and the steps after it 0.004 + 0.1 / 8.
+    report = rig.diagnostics[-1]
+    switch, inside = (0.004, 0.004 + 0.1 / fade_rows) if fade_rows else (0.104, 0.004)
+    assert float(report['switch_step_max']) == pytest.approx(switch, abs=1e-5)
+    assert float(report['chunk_step_max']) == pytest.approx(inside, abs=1e-5)
+
+
 def test_empty_queue_and_watchdog_hold_the_pose_and_count_stalls(rig_factory):
     rig = rig_factory(max_chunk_age=0.18)
     rig.tick()

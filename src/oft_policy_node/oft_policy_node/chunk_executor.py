@@ -84,7 +84,12 @@ class ChunkExecutor(Node):
         params = declare_all(self, PARAMETERS, on_change=self._on_parameter)
         rate = params['rate_hz']
         self._core = ExecutorCore(
-            ChunkQueue(params['merge_rule'], params['blend_decay'], params['max_chunk_age']),
+            ChunkQueue(
+                params['merge_rule'],
+                params['blend_decay'],
+                params['max_chunk_age'],
+                splice_fade=params['splice_fade'],
+            ),
             SafetyFilter(
                 SafetyLimits.for_robot(
                     rate,
@@ -188,6 +193,7 @@ class ChunkExecutor(Node):
             'merge_rule': 'merge_rule',
             'blend_decay': 'blend_decay',
             'max_chunk_age': 'max_age',
+            'splice_fade': 'splice_fade',
         }.get(name)
         if attribute:
             with self._lock:

@@ -14,7 +14,7 @@ from oft_policy_node.node_parameters import (
     positive_each,
 )
 from oft_policy_node.runtime.arm_bringup import GRIPPER_CURRENT_LIMIT, GRIPPER_CURRENT_LIMIT_MAX
-from oft_policy_node.runtime.chunk_queue import MERGE_RULES
+from oft_policy_node.runtime.chunk_queue import MERGE_RULES, SPLICE_FADE
 from oft_policy_node.runtime.safety import ARM_TRACKING_TOLERANCE, GRIPPER_TRACKING_TOLERANCE
 
 EXIT_ACTIONS = ('sleep', 'hold')
@@ -69,6 +69,15 @@ PARAMETERS = (
         'blend_decay',
         5.0,
         'Decay (1/s) of the blend weights by observation age; 0 = plain mean.',
+        non_negative,
+        read_only=False,
+    ),
+    ParameterSpec(
+        'splice_fade',
+        SPLICE_FADE,
+        'prefix: seconds over which the step between the played chunk and the one '
+        'switched to fades out (the new rows are shifted by it, the shift falling '
+        'linearly to nothing); 0 = switch as predicted.',
         non_negative,
         read_only=False,
     ),

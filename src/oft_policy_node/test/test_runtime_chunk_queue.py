@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from oft_policy_node.runtime.chunk_queue import Chunk, ChunkQueue
+from oft_policy_node.runtime.chunk_queue import Chunk, ChunkQueue, fade_splice
 
 
 def chunk(
@@ -153,6 +153,9 @@ def test_bad_settings_are_named():
         ChunkQueue(blend_decay=-1.0)
     with pytest.raises(ValueError, match='max_age 0'):
         ChunkQueue(max_age=0.0)
+    for fade in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match='splice_fade'):
+            ChunkQueue('prefix', splice_fade=fade)
 
 
 def path(t: np.ndarray) -> np.ndarray:
@@ -233,3 +236,69 @@ def test_prefix_holds_when_nothing_follows_and_the_watchdog_still_bounds_it():
     played = ticks(queue, 10.0, 10.7)
     fresh = [now for now, source, _ in played if source is not None]
     assert max(fresh) <= 10.5 + 1e-9  # the chunk's rows answer only while it is max_age old
+
+
+def test_fade_splice_shifts_the_rows_from_the_switch_and_fades_the_shift_out():
+    actions = np.arange(10.0)[:, None] * np.ones((1, 2))  # row i = i
+    faded = fade_splice(actions, 3, np.array([1.0, 5.0]), fade_rows=4)
+    np.testing.assert_array_equal(faded[:3], actions[:3])  # the given rows stay
+    # At the switch the played row; the shift (-2, +2) then falls by a quarter per row.
+    np.testing.assert_allclose(faded[3:8, 0], [1.0, 2.5, 4.0, 5.5, 7.0])
+    np.testing.assert_allclose(faded[3:8, 1], [5.0, 5.5, 6.0, 6.5, 7.0])
+    np.testing.assert_array_equal(faded[7:], actions[7:])
+    np.testing.assert_array_equal(fade_splice(actions, 3, np.zeros(2), 0.0), actions)
+    assert fade_splice(actions, 3, np.zeros(2), 4) is not actions
+
+
+def test_prefix_splice_fade_starts_from_the_played_row_and_keeps_the_chunk_linked():
+    """A chunk predicted 1.0 above the rows it was given: the switch tick gets the played
+    chunk's row, the step fades out over splice_fade, and the faded chunk stays the one a
+    chunk given its rows splices to."""
+    queue = ChunkQueue('prefix', splice_fade=0.16)  # 4 rows
+    a = on_path(10.0, 1)
+    queue.push(a)
+    ticks(queue, 10.0, 10.4)
+    b = on_path(10.4, 2, prefix_of=1, prefix_steps=4)
+    jumped = Chunk(b.stamp, b.period, b.actions + 1.0, b.received, 2, 4, 1)
+    queue.push(jumped)
+    targets = [queue.target(10.4 + 0.04 * i) for i in range(3, 10)]
+    times = 10.4 + 0.04 * np.arange(4, 10)
+    np.testing.assert_allclose(targets[0], path(np.array([10.4 + 0.04 * 3]))[0])  # still a
+    expected = path(times) + np.minimum(np.arange(6) / 4, 1.0)[:, None]
+    np.testing.assert_allclose(np.array(targets[1:]), expected, atol=1e-12)
+    assert queue.source.chunk_id == 2 and queue.source is not jumped  # the faded copy plays
+    np.testing.assert_allclose(queue.source.actions[4:10], expected, atol=1e-12)
+    c = on_path(10.6, 3, prefix_of=2, prefix_steps=4)
+    queue.push(c)
+    ticks(queue, 10.8, 10.84)
+    assert queue.source.chunk_id == 3 and queue.splices == 2
+
+
+def test_prefix_splice_fade_after_the_played_chunk_ran_out_starts_from_its_last_row():
+    queue = ChunkQueue('prefix', splice_fade=0.16, max_age=2.0)
+    a = on_path(10.0, 1)
+    queue.push(a)
+    ticks(queue, 10.0, 11.0)  # a's 25 rows, then it has run out
+    late = on_path(10.9, 2, prefix_of=1, prefix_steps=2, received=11.1)
+    queue.push(Chunk(late.stamp, late.period, late.actions + 1.0, late.received, 2, 2, 1))
+    np.testing.assert_allclose(queue.target(11.12), a.actions[-1])
+    assert (queue.splices, queue.late_splices, queue.restarts) == (1, 1, 0)
+
+
+def test_prefix_splice_fade_smooths_a_restart_from_the_held_target():
+    """A chunk given nothing takes over once the played one ran out (a restart): from the
+    last target played (where the arms were held), fading to its own rows as a splice does."""
+    queue = ChunkQueue('prefix', splice_fade=0.16, max_age=2.0)
+    a = on_path(10.0, 1)
+    queue.push(a)
+    ticks(queue, 10.0, 11.0)
+    assert queue.target(11.04) is None  # ran out, nothing follows: the executor holds
+    fresh = on_path(10.92, 5)  # given nothing
+    queue.push(Chunk(fresh.stamp, fresh.period, fresh.actions + 1.0, fresh.received, 5))
+    targets = np.array([queue.target(11.08 + 0.04 * i) for i in range(6)])
+    held = a.actions[-1]
+    rows = np.arange(6)
+    own = path(11.08 + 0.04 * rows) + 1.0
+    weights = np.clip(1 - rows / 4, 0, 1)[:, None]
+    np.testing.assert_allclose(targets, own + weights * (held - own[0]), atol=1e-12)
+    assert queue.restarts == 1 and queue.splices == 0

@@ -12,7 +12,8 @@ for 12 episodes instead of 5 min; only `eval_sim` measures the deployed system.
 `--prefix-rows d` plays real-time chunking with a latency of d rows instead (a checkpoint
 trained with --prefix-steps): the next observation is taken when the chunk has d + 2 rows left,
 the d rows after it are played while the model "thinks" and are given to it, and the new chunk
-takes over at its row d, as merge_rule prefix does.
+takes over at its row d, as merge_rule prefix does, with the step there faded out over
+`--splice-fade` seconds as the executor's splice_fade does.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from aloha_sim.layout_views import proprio
 from aloha_sim.physics import AlohaSim
 from oft_policy_node import robot
 from oft_policy_node.model.policy import OftPolicy
+from oft_policy_node.runtime.chunk_queue import SPLICE_FADE, fade_splice
 
 TICK_S = 1.0 / robot.CONTROL_RATE_HZ
 
@@ -55,6 +57,7 @@ def run_episode(
     max_seconds: float,
     approach_distance: float,
     prefix_rows: int = 0,
+    splice_fade: float = SPLICE_FADE,
 ) -> dict:
     """One episode; a record with eval_sim's per-episode keys (no stalls or clamps here)."""
     started = time.perf_counter()
@@ -100,7 +103,9 @@ def run_episode(
         given = chunk[observe : observe + prefix_rows]
         following = predict(given)
         play(given)  # played while the model thinks
-        chunk, start = following, prefix_rows
+        played = chunk[min(observe + prefix_rows, len(chunk) - 1)]  # the old chunk's next row
+        chunk = fade_splice(following, prefix_rows, played, splice_fade / TICK_S)
+        start = prefix_rows
     success = sim.success()
     return {
         'index': plan.index,
@@ -144,11 +149,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="real-time chunking at a latency of D rows (at most the checkpoint's "
         'prefix_steps); 0: whole chunks, each predicted at the tick it starts (default)',
     )
+    parser.add_argument(
+        '--splice-fade',
+        type=float,
+        default=SPLICE_FADE,
+        metavar='S',
+        help='with --prefix-rows: seconds over which the step at each switch fades out, as '
+        f"the executor's splice_fade (default {SPLICE_FADE}; 0: switch as predicted)",
+    )
     parser.add_argument('--out', type=Path, help='write the records and summary as JSON here')
     args = parser.parse_args(argv)
     check_episode_arguments(parser, args)
     if args.prefix_rows < 0:
         parser.error(f'--prefix-rows must be >= 0, got {args.prefix_rows}')
+    if not args.splice_fade >= 0:
+        parser.error(f'--splice-fade must be >= 0 s, got {args.splice_fade}')
     return args
 
 
@@ -177,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for plan in plans:
             record = run_episode(
-                sim, policy, plan, args.max_seconds, args.approach_distance, args.prefix_rows
+                sim,
+                policy,
+                plan,
+                args.max_seconds,
+                args.approach_distance,
+                args.prefix_rows,
+                args.splice_fade,
             )
             episodes.append(record)
             approach = record['first_approach']
@@ -197,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         'max_seconds': args.max_seconds,
         'approach_distance_m': args.approach_distance,
         'prefix_rows': args.prefix_rows,
+        'splice_fade_s': args.splice_fade if args.prefix_rows else None,
         'overall': summarize(episodes),
         'episodes': episodes,
     }

@@ -29,6 +29,16 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
   arrives after its switch row's time is switched to at its row for now (late: counted). A
   chunk given nothing, or given the rows of another chunk, only takes over when the played
   chunk has run out (a restart: counted, as at the start).
+  `splice_fade` > 0 smooths that switch, and a restart: the new chunk's rows are shifted by
+  the step between the played chunk's row (once it ran out, the last target) and its own at
+  the switch, the shift fading linearly to nothing over `splice_fade` seconds. (Inference-time
+  real-time chunking, Black, Galliker, Levine 2025, weighs the previous chunk into the rows
+  past the switch with a decaying soft mask; this does the like to the predicted rows.) Why:
+  the model does not always continue its given rows; at 0.32 s of latency its first predicted
+  row lay up to 0.34 rad from the last given one, most often where the arm lifts what it
+  grasped, and the jerk shook the object out of the fingers (docs/training.md, "Splice fade").
+  The faded rows are the chunk's rows from then on, so the rows the next chunk is given are
+  the ones played.
 
 The watchdog: a chunk answers only while its observation is at most `max_age` old *and* it
 arrived at most `max_age` ago, on the executor's clock. The second bound is what makes the
@@ -48,11 +58,15 @@ ROS-free: times are float seconds on the node clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 MERGE_RULES = ('newest', 'blend', 'commit', 'sync', 'prefix')
+# The executor's splice_fade (s): 4 ticks at 25 Hz. The committed pot policy in quick_eval,
+# seeds 0-35, with 9 rows (0.36 s) of latency: 24/36 successes without a fade, 30 with 0.16 s,
+# 29 with 0.32, 27 with 0.48; with 2 rows: 27, 31, 31 (docs/training.md, "Splice fade").
+SPLICE_FADE = 0.16
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: the queue removes what it played
@@ -89,6 +103,19 @@ class Chunk:
         return now - self.stamp <= max_age and now - self.received <= max_age
 
 
+def fade_splice(actions: np.ndarray, row: int, played: np.ndarray, fade_rows: float) -> np.ndarray:
+    """`actions` (K, D) from `row` on shifted by `played - actions[row]`, the shift falling
+    linearly from whole at `row` to nothing `fade_rows` rows later; rows before `row` as they
+    are. A copy."""
+    faded = np.array(actions, dtype=np.float64)
+    if fade_rows <= 0:
+        return faded
+    after = np.arange(faded.shape[0] - row)  # rows since the switch
+    weights = np.clip(1.0 - after / fade_rows, 0.0, 1.0)  # (K - row,)
+    faded[row:] += weights[:, None] * (np.asarray(played, dtype=np.float64) - faded[row])
+    return faded
+
+
 class ChunkQueue:
     """Holds the chunks that may still answer a tick and merges them by the configured rule."""
 
@@ -98,6 +125,7 @@ class ChunkQueue:
         blend_decay: float = 0.0,
         max_age: float = 1.0,
         max_chunks: int = 8,
+        splice_fade: float = 0.0,
     ) -> None:
         if merge_rule not in MERGE_RULES:
             raise ValueError(f'merge_rule {merge_rule!r} is unknown; use one of {MERGE_RULES}')
@@ -107,9 +135,12 @@ class ChunkQueue:
             raise ValueError(f'max_age {max_age!r} must be a finite number of seconds > 0')
         if max_chunks < 1:
             raise ValueError(f'max_chunks {max_chunks!r} must be >= 1')
+        if not (math.isfinite(splice_fade) and splice_fade >= 0.0):
+            raise ValueError(f'splice_fade {splice_fade!r} must be a finite number >= 0 (s)')
         self.merge_rule = merge_rule
         self.blend_decay = blend_decay
         self.max_age = max_age
+        self.splice_fade = splice_fade
         self._max_chunks = max_chunks
         self._chunks: list[Chunk] = []  # sorted by stamp, oldest first
         self._committed: Chunk | None = None  # the chunk being played out (`commit`, `sync`)
@@ -118,6 +149,7 @@ class ChunkQueue:
         self.waiting = False  # `sync`: the last target() held for a chunk observed after a row
         self.source: Chunk | None = None  # the chunk whose row the last target came from
         self.source_row = 0
+        self._last: np.ndarray | None = None  # that target
         self.splices = 0  # `prefix`: switches at a chunk's first predicted row
         self.late_splices = 0  # of those, chunks that arrived after their switch row's time
         self.restarts = 0  # `prefix`: a chunk took over without a splice (the played ran out)
@@ -168,6 +200,7 @@ class ChunkQueue:
 
     def _play(self, chunk: Chunk, row: int) -> np.ndarray:
         self.source, self.source_row = chunk, row
+        self._last = chunk.actions[row]
         return chunk.actions[row].copy()
 
     def _prefix_target(self, now: float) -> np.ndarray | None:
@@ -184,7 +217,7 @@ class ChunkQueue:
                 and c.row_at(now) is not None
             ]
             if successors:
-                playing = successors[-1]
+                playing = self._faded(successors[-1], now, last)
                 self.splices += 1
                 self.late_splices += playing.received > playing.switch_time()
         if playing is None:
@@ -193,9 +226,27 @@ class ChunkQueue:
                 self.source = None
                 return None
             self.restarts += last is not None  # a chunk had been played: not the start
-            playing = rows[-1][0]
+            playing = rows[-1][0] if last is None else self._faded(rows[-1][0], now, last)
         self._committed = playing
         return self._play(playing, playing.row_at(now))
+
+    def _faded(self, chunk: Chunk, now: float, played: Chunk) -> Chunk:
+        """`chunk`, switched to at `now` from `played`, with the step between them faded out
+        over `splice_fade`; it replaces `chunk` in the queue."""
+        if self.splice_fade == 0.0:
+            return chunk
+        # From the played chunk's row for now while it still answers; once it ran out or the
+        # watchdog dropped it, from the last target given (where the arms were held).
+        row = played.row_at(now)
+        start = played.actions[row] if played in self._chunks and row is not None else self._last
+        faded = replace(
+            chunk,
+            actions=fade_splice(
+                chunk.actions, chunk.row_at(now), start, self.splice_fade / chunk.period
+            ),
+        )
+        self._chunks[self._chunks.index(chunk)] = faded
+        return faded
 
     def _sync_target(self, now: float) -> np.ndarray | None:
         chunk = self._committed
