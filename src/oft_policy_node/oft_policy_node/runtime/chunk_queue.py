@@ -149,7 +149,6 @@ class ChunkQueue:
         self.waiting = False  # `sync`: the last target() held for a chunk observed after a row
         self.source: Chunk | None = None  # the chunk whose row the last target came from
         self.source_row = 0
-        self._last: np.ndarray | None = None  # that target
         self.splices = 0  # `prefix`: switches at a chunk's first predicted row
         self.late_splices = 0  # of those, chunks that arrived after their switch row's time
         self.restarts = 0  # `prefix`: a chunk took over without a splice (the played ran out)
@@ -200,7 +199,6 @@ class ChunkQueue:
 
     def _play(self, chunk: Chunk, row: int) -> np.ndarray:
         self.source, self.source_row = chunk, row
-        self._last = chunk.actions[row]
         return chunk.actions[row].copy()
 
     def _prefix_target(self, now: float) -> np.ndarray | None:
@@ -236,9 +234,12 @@ class ChunkQueue:
         if self.splice_fade == 0.0:
             return chunk
         # From the played chunk's row for now while it still answers; once it ran out or the
-        # watchdog dropped it, from the last target given (where the arms were held).
+        # watchdog dropped it, from the last row it gave (where the arms were held): `played`
+        # is the chunk last played, and source_row outlives the holds since.
         row = played.row_at(now)
-        start = played.actions[row] if played in self._chunks and row is not None else self._last
+        if played not in self._chunks or row is None:
+            row = self.source_row
+        start = played.actions[row]
         faded = replace(
             chunk,
             actions=fade_splice(
