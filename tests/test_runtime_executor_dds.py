@@ -103,7 +103,9 @@ def test_prefix_splices_chunks_without_a_pause_or_a_jump(rig_factory):
     def chunk_from(stamp: float) -> np.ndarray:
         return path(stamp + PERIOD * np.arange(robot.CHUNK_SIZE))
 
-    rig.publish_chunk(chunk_message(start, chunk_from(start), chunk_id=1))
+    # The arms held while the first chunk was observed: it plays from its row 0 at the first
+    # tick (none of its rows went by), so its rows are the path from that tick on.
+    rig.publish_chunk(chunk_message(start, chunk_from(start + PERIOD), chunk_id=1))
     commands, chunk_id, pending = [], 1, None
     for tick in range(60):
         if pending is not None and tick == pending[0]:  # one tick of latency
@@ -157,8 +159,10 @@ def test_prefix_fades_out_the_step_a_chunk_takes_at_its_switch(rig_factory, spli
     rig.publish_chunk(chunk_message(rig.now, ramp(0.0), chunk_id=1))
     for _ in range(5):
         rig.tick()
-    stamp = rig.now  # observed 5 rows into chunk 1
-    given = ramp(0.004 * 5)  # chunk 1's rows from now on
+    # Chunk 1 began at its row 0 on the first tick (the arms held while it was observed):
+    # observed now, 4 rows into it.
+    stamp = rig.now
+    given = ramp(0.004 * 4)  # chunk 1's rows from now on
     predicted = given.copy()
     predicted[3:] += 0.1
     msg = chunk_message(stamp, predicted, chunk_id=2)

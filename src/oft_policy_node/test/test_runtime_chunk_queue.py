@@ -287,7 +287,9 @@ def test_prefix_splice_fade_after_the_played_chunk_ran_out_starts_from_its_last_
 
 def test_prefix_splice_fade_smooths_a_restart_from_the_held_target():
     """A chunk given nothing takes over once the played one ran out (a restart): from the
-    last target played (where the arms were held), fading to its own rows as a splice does."""
+    last target played (where the arms were held), fading to its own rows as a splice does,
+    and from its row for the moment the hold began (A's last row, 10.96: row 1), not its row
+    for now: the rows of the hold never went by."""
     queue = ChunkQueue('prefix', splice_fade=0.16, max_age=2.0)
     a = on_path(10.0, 1)
     queue.push(a)
@@ -298,7 +300,64 @@ def test_prefix_splice_fade_smooths_a_restart_from_the_held_target():
     targets = np.array([queue.target(11.08 + 0.04 * i) for i in range(6)])
     held = a.actions[-1]
     rows = np.arange(6)
-    own = path(11.08 + 0.04 * rows) + 1.0
+    own = path(10.92 + 0.04 * (1 + rows)) + 1.0
     weights = np.clip(1 - rows / 4, 0, 1)[:, None]
     np.testing.assert_allclose(targets, own + weights * (held - own[0]), atol=1e-12)
     assert queue.restarts == 1 and queue.splices == 0
+
+
+def test_prefix_starts_a_chunk_observed_at_rest_at_its_first_row():
+    """At the start the arms held while the policy thought: the newest chunk, observed 0.32 s
+    (8 rows) before the first tick, plays from its row 0 at that tick, its rows timed from it
+    (what ~/committed then says); its successor, given those rows, splices in at its row d."""
+    queue = ChunkQueue('prefix')
+    queue.clear(idle_since=10.0)  # the executor's first command: the arms hold from here
+    a = on_path(10.0, 1, received=10.3)
+    queue.push(a)
+    rows = [row for _, _, row in ticks(queue, 10.32, 10.58)]
+    assert rows == list(range(7))  # 10.32 .. 10.56
+    started = queue.source
+    assert started.chunk_id == 1 and started.stamp == pytest.approx(10.32)
+    np.testing.assert_array_equal(started.actions, a.actions)
+    b = on_path(10.56, 2, prefix_of=1, prefix_steps=3, received=10.6)
+    queue.push(b)
+    played = ticks(queue, 10.6, 10.74)  # a's rows 7, 8 (as given to b), then b from its row 3
+    expected = [(1, 7), (1, 8), (2, 3), (2, 4)]
+    assert [(source.chunk_id, row) for _, source, row in played] == expected
+    assert queue.source is b and (queue.splices, queue.restarts) == (1, 0)
+
+
+def test_prefix_start_from_row_0_keeps_the_watchdog_on_the_arrival():
+    """Re-timed to start now, a chunk must not outlive the watchdog's arrival bound: observed
+    at 10.0, arrived at 10.35, max_age 0.5, started at 10.4: its rows answer up to 10.85 (rows
+    0-11), then the executor holds."""
+    queue = ChunkQueue('prefix', max_age=0.5)
+    queue.clear(idle_since=10.0)
+    queue.push(on_path(10.0, 1, received=10.35))
+    played = ticks(queue, 10.4, 11.0)
+    assert [row for _, source, row in played if source is not None] == list(range(12))
+    assert max(now for now, source, _ in played if source is not None) <= 10.85 + 1e-9
+
+
+def test_prefix_restart_with_a_chunk_observed_during_the_hold_starts_at_its_first_row():
+    queue = ChunkQueue('prefix', max_age=2.0)
+    queue.push(on_path(10.0, 1))
+    ticks(queue, 10.0, 11.2)  # a ran out at 10.96: the arms hold
+    queue.push(on_path(11.1, 2, received=11.4))  # observed while held, 0.3 s of latency
+    assert [row for _, _, row in ticks(queue, 11.44, 11.54)] == [0, 1, 2]
+    assert queue.restarts == 1
+
+
+def test_prefix_starts_only_from_a_chunk_observed_since_the_arms_began_to_hold():
+    """Started from its first row, a chunk observed before the executor's first command would
+    be dropped by the watchdog's age bounds long before its end (and before a chunk given its
+    rows could come): through the graph that made a restart in every episode. It is not
+    started; the next one, observed since, is."""
+    queue = ChunkQueue('prefix')
+    queue.clear(idle_since=10.0)
+    queue.push(on_path(9.7, 1, received=10.02))  # observed before: never played
+    assert all(source is None for _, source, _ in ticks(queue, 10.04, 10.3))
+    queue.push(on_path(10.04, 2, received=10.36))
+    played = ticks(queue, 10.36, 10.46)
+    assert [(source.chunk_id, row) for _, source, row in played] == [(2, 0), (2, 1), (2, 2)]
+    assert queue.restarts == 0

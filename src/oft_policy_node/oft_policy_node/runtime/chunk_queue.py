@@ -71,7 +71,9 @@ SPLICE_FADE = 0.16
 
 @dataclass(frozen=True, eq=False)  # compared by identity: the queue removes what it played
 class Chunk:
-    """K targets predicted from the observation taken at `stamp` (s), one every `period` s."""
+    """K targets predicted from the observation taken at `stamp` (s), one every `period` s:
+    row i is the target for stamp + i * period. (`prefix` re-times a chunk that takes over from
+    a hold: its stamp is then when its row 0 would have played, see `_from_the_hold`.)"""
 
     stamp: float
     period: float
@@ -152,6 +154,7 @@ class ChunkQueue:
         self.splices = 0  # `prefix`: switches at a chunk's first predicted row
         self.late_splices = 0  # of those, chunks that arrived after their switch row's time
         self.restarts = 0  # `prefix`: a chunk took over without a splice (the played ran out)
+        self._idle_since: float | None = None  # `prefix`: the arms hold, nothing played, since
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -162,9 +165,12 @@ class ChunkQueue:
         self._chunks.sort(key=lambda c: c.stamp)
         del self._chunks[: -self._max_chunks]
 
-    def clear(self) -> None:
+    def clear(self, idle_since: float | None = None) -> None:
+        """Forget every chunk; `idle_since`: when the arms began to hold (else the next
+        target() call's time): `prefix` starts from a chunk observed since."""
         self._chunks.clear()
         self._committed = None
+        self._idle_since = idle_since
         self.source = None
         self._sync_after = -math.inf
         self.waiting = False
@@ -203,6 +209,8 @@ class ChunkQueue:
 
     def _prefix_target(self, now: float) -> np.ndarray | None:
         last = self._committed  # played last (it may have run out since)
+        if last is None and self._idle_since is None:
+            self._idle_since = now
         playing = last if last in self._chunks and last.row_at(now) is not None else None
         if last is not None:
             successors = [
@@ -219,14 +227,48 @@ class ChunkQueue:
                 self.splices += 1
                 self.late_splices += playing.received > playing.switch_time()
         if playing is None:
-            rows = [(c, i) for c in self._chunks if (i := c.row_at(now)) is not None]
+            # The first chunk is one observed since the arms began to hold. It plays from its
+            # first row (_from_the_hold); one that came earlier would be dropped by the
+            # watchdog's arrival bound rows before its end, before a chunk given its rows could
+            # come (through the graph: a stall and a restart in every episode).
+            rows = [
+                (c, i)
+                for c in self._chunks
+                if (i := c.row_at(now)) is not None
+                and (last is not None or c.stamp >= self._idle_since)
+            ]
             if not rows:
                 self.source = None
                 return None
             self.restarts += last is not None  # a chunk had been played: not the start
-            playing = rows[-1][0] if last is None else self._faded(rows[-1][0], now, last)
+            playing = self._from_the_hold(rows[-1][0], now, last)
+            if last is not None:
+                playing = self._faded(playing, now, last)
         self._committed = playing
         return self._play(playing, playing.row_at(now))
+
+    def _from_the_hold(self, chunk: Chunk, now: float, played: Chunk | None) -> Chunk:
+        """`chunk`, taking over from a hold at `now`, re-timed so that its row for the moment
+        the arms began to hold plays now: row 0 at the start (`played` None) and for a chunk
+        observed during the hold; it replaces `chunk` in the queue. The watchdog's observation
+        bound then counts from the re-timed stamp (the arms held since the observation, so it
+        still describes them); its arrival bound stays: a silent policy still drives the arms
+        at most max_age after its last chunk came."""
+        # Why: rows whose time passed while the arms held never went by. A chunk observed at
+        # rest and taken at its row for now jumps ahead by the latency (8 rows at 0.32 s, plus
+        # however long the executor took to start) and the arm lags targets the policy never
+        # meant for that pose; through the graph each episode then started at another row. In
+        # quick_eval, the committed pot policy on seeds 36-143 with the start ramp made 92/108
+        # starting at row 0, 85/108 starting at a random row 0-15 (docs/training.md).
+        row = 0
+        if played is not None:  # the arms hold since the played chunk's last row at the latest
+            held_since = min(played.stamp + (played.num_steps - 1) * played.period, now)
+            row = max(0, round((held_since - chunk.stamp) / chunk.period))
+        if row == chunk.row_at(now):
+            return chunk  # no row's time passed in the hold
+        retimed = replace(chunk, stamp=now - row * chunk.period)
+        self._chunks[self._chunks.index(chunk)] = retimed
+        return retimed
 
     def _faded(self, chunk: Chunk, now: float, played: Chunk) -> Chunk:
         """`chunk`, switched to at `now` from `played`, with the step between them faded out

@@ -348,6 +348,7 @@ class ExecutorCore:
             if not self.has_measured_pose or self._stale_arms(now):
                 return TickResult(None, fresh=False)
             self._last_command = self.safety.clip_to_limits(self.measured_pose())
+            self.queue.clear(idle_since=now)  # the arms hold from this first command on
             self._restart()
             if self._pending_move is not None:
                 self._begin_move()
