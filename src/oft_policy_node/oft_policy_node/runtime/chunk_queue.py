@@ -28,7 +28,10 @@ previous chunk until the next one lands. When several chunks cover `now` they ar
   moved) and no row is skipped (the step at the switch is the model's own). A chunk that
   arrives after its switch row's time is switched to at its row for now (late: counted). A
   chunk given nothing, or given the rows of another chunk, only takes over when the played
-  chunk has run out (a restart: counted, as at the start).
+  chunk has run out (a restart: counted, as at the start). A chunk that takes over while the
+  arms hold starts at its row for when they began to hold, re-timed from now (row 0 at the
+  start, where only a chunk observed since the arms began to hold qualifies): the rows timed
+  during the hold never went by.
   `splice_fade` > 0 smooths that switch, and a restart: the new chunk's rows are shifted by
   the step between the played chunk's row (once it ran out, the last target) and its own at
   the switch, the shift fading linearly to nothing over `splice_fade` seconds. (Inference-time
@@ -50,7 +53,8 @@ silent, the arms follow targets for at most, after the last chunk arrived:
 * `sync`: `max_age` (the latest a chunk may begin) plus the rest of the chunk being played,
   at most (K - 1) periods: a chunk that began plays its rows to the end, and each chunk is
   played once (it leaves the queue when it begins);
-* `prefix`: `max_age`, as its rows are played by their times.
+* `prefix`: `max_age`, as its rows are played by their times (a re-timed chunk's observation
+  age counts from its re-timed stamp; its arrival age as for any chunk).
 
 ROS-free: times are float seconds on the node clock.
 """
