@@ -270,9 +270,7 @@ class ChunkQueue:
             row = max(0, round((held_since - chunk.stamp) / chunk.period))
         if row == chunk.row_at(now):
             return chunk  # no row's time passed in the hold
-        retimed = replace(chunk, stamp=now - row * chunk.period)
-        self._chunks[self._chunks.index(chunk)] = retimed
-        return retimed
+        return self._replace(chunk, replace(chunk, stamp=now - row * chunk.period))
 
     def _faded(self, chunk: Chunk, now: float, played: Chunk) -> Chunk:
         """`chunk`, switched to at `now` from `played`, with the step between them faded out
@@ -286,14 +284,22 @@ class ChunkQueue:
         if played not in self._chunks or row is None:
             row = self.source_row
         start = played.actions[row]
-        faded = replace(
+        return self._replace(
             chunk,
-            actions=fade_splice(
-                chunk.actions, chunk.row_at(now), start, self.splice_fade / chunk.period
+            replace(
+                chunk,
+                actions=fade_splice(
+                    chunk.actions, chunk.row_at(now), start, self.splice_fade / chunk.period
+                ),
             ),
         )
-        self._chunks[self._chunks.index(chunk)] = faded
-        return faded
+
+    def _replace(self, chunk: Chunk, replacement: Chunk) -> Chunk:
+        """Put `replacement` (a re-timed or faded copy) where `chunk` was, the queue still
+        sorted by stamp; returns it."""
+        self._chunks[self._chunks.index(chunk)] = replacement
+        self._chunks.sort(key=lambda c: c.stamp)
+        return replacement
 
     def _sync_target(self, now: float) -> np.ndarray | None:
         chunk = self._committed
