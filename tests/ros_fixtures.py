@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from oft_policy_node.child_process import stop_process
-from oft_policy_node.executor_parameters import PARAMETERS as EXECUTOR_PARAMETERS
+from oft_policy_node.runtime.pose_moves import EXIT_TIMEOUT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # How long a node may take to end on Ctrl-C before `stop` escalates: the chunk executor's exit
 # move (grippers open, or the sleep pose) runs in simulated time, which a loaded machine slows
 # to a fraction of real time, and only exit_timeout (wall time) bounds it; then 10 s to leave
 # the interpreter. A shorter wait killed an executor that was ending as designed.
-STOP_TIMEOUT = next(p.default for p in EXECUTOR_PARAMETERS if p.name == 'exit_timeout') + 10.0
+STOP_TIMEOUT = EXIT_TIMEOUT + 10.0
 # A test that uses one of these starts nodes or talks DDS: it is a `ros` test (pyproject.toml).
 DDS_FIXTURES = frozenset({'rclpy_context', 'spawn'})
 

@@ -18,6 +18,7 @@ import yaml
 
 from aloha_bringup.robot_profile import RobotProfile, camera_topics, load_profile
 from oft_policy_node import robot
+from oft_policy_node.runtime.pose_moves import EXIT_TIMEOUT
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
 # The committed simulation policies, checkpoints/<scene> at the top of the source tree (a
@@ -240,19 +241,21 @@ def resolve_graph(
         }
         if 'merge_rule' in parameters and 'checkpoint' in args:
             parameters['merge_rule'] = merge_rule_for(parameters['merge_rule'], args['checkpoint'])
-        # the executor's exit (exit_timeout) and 5 s to end after it; others 10 s
-        stop_timeout = max(float(parameters.get('exit_timeout', 5.0)) + 5.0, 10.0)
-        nodes.append(
-            NodeSpec(
-                entry['name'],
-                entry['package'],
-                entry['executable'],
-                parameters,
-                remappings,
-                stop_timeout,
-            )
-        )
+        nodes.append(_node_spec(entry, parameters, remappings))
     return nodes
+
+
+def _node_spec(
+    entry: dict[str, Any], parameters: dict[str, Any], remappings: tuple[tuple[str, str], ...]
+) -> NodeSpec:
+    # The executor's exit may move the arms for up to its exit_timeout (its own default when the
+    # config sets none), then 5 s to end; other nodes 10 s.
+    stop_timeout = 10.0
+    if entry['executable'] == 'chunk_executor':
+        stop_timeout = max(float(parameters.get('exit_timeout', EXIT_TIMEOUT)) + 5.0, 10.0)
+    return NodeSpec(
+        entry['name'], entry['package'], entry['executable'], parameters, remappings, stop_timeout
+    )
 
 
 def _check_simulated_robot(profile: RobotProfile, args: dict[str, str], use_sim: bool) -> None:

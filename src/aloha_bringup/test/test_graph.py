@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -20,6 +21,7 @@ from aloha_bringup.graph import (
     resolve_graph,
 )
 from oft_policy_node.model.testing import make_tiny_checkpoint
+from oft_policy_node.runtime.pose_moves import EXIT_TIMEOUT
 
 LAUNCH_DIR = Path(__file__).resolve().parents[1] / 'launch'
 
@@ -35,6 +37,24 @@ def test_defaults_start_sim_policy_and_executor_on_sim_time():
     assert all(n.remappings == () for n in nodes.values())
     quantized = {n.name: n for n in resolve_graph({'quantization': 'int8'})}
     assert quantized['policy_node'].parameters['quantization'] == 'int8'
+
+
+@pytest.mark.parametrize('exit_timeout', [None, 60.0])
+def test_the_executor_is_given_its_exit_timeout_before_it_is_stopped_harder(
+    exit_timeout, tmp_path
+):
+    """Ctrl-C starts the executor's exit move; launch must not escalate to SIGTERM before the
+    exit may end: exit_timeout from params.yaml, or the executor's own default without one."""
+    config = shutil.copytree(CONFIG_DIR, tmp_path / 'config')
+    params = yaml.safe_load((config / 'params.yaml').read_text())
+    executor = params['chunk_executor']['ros__parameters']
+    executor.pop('exit_timeout')
+    if exit_timeout is not None:
+        executor['exit_timeout'] = exit_timeout
+    (config / 'params.yaml').write_text(yaml.safe_dump(params))
+    nodes = {n.name: n for n in resolve_graph(directory=config)}
+    assert nodes['chunk_executor'].stop_timeout == (exit_timeout or EXIT_TIMEOUT) + 5.0
+    assert nodes['policy_node'].stop_timeout == nodes['aloha_sim'].stop_timeout == 10.0
 
 
 def test_no_checkpoint_means_the_scenes_committed_policy():

@@ -15,6 +15,7 @@ from oft_policy_node.node_parameters import (
 )
 from oft_policy_node.runtime.arm_bringup import GRIPPER_CURRENT_LIMIT, GRIPPER_CURRENT_LIMIT_MAX
 from oft_policy_node.runtime.chunk_queue import MERGE_RULES, SPLICE_FADE
+from oft_policy_node.runtime.pose_moves import EXIT_TIMEOUT
 from oft_policy_node.runtime.safety import ARM_TRACKING_TOLERANCE, GRIPPER_TRACKING_TOLERANCE
 
 EXIT_ACTIONS = ('sleep', 'hold')
@@ -219,7 +220,7 @@ PARAMETERS = (
     ),
     ParameterSpec(
         'exit_timeout',
-        15.0,
+        EXIT_TIMEOUT,
         'Seconds the exit (on_exit sleep) may take; past it the executor leaves the arms held '
         'where they are, torque on.',
         positive,

@@ -23,6 +23,11 @@ from oft_policy_node import robot
 
 # The cosine profile's peak speed is pi/2 times its mean speed.
 PEAK_TO_MEAN = math.pi / 2
+# Wall seconds the executor's exit (the move to the sleep pose) may take by default: the
+# chunk_executor parameter's default, and what whoever stops the executor waits for before
+# escalating (the launch graph, the test fixtures). With sim time slowed, the move's wall time
+# grows with it.
+EXIT_TIMEOUT = 15.0
 
 
 def both_arms(arm_pose: list[float] | np.ndarray, gripper: float) -> np.ndarray:
