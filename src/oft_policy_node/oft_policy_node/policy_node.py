@@ -420,11 +420,11 @@ class PolicyNode(Node):
         try:
             self._chunks.publish(msg)
         except Exception:
-            # Ctrl-C shuts the context down before destroy_node() stops this thread; a chunk
-            # finished in between has nowhere to go. Any other publish failure is a real error.
-            if self.context.ok():
+            # destroy_node() waits only so long for this thread (a large model on a CPU takes
+            # longer per chunk), then destroys the publisher: a chunk finished after that has
+            # nowhere to go. Any other publish failure is a real error.
+            if not self._stopping.is_set():
                 raise
-            self._stopping.set()
             return
         with self._lock:
             self._counts['chunks'] += 1
